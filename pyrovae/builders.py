@@ -1,0 +1,167 @@
+"""From a model name to a (model, guide) pair: built-in families and users' factories.
+
+``pyrovae train vae`` builds a built-in pair; ``pyrovae train mypkg.mymodule:factory``
+imports ``factory`` and calls it, with no registration. A factory receives, by
+keyword, whichever of these its signature names: ``input_dim``, ``latent_dim``,
+``hidden_dims``, ``image_shape``, ``data`` (a :class:`~pyrovae.data.DataSplits`),
+``config`` (the :class:`~pyrovae.config.TrainConfig`); it returns ``(model, guide)``
+or ``(model, guide, data)``, where data is a DataSplits, a tensor x (N, D) or a tuple
+(x, y) of tensors (split into train/test by the run's seed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .config import TrainConfig
+from .data import DataSplits, load_dataset, split_arrays
+from .guides import DeltaEncoder, GaussianEncoder
+from .models import VAE
+
+FACTORY_ARGUMENTS = ("input_dim", "latent_dim", "hidden_dims", "image_shape", "data", "config")
+
+
+class ModelSpecError(ValueError):
+    """The model name or factory cannot give a (model, guide) pair."""
+
+
+@dataclass
+class Built:
+    model: Callable
+    guide: Callable
+    data: DataSplits
+
+
+def _vae_kwargs(config: TrainConfig) -> dict:
+    return dict(
+        input_dim=config.input_dim,
+        latent_dim=config.latent_dim,
+        hidden_dims=tuple(config.hidden_dims),
+        architecture=config.architecture,
+        image_shape=tuple(config.image_shape) if config.image_shape else None,
+    )
+
+
+def build_vae(config: TrainConfig) -> tuple[VAE, GaussianEncoder]:
+    """The VAE (or beta-VAE) and its Gaussian encoder."""
+    kwargs = _vae_kwargs(config)
+    model = VAE(likelihood=config.likelihood, beta=config.beta, **kwargs)
+    return model, GaussianEncoder(**kwargs)
+
+
+def build_autoencoder(config: TrainConfig) -> tuple[VAE, DeltaEncoder]:
+    """The deterministic autoencoder: the VAE's decoder with a point-mass guide."""
+    kwargs = _vae_kwargs(config)
+    model = VAE(likelihood=config.likelihood, **kwargs)
+    return model, DeltaEncoder(**kwargs)
+
+
+#: Built-in families: name -> (builder, one-line description).
+BUILTIN_MODELS: dict[str, tuple[Callable[[TrainConfig], tuple], str]] = {
+    "vae": (build_vae, "variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)); --beta for beta-VAE"),
+    "ae": (build_autoencoder, "deterministic autoencoder baseline: the VAE's decoder, a point-mass guide"),
+}
+
+
+def load_factory(spec: str) -> Callable:
+    """Import ``"package.module:function"``; errors say what is wrong and what is accepted."""
+    if ":" not in spec:
+        raise ModelSpecError(
+            f"unknown model {spec!r}. Built-in models: {', '.join(BUILTIN_MODELS)}; "
+            "or give your own factory as package.module:function"
+        )
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelSpecError(
+            f"cannot import {module_name!r} for the model factory {spec!r}: {e}. Run from the "
+            "directory that holds it, or add that directory to PYTHONPATH"
+        ) from e
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ModelSpecError(f"{module_name!r} has no callable {attr!r} (from the model {spec!r})")
+    return factory
+
+
+def _check_pair(spec: str, result: object) -> tuple[Callable, Callable, object]:
+    if not isinstance(result, tuple) or len(result) not in (2, 3):
+        raise ModelSpecError(
+            f"the factory {spec} returned {type(result).__name__}; it must return a tuple "
+            "(model, guide) or (model, guide, data)"
+        )
+    model, guide = result[:2]
+    for role, program in (("model", model), ("guide", guide)):
+        if not callable(program):
+            raise ModelSpecError(
+                f"the factory {spec} returned a {role} of type {type(program).__name__}, which is "
+                "not callable; a model and a guide are Pyro programs (functions or PyroModules)"
+            )
+    return model, guide, result[2] if len(result) == 3 else None
+
+
+def _as_splits(spec: str, data: object, config: TrainConfig) -> DataSplits:
+    if isinstance(data, DataSplits):
+        return data
+    if isinstance(data, torch.Tensor):
+        return split_arrays(data.numpy(), None, spec, seed=config.seed, test_fraction=config.test_fraction)
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        return split_arrays(x.numpy(), y.numpy(), spec, seed=config.seed, test_fraction=config.test_fraction)
+    raise ModelSpecError(
+        f"the factory {spec} returned data of type {type(data).__name__}; data must be a "
+        "pyrovae.data.DataSplits, a tensor x of shape (N, D) or a tuple (x, y) of tensors"
+    )
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        seed=config.seed,
+        test_fraction=config.test_fraction,
+        download=config.download,
+    )
+
+
+def build(config: TrainConfig, prepare: Callable[[TrainConfig, DataSplits], None]) -> Built:
+    """Load the data and build the pair named by ``config.model``.
+
+    ``prepare(config, data)`` fills in the settings resolved from the data (input shape,
+    likelihood) before any network is built.
+    """
+    if config.model in BUILTIN_MODELS:
+        data = load_data(config)
+        prepare(config, data)
+        model, guide = BUILTIN_MODELS[config.model][0](config)
+        return Built(model, guide, data)
+    factory = load_factory(config.model)
+    wanted = set(inspect.signature(factory).parameters) & set(FACTORY_ARGUMENTS)
+    data = None
+    if wanted & {"input_dim", "image_shape", "data"}:
+        data = load_data(config)
+        prepare(config, data)
+    available = {
+        "input_dim": config.input_dim,
+        "latent_dim": config.latent_dim,
+        "hidden_dims": tuple(config.hidden_dims),
+        "image_shape": tuple(config.image_shape) if config.image_shape else None,
+        "data": data,
+        "config": config,
+    }
+    model, guide, own_data = _check_pair(
+        config.model, factory(**{k: available[k] for k in wanted})
+    )
+    if own_data is not None:
+        data = _as_splits(config.model, own_data, config)
+        config.dataset = f"{config.model} (factory data)"
+        prepare(config, data)
+    elif data is None:
+        data = load_data(config)
+        prepare(config, data)
+    return Built(model, guide, data)

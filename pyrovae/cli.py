@@ -1,0 +1,218 @@
+"""``pyrovae train | sample | plot``: arguments become a config; the library does the work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .builders import BUILTIN_MODELS
+from .config import TrainConfig
+from .data import DATASETS
+from .infer import OBJECTIVES
+from .likelihoods import LIKELIHOODS
+
+DEFAULTS = TrainConfig()
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not widths:
+        raise argparse.ArgumentTypeError("give at least one hidden layer width, e.g. 400 or 512,256")
+    return widths
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    models = "; ".join(f"{name}: {doc}" for name, (_, doc) in BUILTIN_MODELS.items())
+    p = sub.add_parser(
+        "train",
+        help="fit a model and guide by SVI; writes a run directory",
+        description=(
+            "Fit a (model, guide) pair by stochastic variational inference and write RUN_DIR: "
+            "checkpoint.pt (after every epoch), config.json, metrics.json (train/test ELBO per "
+            "epoch, nats per example) and figures/."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help=f"a built-in model ({models}) or your own factory as package.module:function "
+        "returning (model, guide) or (model, guide, data)",
+    )
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/MODEL)")
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        default=DEFAULTS.dataset,
+        help=f"one of {', '.join(DATASETS)}, or a path to your own .npy, .npz or .csv array "
+        "(rows are examples; labels optional)",
+    )
+    data.add_argument(
+        "--data-dir",
+        help="directory with the dataset's files (MNIST: the four original idx files, gzipped "
+        "or not, or torchvision's MNIST/raw layout); default $PYROVAE_DATA_DIR or ./data",
+    )
+    data.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download missing MNIST / Fashion-MNIST files into --data-dir "
+        "(needs a network and pip install 'pyrovae[download]')",
+    )
+    data.add_argument(
+        "--test-fraction",
+        type=float,
+        default=DEFAULTS.test_fraction,
+        help="share of your own array held out as test data (split by --seed)",
+    )
+    model = p.add_argument_group("model")
+    model.add_argument("--latent-dim", type=int, default=DEFAULTS.latent_dim, help="dimension of z")
+    model.add_argument(
+        "--hidden",
+        dest="hidden_dims",
+        type=_widths,
+        default=DEFAULTS.hidden_dims,
+        help="hidden layer widths of encoder and decoder, comma-separated (e.g. 512,256)",
+    )
+    model.add_argument(
+        "--architecture", choices=["mlp", "conv"], default=DEFAULTS.architecture,
+        help="fully connected or convolutional encoder and decoder",
+    )
+    model.add_argument(
+        "--likelihood",
+        choices=["auto", *LIKELIHOODS],
+        default=DEFAULTS.likelihood,
+        help="p(x | z); auto: Bernoulli for binary data and MNIST, continuous Bernoulli for "
+        "other values in [0, 1], Gaussian otherwise",
+    )
+    model.add_argument(
+        "--binarize",
+        choices=["auto", "dynamic", "none"],
+        default=DEFAULTS.binarize,
+        help="for a Bernoulli on grey values: dynamic resamples training images each epoch "
+        "(test images once, fixed seed); auto does so when needed",
+    )
+    model.add_argument(
+        "--beta", type=float, default=DEFAULTS.beta, help="KL weight (beta-VAE); 1 is the ELBO"
+    )
+    fit = p.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="passes over the training data")
+    fit.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="examples per step")
+    fit.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
+    fit.add_argument(
+        "--objective",
+        choices=[o for o in OBJECTIVES if o != "enum"],
+        default=DEFAULTS.objective,
+        help="elbo: Pyro's Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL)",
+    )
+    fit.add_argument(
+        "--particles",
+        dest="num_particles",
+        type=int,
+        default=DEFAULTS.num_particles,
+        help="samples of z per example in the training estimate",
+    )
+    fit.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for weights, data order and sampling")
+    fit.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
+    run = p.add_argument_group("run directory")
+    run.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
+    run.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.set_defaults(handler=_train)
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="draw images from a trained model's prior into a PNG grid",
+        description="Draw z ~ p(z) and write the grid of E[x | z] to a PNG file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", metavar="FILE.png", default="samples.png", help="where to write the grid")
+    p.add_argument("--seed", type=int, default=0, help="seed for the draws")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(handler=_sample)
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="(re)write a run's figures",
+        description="Write reconstructions, prior samples, latent traversals, interpolations, "
+        "the latent space coloured by label and the ELBO curves as PNG files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
+    p.add_argument("--out", metavar="DIR", help="where to write the figures (default: RUN_DIR/figures)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(handler=_plot)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyrovae",
+        description="Latent-variable models as Pyro programs: train by SVI, sample, plot. "
+        "Numbers are per example, in nats, higher is better.",
+    )
+    parser.add_argument("--version", action="version", version=f"pyrovae {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_train(sub)
+    _add_sample(sub)
+    _add_plot(sub)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .run import train
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values.setdefault("out", f"runs/{args.model.replace(':', '_').replace('.', '_')}")
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    train(
+        TrainConfig(**values),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        log=log,
+    )
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from .run import load_run, sample
+
+    path = sample(load_run(args.run_dir, device=args.device), args.n, args.out, seed=args.seed)
+    print(f"wrote {path}")
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from .run import load_run, plot
+
+    run = load_run(args.run_dir, device=args.device)
+    for path in plot(run, args.out):
+        print(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import USER_ERRORS
+
+    try:
+        args.handler(args)
+    except USER_ERRORS as e:
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

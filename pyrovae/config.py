@@ -1,0 +1,67 @@
+"""The configuration of a training run: what ``pyrovae train`` turns its arguments into.
+
+Saved as ``config.json`` in the run directory, with the settings that were resolved
+from the data (likelihood, binarization, input shape), so a run can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run; every field has a ``pyrovae train`` option of the same name."""
+
+    model: str = "vae"
+    out: str = "runs/vae"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    test_fraction: float = 0.2
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    latent_dim: int = 10
+    hidden_dims: list[int] = field(default_factory=lambda: [400])
+    architecture: str = "mlp"
+    likelihood: str = "auto"
+    binarize: str = "auto"
+    beta: float = 1.0
+    objective: str = "elbo"
+    num_particles: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    figures: bool = True
+    # Resolved from the data when the run starts.
+    input_dim: int | None = None
+    image_shape: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys {sorted(unknown)}")
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.latent_dim >= 1, f"--latent-dim must be at least 1, got {self.latent_dim}"),
+            (all(h >= 1 for h in self.hidden_dims), f"--hidden must be positive widths, got {self.hidden_dims}"),
+            (self.beta > 0, f"--beta must be positive, got {self.beta}"),
+            (self.num_particles >= 1, f"--particles must be at least 1, got {self.num_particles}"),
+            (0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)

@@ -1,0 +1,135 @@
+"""The figures of a trained run, written into one directory."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import figures, views
+
+
+def _images(x: torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:
+    return x.detach().cpu().reshape(-1, *image_shape).numpy()
+
+
+def _project_2d(codes: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
+    """Codes (N, L) as 2-D points: the codes themselves if L == 2, else the top-2 PCA scores."""
+    if codes.shape[1] == 1:
+        return np.c_[codes, np.zeros(len(codes))], ("z1", "")
+    if codes.shape[1] == 2:
+        return codes, ("z1", "z2")
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2).fit(codes)
+    share = pca.explained_variance_ratio_ * 100
+    return pca.transform(codes), (f"PC1 ({share[0]:.0f}% var.)", f"PC2 ({share[1]:.0f}% var.)")
+
+
+def _pairs(labels: torch.Tensor | None, n: int, count: int) -> tuple[list[int], list[int]]:
+    """Index pairs for interpolation: examples of different classes when labels exist."""
+    if labels is None:
+        return list(range(0, 2 * count, 2)), list(range(1, 2 * count, 2))
+    starts, ends = [], []
+    for i in range(n):
+        if len(starts) == count:
+            break
+        j = next((j for j in range(i + 1, n) if labels[j] != labels[i]), None)
+        if j is not None and i not in ends:
+            starts.append(i)
+            ends.append(j)
+    return starts, ends
+
+
+def write_figures(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    labels: torch.Tensor | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    history: Sequence[dict] = (),
+    seed: int = 0,
+) -> list[Path]:
+    """Write reconstructions, prior samples, traversals, interpolations, the latent map and
+    the ELBO curves for test rows ``x`` (N, D) with optional ``labels`` (N,).
+
+    Image figures need ``image_shape`` (C, H, W); figures that need a continuous latent vector
+    site are skipped, with a warning, for models without one. Runs under a forked RNG
+    seeded with ``seed``: reproducible, and the caller's random streams are untouched.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+    if history:
+        written.append(figures.save_elbo_curves(history, out / "elbo.png"))
+    x = x[:2000]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sites = views.find_sites(model, guide, (x[:8],))
+        if image_shape is not None:
+            written.append(_samples(model, x, sites, image_shape, out / "samples.png"))
+        if sites.latent is None:
+            warnings.warn(
+                "the guide samples no continuous latent vector that the model shares; "
+                "reconstructions, traversals, interpolations and the latent map are skipped",
+                stacklevel=2,
+            )
+            return written
+        codes = views.encode(guide, (x,), sites.latent)
+        if image_shape is not None:
+            written += _image_views(model, guide, x, labels, sites, codes, image_shape, out)
+        points, axis_labels = _project_2d(codes.cpu().numpy())
+        y = None if labels is None else labels[: len(x)].cpu().numpy()
+        written.append(
+            figures.save_latent_scatter(
+                points, y, out / "latent_space.png",
+                title=f"Posterior means of {len(x)} test examples", axis_labels=axis_labels,
+            )
+        )
+    return written
+
+
+def _samples(model, x, sites, image_shape, path) -> Path:
+    rows = x[:1].expand(64, -1)
+    means = views.prior_means(model, (rows,), sites)
+    return figures.save_image_grid(
+        _images(means, image_shape), path, ncols=8, title="E[x | z], z ~ p(z)"
+    )
+
+
+def _image_views(model, guide, x, labels, sites, codes, image_shape, out) -> list[Path]:
+    written = []
+    recon = views.reconstruct(model, guide, (x[:20],), sites)
+    written.append(
+        figures.save_reconstructions(
+            _images(x[:20], image_shape), _images(recon, image_shape), out / "reconstructions.png"
+        )
+    )
+    dims = views.active_dims(codes, min(8, codes.shape[1]))
+    values = torch.linspace(-3, 3, 9, dtype=codes.dtype, device=codes.device)
+    grid = views.traversals(model, x, sites, codes[0], dims, values)
+    written.append(
+        figures.save_traversals(
+            _images(grid.reshape(-1, grid.shape[-1]), image_shape).reshape(*grid.shape[:2], *image_shape),
+            values.tolist(),
+            out / "traversals.png",
+            row_labels=[f"z{d + 1}" for d in dims],
+            title="Latent traversals: one latent varied, others at a test image's code",
+        )
+    )
+    starts, ends = _pairs(labels, len(x), 6)
+    if starts:
+        path = views.interpolations(model, x, sites, codes[starts], codes[ends], steps=10)
+        written.append(
+            figures.save_traversals(
+                _images(path.reshape(-1, path.shape[-1]), image_shape).reshape(*path.shape[:2], *image_shape),
+                torch.linspace(0, 1, 10).tolist(),
+                out / "interpolation.png",
+                title="Interpolation between the codes of two test images",
+            )
+        )
+    return written

@@ -1,0 +1,98 @@
+"""Amortized inference networks q(z | x) for models with one latent vector site "z".
+
+- :class:`GaussianEncoder`: q(z | x) = N(mu_phi(x), diag sigma_phi(x)^2), the VAE's
+  reparameterised Gaussian guide (Kingma & Welling 2014).
+- :class:`DeltaEncoder`: q(z | x) = delta(z - f_phi(x)), a point mass. With it the
+  "ELBO" is log p(x, f(x)) (a deterministic autoencoder whose code is regularised by
+  the prior), the baseline a VAE is compared with; it is not a bound on log p(x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.nn.functional import softplus
+
+from ..module import LocalPyroModule
+from ..nn import MLP, ConvEncoder
+
+
+def make_encoder(
+    input_dim: int,
+    out_dim: int,
+    hidden_dims: Sequence[int],
+    architecture: str = "mlp",
+    image_shape: tuple[int, int, int] | None = None,
+) -> torch.nn.Module:
+    """A network (B, input_dim) -> (B, out_dim), MLP or convolutional."""
+    if architecture == "mlp":
+        return MLP(input_dim, hidden_dims, out_dim)
+    if architecture == "conv":
+        if image_shape is None:
+            raise ValueError("a convolutional encoder needs image data (image_shape=(C, H, W))")
+        return ConvEncoder(image_shape, out_dim, hidden_dims)
+    raise ValueError(f"unknown architecture {architecture!r}; choose 'mlp' or 'conv'")
+
+
+class GaussianEncoder(LocalPyroModule):
+    """q(z | x) = N(z; mu(x), diag sigma(x)^2) for rows x (N, D), codes z (N, L).
+
+    ``site`` names the latent it samples (default ``"z"``), so the encoder serves any
+    model with one latent vector in the ``"data"`` plate.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 10,
+        hidden_dims: Sequence[int] = (400,),
+        architecture: str = "mlp",
+        image_shape: tuple[int, int, int] | None = None,
+        site: str = "z",
+        min_scale: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.site = site
+        self.min_scale = min_scale
+        self.net = make_encoder(input_dim, 2 * latent_dim, hidden_dims, architecture, image_shape)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and standard deviation, each (N, L)."""
+        loc, raw_scale = self.net(x).split(self.latent_dim, dim=-1)
+        return loc, softplus(raw_scale) + self.min_scale
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        loc, scale = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
+
+
+class DeltaEncoder(LocalPyroModule):
+    """q(z | x) = delta(z - f(x)): the deterministic autoencoder's encoder; z is (N, L)."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 10,
+        hidden_dims: Sequence[int] = (400,),
+        architecture: str = "mlp",
+        image_shape: tuple[int, int, int] | None = None,
+        site: str = "z",
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.site = site
+        self.net = make_encoder(input_dim, latent_dim, hidden_dims, architecture, image_shape)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code f(x) (N, L) and a zero spread, matching :meth:`GaussianEncoder.encode`."""
+        code = self.net(x)
+        return code, torch.zeros_like(code)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample(self.site, dist.Delta(self.net(x)).to_event(1))

@@ -1,0 +1,154 @@
+"""Where data becomes the program's arguments: minibatches as tuples ``(x,)`` or ``(x, y)``.
+
+Tensors that fit in memory are cut into batches by index (no per-item DataLoader);
+a user's Dataset or DataLoader passes through torch's own machinery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Union
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+Batch = tuple[torch.Tensor, ...]
+#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset or a DataLoader.
+Data = Union[torch.Tensor, tuple, list, Dataset, DataLoader]
+#: ``transform(x, generator) -> x``, applied to the first tensor of each training batch.
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class TensorBatches:
+    """Minibatches of in-memory tensors that share their first dimension N.
+
+    Args:
+        tensors: tensors of shape (N, ...), e.g. x (N, D) and labels y (N,).
+        batch_size: examples per batch; the last batch may be smaller.
+        shuffle: a fresh permutation each pass, drawn from ``generator``.
+        generator: the source of randomness for shuffling and ``transform`` (its state
+            is part of a checkpoint, so a resumed run sees the same batches).
+        transform: applied to x of each batch, e.g. dynamic binarization.
+    """
+
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        if not tensors:
+            raise ValueError("no tensors to batch")
+        n = tensors[0].shape[0]
+        for t in tensors[1:]:
+            if t.shape[0] != n:
+                raise ValueError(
+                    f"tensors must have the same number of rows; got {[t.shape[0] for t in tensors]}"
+                )
+        if n == 0:
+            raise ValueError("the data has no examples (0 rows)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        device = tensors[0].device
+        self.generator = generator or torch.Generator(device=device)
+        self.transform = transform
+
+    @property
+    def num_examples(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.num_examples
+        device = self.tensors[0].device
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.generator.device)
+            order = order.to(device)
+        for start in range(0, n, self.batch_size):
+            if self.shuffle:
+                index = order[start : start + self.batch_size]
+                batch = tuple(t[index] for t in self.tensors)
+            else:
+                batch = tuple(t[start : start + self.batch_size] for t in self.tensors)
+            if self.transform is not None:
+                batch = (self.transform(batch[0], self.generator), *batch[1:])
+            yield batch
+
+    def peek(self) -> Batch:
+        """The first rows as one batch, without touching the generator."""
+        return tuple(t[: self.batch_size] for t in self.tensors)
+
+
+def to_batch(item: Any) -> Batch:
+    """A DataLoader item (a tensor or a list/tuple of tensors) as program arguments."""
+    if isinstance(item, torch.Tensor):
+        return (item,)
+    if isinstance(item, (tuple, list)):
+        return tuple(item)
+    raise TypeError(
+        f"a batch must be a tensor or a tuple of tensors (x, y), got {type(item).__name__}"
+    )
+
+
+def make_batches(
+    data: Data,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    transform: Transform | None = None,
+    device: torch.device | str | None = None,
+) -> Iterable[Batch]:
+    """Turn any accepted form of data into an iterable of argument tuples."""
+    if isinstance(data, torch.Tensor):
+        data = (data,)
+    if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
+        tensors = tuple(t.to(device) if device is not None else t for t in data)
+        return TensorBatches(tensors, batch_size, shuffle, generator, transform)
+    if isinstance(data, DataLoader):
+        return _Loader(data, transform, generator, device)
+    if isinstance(data, Dataset):
+        loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        return _Loader(loader, transform, generator, device)
+    raise TypeError(
+        "data must be a tensor x of shape (N, D), a tuple of tensors (x, y), a torch Dataset "
+        f"or a DataLoader; got {type(data).__name__}"
+    )
+
+
+class _Loader:
+    """A DataLoader whose items become argument tuples on ``device``."""
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        transform: Transform | None,
+        generator: torch.Generator | None,
+        device: torch.device | str | None,
+    ) -> None:
+        self.loader = loader
+        self.transform = transform
+        self.generator = generator or torch.Generator()
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for item in self.loader:
+            batch = to_batch(item)
+            if self.device is not None:
+                batch = tuple(t.to(self.device) for t in batch)
+            if self.transform is not None:
+                batch = (self.transform(batch[0], self.generator), *batch[1:])
+            yield batch
+
+    def peek(self) -> Batch:
+        with torch.random.fork_rng():
+            return next(iter(self))

@@ -1,0 +1,275 @@
+"""Stochastic variational inference: the training loop, as a trainer with callbacks.
+
+Each step draws a minibatch x (B, D), estimates the objective's loss
+-ELBO(x) = -sum_n E_q[log p(x_n, z_n) - log q(z_n | x_n)] with Pyro's own ELBO,
+divides by B (so the learning rate does not depend on the batch size) and takes a
+gradient step with a torch optimizer. History records the per-example bound in
+nats, higher is better.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import ELBO
+from tqdm.auto import tqdm
+
+from .batches import Data, Transform, make_batches
+from .objectives import make_objective
+from .scale import scale_latents
+
+Callback = Callable[["Trainer"], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; parameters are left at their last finite step."""
+
+
+class History(list):
+    """Per-epoch records ``{"epoch", "train_elbo", "test_elbo", "seconds"}`` (nats per example)."""
+
+    def column(self, key: str) -> list[Any]:
+        return [record.get(key) for record in self]
+
+
+def _cuda_devices() -> list[int]:
+    """Devices whose RNG a fork must save: only those CUDA has already initialised."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+
+
+def collect_params(
+    elbo: ELBO, model: Callable, guide: Callable, args: tuple
+) -> tuple[list[torch.Tensor], list[str]]:
+    """Every trainable tensor of a (model, guide) pair, and the names of those in Pyro's store.
+
+    Modules' own parameters come from ``.parameters()``; parameters of programs in Pyro's
+    classic style (``pyro.param`` / ``pyro.module``) from one traced evaluation of the loss,
+    run under a forked RNG so that collecting changes no random stream.
+    """
+    params: dict[int, torch.Tensor] = {}
+    for program in (model, guide):
+        if isinstance(program, torch.nn.Module):
+            params.update((id(p), p) for p in program.parameters())
+    store = pyro.get_param_store()
+    store_names = []
+    with torch.random.fork_rng(devices=_cuda_devices()):
+        with poutine.trace(param_only=True) as capture:
+            elbo.differentiable_loss(model, guide, *args)
+    for site in capture.trace.nodes.values():
+        value = site["value"]
+        unconstrained = value.unconstrained() if hasattr(value, "unconstrained") else value
+        if isinstance(unconstrained, torch.Tensor) and unconstrained.requires_grad:
+            params.setdefault(id(unconstrained), unconstrained)
+            name = store.param_name(unconstrained)
+            if name is not None:
+                store_names.append(name)
+    return list(params.values()), sorted(set(store_names))
+
+
+@torch.no_grad()
+def evaluate_elbo(
+    model: Callable,
+    guide: Callable,
+    data: Data,
+    *,
+    objective: str | ELBO = "elbo",
+    batch_size: int = 1000,
+    device: torch.device | str | None = None,
+) -> float:
+    """Mean per-example ELBO (nats) of ``data`` under (model, guide): one-sample estimate."""
+    elbo = make_objective(objective)
+    total, count = 0.0, 0
+    for args in make_batches(data, batch_size, shuffle=False, device=device):
+        total -= elbo.loss(model, guide, *args)
+        count += args[0].shape[0]
+    return total / count
+
+
+class Trainer:
+    """Fits a (model, guide) pair by SVI; ``run(epochs)`` trains until that many epochs are done.
+
+    Args:
+        model, guide: Pyro programs with the same signature ``(x, y=None)`` or ``(*batch)``;
+            PyroModules or plain functions using ``pyro.param`` / ``pyro.module``.
+        data: training data, any form of :data:`~pyrovae.infer.batches.Data`.
+        test_data: evaluated each epoch (one-sample test ELBO, unweighted objective).
+        batch_size, lr: minibatch size and Adam's learning rate.
+        optimizer: ``callable(params) -> torch.optim.Optimizer``; Adam(lr) by default.
+        objective: ``"elbo"``, ``"meanfield"``, ``"enum"`` or a ``pyro.infer.ELBO``.
+        num_particles: samples per example in the training estimate (vectorized).
+        transform: applied to each training batch's x, e.g. dynamic binarization.
+        seed: seeds Pyro/torch/numpy and the data order; None leaves the RNG as it is.
+        callbacks: each called as ``callback(trainer)`` after every epoch.
+        progress: show a tqdm bar with the running ELBO.
+        device: where batches go (the model and guide must already be there).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        data: Data,
+        *,
+        test_data: Data | None = None,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+        objective: str | ELBO = "elbo",
+        num_particles: int = 1,
+        transform: Transform | None = None,
+        seed: int | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        self.model, self.guide = model, guide
+        scales = getattr(model, "latent_scales", {}) or {}
+        self._model, self._guide = scale_latents(model, guide, scales)
+        self.objective = objective
+        self.elbo = make_objective(objective, num_particles)
+        # The test ELBO uses the unweighted objective, one particle (or the user's instance).
+        self.test_elbo = make_objective(objective)
+        self.device = device
+        generator = torch.Generator(device=device or "cpu")
+        generator.manual_seed(seed if seed is not None else torch.initial_seed())
+        self.generator = generator
+        self.batches = make_batches(data, batch_size, True, generator, transform, device)
+        self.test_data = test_data
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.epoch = 0
+        self.history = History()
+        self.params, self.store_names = collect_params(
+            self.elbo, self._model, self._guide, self.batches.peek()
+        )
+        if not self.params:
+            raise ValueError(
+                "the model and guide have no trainable parameters: nothing to fit. A guide "
+                "must be a PyroModule with parameters or call pyro.param / pyro.module."
+            )
+        make_optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
+        self.optimizer = make_optimizer(self.params)
+
+    def step(self, args: tuple) -> torch.Tensor:
+        """One gradient step on a batch; returns the batch's summed loss (detached)."""
+        loss = self.elbo.differentiable_loss(self._model, self._guide, *args)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at epoch {self.epoch + 1}; parameters are "
+                "left at the last finite step. Lower the learning rate (--lr), check the data "
+                "for extreme values, or use a likelihood with a floor on its scale."
+            )
+        (loss / args[0].shape[0]).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def run(self, epochs: int) -> History:
+        """Train until ``epochs`` epochs are done in all (a resumed trainer continues)."""
+        steps = len(self.batches)
+        with tqdm(
+            total=epochs * steps,
+            initial=min(self.epoch, epochs) * steps,
+            disable=not self.progress,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        ) as bar:
+            while self.epoch < epochs:
+                start = time.perf_counter()
+                total, count = torch.zeros(()), 0
+                for i, args in enumerate(self.batches):
+                    total = total + self.step(args).cpu()
+                    count += args[0].shape[0]
+                    bar.update(1)
+                    if i % 10 == 0 or i == steps - 1:
+                        bar.set_postfix_str(
+                            f"epoch {self.epoch + 1}/{epochs} elbo {-total.item() / count:.2f}"
+                        )
+                record: dict[str, Any] = {
+                    "epoch": self.epoch + 1,
+                    "train_elbo": -total.item() / count,
+                }
+                if self.test_data is not None:
+                    record["test_elbo"] = evaluate_elbo(
+                        self.model,
+                        self.guide,
+                        self.test_data,
+                        objective=self.test_elbo,
+                        device=self.device,
+                    )
+                record["seconds"] = time.perf_counter() - start
+                self.epoch += 1
+                self.history.append(record)
+                bar.set_postfix_str(_summary(record, epochs))
+                for callback in self.callbacks:
+                    callback(self)
+        return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: parameters, optimizer, epoch, history, RNG states."""
+        store = pyro.get_param_store()
+        rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": _module_state(self.model),
+            "guide": _module_state(self.guide),
+            "params": {name: store.get_state()["params"][name] for name in self.store_names},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": [dict(r) for r in self.history],
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for program, key in ((self.model, "model"), (self.guide, "guide")):
+            if isinstance(program, torch.nn.Module):
+                program.load_state_dict(state[key])
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for name, value in state.get("params", {}).items():
+                store.get_param(name).unconstrained().copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.history = History(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["data"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _module_state(program: Callable) -> dict[str, torch.Tensor]:
+    return program.state_dict() if isinstance(program, torch.nn.Module) else {}
+
+
+def _summary(record: dict[str, Any], epochs: int) -> str:
+    text = f"epoch {record['epoch']}/{epochs} elbo {record['train_elbo']:.2f}"
+    if "test_elbo" in record and math.isfinite(record["test_elbo"]):
+        text += f" test {record['test_elbo']:.2f}"
+    return text
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: Data,
+    *,
+    epochs: int = 10,
+    **kwargs: Any,
+) -> History:
+    """Fit ``guide`` and ``model`` to ``data`` by SVI for ``epochs`` passes; see :class:`Trainer`.
+
+    Returns the per-epoch history: ``train_elbo`` (running mean of the training bound over
+    the epoch) and, with ``test_data``, ``test_elbo``, both in nats per example.
+    """
+    return Trainer(model, guide, data, **kwargs).run(epochs)

@@ -1,0 +1,32 @@
+"""Pyro's variational objectives by name.
+
+All are Monte Carlo estimates of (minus) the evidence lower bound
+ELBO(x) = E_q[log p(x, z) - log q(z | x)] <= log p(x); they differ in how:
+
+- ``"elbo"``: :class:`~pyro.infer.Trace_ELBO`, the score-function/reparameterised estimator.
+- ``"meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL terms where the
+  prior and guide allow it (lower variance, same expectation).
+- ``"enum"``: :class:`~pyro.infer.TraceEnum_ELBO`, sums enumerated discrete latents exactly.
+"""
+
+from __future__ import annotations
+
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+
+OBJECTIVES = {"elbo": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
+
+
+def make_objective(objective: str | ELBO = "elbo", num_particles: int = 1) -> ELBO:
+    """An ELBO instance from a name in :data:`OBJECTIVES`, or the instance given."""
+    if isinstance(objective, ELBO):
+        return objective
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)} "
+            "or pass a pyro.infer.ELBO instance"
+        )
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+    return OBJECTIVES[objective](
+        num_particles=num_particles, vectorize_particles=num_particles > 1
+    )

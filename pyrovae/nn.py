@@ -1,0 +1,120 @@
+"""Network blocks shared by models and guides: MLPs and small convolutional nets.
+
+Shapes: ``B`` is any batch shape, ``D = C * H * W`` a flattened image. Every block
+maps flattened vectors to flattened vectors, so models and guides see data as
+``(N, D)`` rows whatever the network inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Sequential):
+    """Fully connected net ``in_dim -> hidden_dims... -> out_dim``; (B, in_dim) -> (B, out_dim).
+
+    The last layer is linear (no activation), so it can produce logits, locations or
+    unconstrained scales.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        out_dim: int,
+        activation: str = "relu",
+    ) -> None:
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden_dims]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), _activation(activation)]
+        layers.append(nn.Linear(dims[-1], out_dim))
+        super().__init__(*layers)
+
+
+def _reduced_size(size: int) -> int:
+    """Spatial size after two stride-2 convolutions with kernel 4, padding 1 (ceil(size / 4))."""
+    return -(-size // 4)
+
+
+class ConvEncoder(nn.Module):
+    """Two stride-2 convolutions and an MLP head: (B, C*H*W) -> (B, out_dim).
+
+    For 28x28 MNIST: 1x28x28 -> 32x14x14 -> 64x7x7 -> hidden -> out_dim.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        out_dim: int,
+        hidden_dims: Sequence[int] = (256,),
+        channels: tuple[int, int] = (32, 64),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        c, h, w = self.image_shape
+        c1, c2 = channels
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, c1, 4, stride=2, padding=1),
+            _activation(activation),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+            _activation(activation),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, c, h, w)).numel()
+        self.head = MLP(flat, hidden_dims, out_dim, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_shape = x.shape[:-1]
+        images = x.reshape(-1, *self.image_shape)  # (B', C, H, W)
+        features = self.conv(images).flatten(1)
+        return self.head(features).reshape(*batch_shape, -1)
+
+
+class ConvDecoder(nn.Module):
+    """MLP then two stride-2 transposed convolutions: (B, in_dim) -> (B, C*H*W).
+
+    The output is cropped to (H, W), so any image size works (8x8 digits, 28x28 MNIST).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        image_shape: tuple[int, int, int],
+        hidden_dims: Sequence[int] = (256,),
+        channels: tuple[int, int] = (64, 32),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        c, h, w = self.image_shape
+        c1, c2 = channels
+        self.grid = (c1, _reduced_size(h), _reduced_size(w))
+        self.head = nn.Sequential(
+            MLP(in_dim, hidden_dims, c1 * self.grid[1] * self.grid[2], activation),
+            _activation(activation),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
+            _activation(activation),
+            nn.ConvTranspose2d(c2, c, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch_shape = z.shape[:-1]
+        grid = self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.grid)
+        c, h, w = self.image_shape
+        images = self.deconv(grid)[:, :, :h, :w]  # (B', C, H, W)
+        return images.reshape(*batch_shape, c * h * w)

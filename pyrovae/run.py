@@ -1,0 +1,282 @@
+"""A training run on disk: build, train with a checkpoint every epoch, resume, reload.
+
+A run directory holds::
+
+    config.json      the settings, including those resolved from the data
+    checkpoint.pt    model, guide and optimizer state, epoch, RNG states, history
+    metrics.json     per-epoch train and test ELBO, nats per example (higher is better)
+    figures/*.png    reconstructions, samples, traversals, interpolation, latent map, curves
+
+Every file is written atomically; the directory is created only once the data, the
+model and a first loss evaluation have succeeded, so a bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+
+from .builders import build
+from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
+from .config import TrainConfig
+from .data import DataSplits, binarize, binarize_fixed
+from .diagnostics import write_figures
+from .diagnostics import figures, views
+from .infer import Trainer, collect_params, make_objective
+from .likelihoods import check_support
+
+Log = Callable[[str], None]
+
+
+class RunError(RuntimeError):
+    """A run directory cannot be used as asked (missing, already trained, damaged)."""
+
+
+@dataclass
+class Run:
+    """A run rebuilt from disk (or just trained): the pair, its data and its record."""
+
+    path: Path
+    config: TrainConfig
+    model: Callable
+    guide: Callable
+    data: DataSplits
+    history: list[dict] = field(default_factory=list)
+
+    def test_inputs(self) -> torch.Tensor:
+        """The test rows as the model sees them (binarized once, with a fixed seed, if needed)."""
+        return _test_x(self.config, self.data).to(self.config.device)
+
+
+def resolve_likelihood(config: TrainConfig, data: DataSplits) -> str:
+    """Fill ``config.likelihood`` and ``config.binarize`` from the data; return an explanation.
+
+    ``auto`` picks: Bernoulli for binary data; Bernoulli on dynamically binarized images for
+    MNIST (the benchmark convention); the continuous Bernoulli for other data in [0, 1];
+    a Gaussian otherwise.
+    """
+    unit = data.is_unit_interval
+    if config.likelihood == "auto":
+        if data.is_binary:
+            config.likelihood, why = "bernoulli", "the data are binary"
+        elif unit and data.name == "mnist":
+            config.likelihood = "bernoulli"
+            why = "MNIST grey levels are binarized dynamically, the benchmark convention"
+        elif unit:
+            config.likelihood = "continuous-bernoulli"
+            why = "the data are grey values in [0, 1], where a Bernoulli is not a density"
+        else:
+            config.likelihood, why = "gaussian", "the data are real-valued, outside [0, 1]"
+    else:
+        why = "as requested"
+    if config.binarize == "auto":
+        grey = config.likelihood == "bernoulli" and not data.is_binary
+        config.binarize = "dynamic" if grey and unit else "none"
+    if config.binarize == "dynamic":
+        if config.likelihood != "bernoulli":
+            raise ValueError("--binarize dynamic goes with --likelihood bernoulli")
+        if not unit:
+            raise ValueError(
+                "--binarize dynamic needs values in [0, 1] (pixel intensities as probabilities); "
+                "rescale the data first"
+            )
+        why += "; training images resampled each epoch, test images binarized once (seed 0)"
+    else:
+        check_support(config.likelihood, data.train_x)
+        check_support(config.likelihood, data.test_x)
+    return f"likelihood: {config.likelihood} ({why})"
+
+
+def _prepare(log: Log) -> Callable[[TrainConfig, DataSplits], None]:
+    def prepare(config: TrainConfig, data: DataSplits) -> None:
+        config.input_dim = data.input_dim
+        config.image_shape = list(data.image_shape) if data.image_shape else None
+        log(
+            f"data: {data.name}, {len(data.train_x)} train / {len(data.test_x)} test examples "
+            f"of dimension {data.input_dim}"
+        )
+        log(resolve_likelihood(config, data))
+
+    return prepare
+
+
+def _test_x(config: TrainConfig, data: DataSplits) -> torch.Tensor:
+    return binarize_fixed(data.test_x, seed=0) if config.binarize == "dynamic" else data.test_x
+
+
+def _to_device(program: Callable, device: str) -> None:
+    if isinstance(program, torch.nn.Module):
+        program.to(device)
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+
+
+def _run_files(out: Path) -> list[Path]:
+    return [out / CHECKPOINT, out / "config.json", out / "metrics.json", out / "figures"]
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Log = print,
+) -> Run:
+    """Train the run described by ``config`` into ``config.out``; see the module docstring.
+
+    With ``resume`` the saved configuration is used (only ``epochs`` and ``device`` are taken
+    from ``config``) and training continues from the last checkpoint, reaching the same
+    numbers as an uninterrupted run with the same seed on CPU.
+    """
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT
+    state = None
+    if resume:
+        if not checkpoint_path.exists():
+            raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
+        saved = TrainConfig.from_dict(read_json(out / "config.json"))
+        saved.epochs, saved.device, saved.out = config.epochs, config.device, str(out)
+        config = saved
+        state = load_checkpoint(checkpoint_path, map_location=config.device)
+        if state["epoch"] >= config.epochs:
+            raise RunError(
+                f"{out} has already trained {state['epoch']} epochs; to train longer pass "
+                f"--epochs N with N > {state['epoch']}"
+            )
+    elif any(p.exists() for p in _run_files(out)) and not overwrite:
+        raise RunError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
+    config.validate()
+    _check_device(config.device)
+    pyro.set_rng_seed(config.seed)
+    built = build(config, _prepare(log))
+    model, guide, data = built.model, built.guide, built.data
+    for program in (model, guide):
+        _to_device(program, config.device)
+
+    def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return binarize(x, generator)
+
+    def save_epoch(trainer: Trainer) -> None:
+        save_checkpoint(checkpoint_path, {**trainer.state_dict(), "config": config.to_dict()})
+        write_json(out / "metrics.json", _metrics(config, trainer.history))
+
+    trainer = Trainer(
+        model,
+        guide,
+        (data.train_x,),
+        test_data=(_test_x(config, data),),
+        batch_size=config.batch_size,
+        lr=config.lr,
+        objective=config.objective,
+        num_particles=config.num_particles,
+        transform=transform if config.binarize == "dynamic" else None,
+        seed=config.seed,
+        callbacks=[save_epoch],
+        progress=progress,
+        device=config.device,
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
+    elif overwrite:
+        for path in _run_files(out):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    write_json(out / "config.json", config.to_dict())
+    try:
+        trainer.run(config.epochs)
+    except KeyboardInterrupt:
+        log(
+            f"\ninterrupted; {out / CHECKPOINT} holds epoch {trainer.epoch}. Continue with "
+            f"pyrovae train {config.model} --out {out} --epochs {config.epochs} --resume"
+        )
+        raise
+    run = Run(out, config, model, guide, data, list(trainer.history))
+    if config.figures:
+        paths = plot(run)
+        log(f"figures: {', '.join(p.name for p in paths)} in {out / 'figures'}")
+    last = trainer.history[-1]
+    log(
+        f"done: epoch {last['epoch']}, train ELBO {last['train_elbo']:.2f}, test ELBO "
+        f"{last['test_elbo']:.2f} nats per example; run saved in {out}"
+    )
+    return run
+
+
+def _metrics(config: TrainConfig, history: list[dict]) -> dict:
+    note = "nats per example, higher is better; test_elbo is a one-sample estimate of the ELBO"
+    if config.beta != 1.0:
+        note += f"; train_elbo is the beta-weighted bound (beta = {config.beta})"
+    if config.model == "ae":
+        note += "; with a point-mass guide the 'ELBO' is log p(x, z = f(x)), not a bound"
+    return {"units": note, "objective": config.objective, "history": history}
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -> Run:
+    """Rebuild a run's model, guide and data from ``config.json`` and ``checkpoint.pt``."""
+    path = Path(run_dir)
+    if not (path / "config.json").exists():
+        raise RunError(f"{path} is not a pyrovae run (no config.json); train one with pyrovae train")
+    config = TrainConfig.from_dict(read_json(path / "config.json"))
+    config.device = device
+    _check_device(device)
+    state = load_checkpoint(path / CHECKPOINT, map_location=device)
+    built = build(config, _prepare(log or (lambda message: None)))
+    for program, key in ((built.model, "model"), (built.guide, "guide")):
+        if isinstance(program, torch.nn.Module):
+            program.load_state_dict(state[key])
+            program.to(device)
+    run = Run(path, config, built.model, built.guide, built.data, list(state["history"]))
+    if state.get("params"):
+        # Programs in Pyro's classic style create their pyro.param sites when first run.
+        collect_params(make_objective(config.objective), run.model, run.guide, (run.test_inputs()[:8],))
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                store.get_param(name).unconstrained().copy_(value)
+    return run
+
+
+def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
+    """Write the run's figures (default ``RUN_DIR/figures``); returns their paths."""
+    data = run.data
+    labels = data.test_y
+    return write_figures(
+        run.model,
+        run.guide,
+        run.test_inputs(),
+        out_dir or run.path / "figures",
+        labels=labels,
+        image_shape=data.image_shape,
+        history=run.history,
+        seed=run.config.seed,
+    )
+
+
+def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
+    """A grid of E[x | z] for ``n`` draws z ~ p(z), written to ``out_path`` (PNG)."""
+    if run.data.image_shape is None:
+        raise RunError(
+            f"{run.path} was trained on data that are not images (no image shape); "
+            "sampling to a picture needs image data"
+        )
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    x = run.test_inputs()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sites = views.find_sites(run.model, run.guide, (x[:8],))
+        means = views.prior_means(run.model, (x[:1].expand(n, -1),), sites)
+    images = means.cpu().reshape(n, *run.data.image_shape).numpy()
+    return figures.save_image_grid(images, out_path, title=f"{n} samples: E[x | z], z ~ p(z)")
