@@ -82,8 +82,17 @@ class TensorBatches:
             yield batch
 
     def peek(self) -> Batch:
-        """The first rows as one batch, without touching the generator."""
-        return tuple(t[: self.batch_size] for t in self.tensors)
+        """The first rows as one (transformed) batch, without advancing the generator."""
+        batch = tuple(t[: self.batch_size] for t in self.tensors)
+        if self.transform is not None:
+            batch = (self.transform(batch[0], _copy(self.generator)), *batch[1:])
+        return batch
+
+
+def _copy(generator: torch.Generator) -> torch.Generator:
+    twin = torch.Generator(device=generator.device)
+    twin.set_state(generator.get_state())
+    return twin
 
 
 def to_batch(item: Any) -> Batch:
@@ -150,5 +159,10 @@ class _Loader:
             yield batch
 
     def peek(self) -> Batch:
-        with torch.random.fork_rng():
-            return next(iter(self))
+        """The first batch, without advancing the global or the transform's generator."""
+        generator, self.generator = self.generator, _copy(self.generator)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return next(iter(self))
+        finally:
+            self.generator = generator

@@ -1,0 +1,460 @@
+"""Dataset loading: built-in image sets and users' own arrays, as flat float32 rows.
+
+Every loader returns a :class:`DataSplits` whose ``*_x`` tensors are ``(N, D)`` float32, one
+flattened example per row, and whose labels (when there are any) are ``(N,)`` int64. Nothing is
+downloaded unless ``download=True`` is passed for MNIST or Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist")
+FILE_EXTENSIONS = (".npy", ".npz", ".csv")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+BINARIZED_MNIST_FILE = "binarized_mnist.npz"
+X_KEYS = ("x", "X", "data", "images")
+Y_KEYS = ("y", "labels", "targets")
+CSV_LABEL_COLUMNS = ("label", "y")
+_TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_REPLACE = "replace it with the original file"
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True, repr=False)
+class DataSplits:
+    """Train/test (and optional validation) examples as flat rows.
+
+    ``train_x`` is ``(N_train, D)`` float32, ``test_x`` is ``(N_test, D)``, labels are ``(N,)``
+    int64 or None, and ``image_shape`` is ``(C, H, W)`` with ``C * H * W == D`` (None when the
+    rows are not images).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    test_x: torch.Tensor
+    train_y: torch.Tensor | None
+    test_y: torch.Tensor | None
+    image_shape: tuple[int, int, int] | None
+    valid_x: torch.Tensor | None = None
+    valid_y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        dim = self.train_x.shape[-1]
+        for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
+            if x.dim() != 2 or x.shape[1] != dim or (y is not None and y.shape != x.shape[:1]):
+                raise DataError(f"{self.name}: split shapes differ: x {tuple(x.shape)}, D {dim}")
+        if self.image_shape is not None and math.prod(self.image_shape) != dim:
+            raise DataError(f"{self.name}: image_shape {self.image_shape} does not give D = {dim}")
+
+    @property
+    def input_dim(self) -> int:
+        """D, the number of values in one flattened example."""
+        return int(self.train_x.shape[1])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Largest train/test label + 1, or None without labels."""
+        labels = [y for y in (self.train_y, self.test_y) if y is not None and y.numel() > 0]
+        return max(int(y.max()) for y in labels) + 1 if labels else None
+
+    @property
+    def is_binary(self) -> bool:
+        """True when every value (train, test and valid) is exactly 0 or 1."""
+        return all(bool(((x == 0) | (x == 1)).all()) for x in self._all_x())
+
+    @property
+    def is_unit_interval(self) -> bool:
+        """True when every value (train, test and valid) lies in [0, 1]."""
+        return all(bool(((x >= 0) & (x <= 1)).all()) for x in self._all_x())
+
+    def _all_x(self) -> list[torch.Tensor]:
+        return [x for x in (self.train_x, self.test_x, self.valid_x) if x is not None]
+
+    def __repr__(self) -> str:
+        valid = "" if self.valid_x is None else f", valid={tuple(self.valid_x.shape)}"
+        return (
+            f"DataSplits(name={self.name!r}, train={tuple(self.train_x.shape)}, "
+            f"test={tuple(self.test_x.shape)}{valid}, labels={self.train_y is not None}, "
+            f"image_shape={self.image_shape})"
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    download: bool = False,
+) -> DataSplits:
+    """Load a dataset named in :data:`DATASETS`, or a user's ``.npy``/``.npz``/``.csv`` file.
+
+    ``data_dir`` (default: ``$PYROVAE_DATA_DIR``, else ``./data``) is where the MNIST-family
+    files live; it is ignored for ``digits`` and for files. ``seed`` and ``test_fraction`` set
+    the random train/test split of a user's file (``ceil(test_fraction * N)`` test rows, as in
+    scikit-learn); the named datasets have fixed splits.
+    """
+    name = str(name)
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    key = name.strip().lower()
+    if key == "digits":
+        return _load_digits()
+    if key in _TORCHVISION_NAMES:
+        return _load_idx_dataset(key, _resolve_data_dir(data_dir), download)
+    if key == "binarized-mnist":
+        return _load_binarized_mnist(_resolve_data_dir(data_dir))
+    path = Path(name).expanduser()
+    if path.suffix.lower() in FILE_EXTENSIONS:
+        return _load_array_file(name, path, seed, test_fraction)
+    is_file = path.suffix or path.exists() or "/" in name or os.sep in name
+    problem = f"unsupported file type {path.suffix!r}" if is_file else "unknown dataset"
+    raise DataError(
+        f"{name}: {problem}; use a dataset name ({', '.join(DATASETS)}) or a file ending in "
+        f"{', '.join(FILE_EXTENSIONS)}, one example per row"
+    )
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample every entry as Bernoulli(x): probabilities of any shape -> float32 0/1, same shape."""
+    probs = torch.as_tensor(x).to(torch.float32)
+    outside = int((~((probs >= 0) & (probs <= 1))).sum())
+    if outside:
+        raise DataError(
+            f"binarize: {outside} value(s) outside [0, 1] (min {probs.min():g}, max "
+            f"{probs.max():g}); scale the data to [0, 1] first, e.g. divide pixels by 255"
+        )
+    return torch.bernoulli(probs, generator=generator)
+
+
+def binarize_fixed(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """:func:`binarize` with its own generator seeded by ``seed``: the same x gives the same 0/1."""
+    x = torch.as_tensor(x)
+    return binarize(x, torch.Generator(device=x.device).manual_seed(seed))
+
+
+def _resolve_data_dir(data_dir: str | Path | None) -> Path:
+    if data_dir is None:
+        data_dir = os.environ.get("PYROVAE_DATA_DIR") or "data"
+    return Path(data_dir).expanduser().absolute()
+
+
+def _load_digits() -> DataSplits:
+    """scikit-learn's 8x8 digits, /16 -> [0, 1], fixed split: 1437 train, 360 test."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    train, test = _split_indices(len(x), 0.2, 0, "digits")
+    return _make_splits("digits", x, bunch.target, (1, 8, 8), train, test)
+
+
+def _load_idx_dataset(key: str, root: Path, download: bool) -> DataSplits:
+    """MNIST / Fashion-MNIST from the four IDX files (flat or .gz) in the first dir that has all."""
+    dirs = [root, root / key, root / _TORCHVISION_NAMES[key] / "raw"]
+    files = _find_idx_files(dirs)
+    if files is None and download:
+        _download_with_torchvision(key, root)
+        files = _find_idx_files(dirs)
+    if files is None:
+        needed = "\n".join(f"  {f}  (or {f}.gz)" for f in IDX_FILES)
+        searched = "\n".join(f"  {d}" for d in dirs)
+        raise DataError(
+            f"{key}: the four IDX files were not found.\nNeeded, flat or gzipped:\n{needed}\n"
+            f"Searched:\n{searched}\nFix: copy the original {key} files into one of these "
+            "directories, or pass --download (download=True) on a machine with a network."
+        )
+    train_x, train_y, hw = _read_idx_pair(files[0], files[1])
+    test_x, test_y, _ = _read_idx_pair(files[2], files[3])
+    return DataSplits(key, train_x, test_x, train_y, test_y, (1, *hw))
+
+
+def _find_idx_files(dirs: list[Path]) -> list[Path] | None:
+    """The four IDX files, flat or .gz, from the first of ``dirs`` that holds all of them."""
+    for d in dirs:
+        found = [next((p for p in (d / f, d / f"{f}.gz") if p.is_file()), None) for f in IDX_FILES]
+        if all(found):
+            return found
+    return None
+
+
+def _download_with_torchvision(key: str, root: Path) -> None:
+    try:
+        from torchvision import datasets
+    except ImportError as e:
+        raise DataError(
+            f'{key}: downloading needs torchvision; run pip install "pyrovae[download]", or put '
+            f"the files {', '.join(IDX_FILES)} (flat or .gz) in {root}"
+        ) from e
+    dataset_class = getattr(datasets, _TORCHVISION_NAMES[key])
+    try:
+        for train in (True, False):
+            dataset_class(root=str(root), train=train, download=True)
+    except Exception as e:  # network failures come in many exception types
+        raise DataError(
+            f"{key}: download into {root} failed ({e}); check the network, or copy the files "
+            f"{', '.join(IDX_FILES)} into {root}"
+        ) from e
+
+
+def _read_idx_pair(
+    images_path: Path, labels_path: Path
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Images ``(N, H, W)`` uint8 + labels ``(N,)`` -> x ``(N, H*W)`` /255, y int64, (H, W)."""
+    images, labels = _read_idx(images_path), _read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{images_path}: expected uint8 images (N, H, W), found {images.dtype} with shape "
+            f"{images.shape}; {_REPLACE}"
+        )
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{labels_path}: labels of shape {labels.shape} do not match the {len(images)} "
+            f"images in {images_path.name}; {_REPLACE}"
+        )
+    x = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    return _tensor(x), _tensor(labels, np.int64), (images.shape[1], images.shape[2])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (flat or gzipped) into an array whose shape is the header's dims."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read ({e}); it is corrupt or truncated, {_REPLACE}") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()!r}); {_REPLACE}")
+    start = 4 + 4 * raw[3]
+    if len(raw) < start:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes); {_REPLACE}")
+    dims = struct.unpack(f">{raw[3]}I", raw[4:start])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected, found = math.prod(dims) * dtype.itemsize, len(raw) - start
+    if found != expected:
+        problem = "truncated" if found < expected else "has trailing bytes"
+        raise DataError(
+            f"{path}: {problem}: the header gives shape {dims} = {expected} data bytes, the file "
+            f"has {found}; {_REPLACE}"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=start).reshape(dims)
+
+
+def _load_binarized_mnist(root: Path) -> DataSplits:
+    """Larochelle's binarized MNIST: train (50000, 784), valid/test (10000, 784), no labels."""
+    candidates = [root / BINARIZED_MNIST_FILE, root / "binarized-mnist" / BINARIZED_MNIST_FILE]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataError(
+            f"binarized-mnist: {BINARIZED_MNIST_FILE} not found; searched "
+            f"{', '.join(map(str, candidates))}. Fix: copy the file (uint8 0/1 arrays train, "
+            "valid, test with 784 columns) into one of these places; there is no downloader."
+        )
+    arrays = _np_load(path)
+    if not isinstance(arrays, dict) or not {"train", "valid", "test"} <= arrays.keys():
+        keys = sorted(arrays) if isinstance(arrays, dict) else "a single array"
+        raise DataError(f"{path}: expected arrays train, valid and test; found {keys}")
+    x = {}
+    for split in ("train", "valid", "test"):
+        a = arrays[split]
+        if a.ndim != 2 or a.shape[1] != 784 or not ((a == 0) | (a == 1)).all():
+            raise DataError(f"{path}: {split!r} must be (N, 784) of 0/1, got shape {a.shape}")
+        x[split] = _tensor(a)
+    return DataSplits("binarized-mnist", x["train"], x["test"], None, None, (1, 28, 28), x["valid"])
+
+
+def _load_array_file(name: str, path: Path, seed: int, test_fraction: float) -> DataSplits:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path (relative to {Path.cwd()})")
+    if path.suffix.lower() == ".csv":
+        x, y = _read_csv(path)
+    else:
+        loaded = _np_load(path)
+        x, y = _pick_npz_arrays(loaded, path) if isinstance(loaded, dict) else (loaded, None)
+    return split_arrays(x, y, name, seed=seed, test_fraction=test_fraction)
+
+
+def split_arrays(
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    name: str = "arrays",
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> DataSplits:
+    """Validate a user's examples ``x`` ((N, D), (N, H, W) or (N, C, H, W)) and labels ``y``
+    (N,) or None, and split them into train/test by a permutation seeded with ``seed``."""
+    flat, image_shape = _flatten_examples(np.asarray(x), name)
+    if y is not None:
+        y = _check_labels(y, len(flat), name)
+    train, test = _split_indices(len(flat), test_fraction, seed, name)
+    return _make_splits(name, flat, y, image_shape, train, test)
+
+
+def _np_load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """``np.load`` without pickles: an ``.npy`` array, or an ``.npz`` as a dict of arrays."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path}: cannot read it with numpy ({e}); save numeric arrays with numpy.save / "
+            "numpy.savez (object arrays and pickles are not accepted)"
+        ) from e
+
+
+def _pick_npz_arrays(
+    arrays: dict[str, np.ndarray], path: Path
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Examples under one of X_KEYS (or the only array), labels under one of Y_KEYS if present."""
+    x_key = next((k for k in X_KEYS if k in arrays), None)
+    if x_key is None and len(arrays) == 1:
+        x_key = next(iter(arrays))
+    if x_key is None:
+        raise DataError(
+            f"{path}: no examples array found; the file has keys {sorted(arrays)}, accepted keys "
+            f"are {', '.join(X_KEYS)} (labels: {', '.join(Y_KEYS)}); re-save it as "
+            "numpy.savez(path, x=examples, y=labels)"
+        )
+    y_key = next((k for k in Y_KEYS if k in arrays and k != x_key), None)
+    return arrays[x_key], None if y_key is None else arrays[y_key]
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Numeric csv, optional header row; a header column ``label``/``y`` holds the labels."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [
+                (reader.line_num, [c.strip() for c in r]) for r in reader if any(map(str.strip, r))
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read it as a csv text file ({e})") from e
+    header = rows.pop(0)[1] if rows and not all(map(_is_number, rows[0][1])) else None
+    if not rows:
+        raise DataError(f"{path}: zero examples (no data rows); put one example per row")
+    width = len(header) if header is not None else len(rows[0][1])
+    for line, row in rows:
+        if len(row) != width:
+            raise DataError(f"{path}: line {line} has {len(row)} cells, expected {width}")
+    try:
+        values = np.array([row for _, row in rows], dtype=np.float64).reshape(len(rows), width)
+    except ValueError:
+        line, row = next((line, r) for line, r in rows if not all(map(_is_number, r)))
+        col = next(i for i, cell in enumerate(row) if not _is_number(cell))
+        raise DataError(
+            f"{path}: non-numeric cell {row[col]!r} at line {line}, column {col + 1}; every cell "
+            "below the optional header must be a number: clean or impute such cells"
+        ) from None
+    names = [h.lower() for h in header or []]
+    label_col = next((i for i, h in enumerate(names) if h in CSV_LABEL_COLUMNS), None)
+    if label_col is None:
+        return values, None
+    return np.delete(values, label_col, axis=1), values[:, label_col]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _flatten_examples(x: np.ndarray, source: str | Path) -> tuple[np.ndarray, tuple | None]:
+    """Validate ``(N, D)``, ``(N, H, W)`` or ``(N, C, H, W)`` -> float32 ``(N, D)``, image shape."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{source}: array has non-numeric dtype {x.dtype}; store numbers")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{source}: array has {x.ndim} dimension(s), shape {x.shape}; rows are examples, so "
+            "it must be 2-D (N, D), 3-D (N, H, W) or 4-D (N, C, H, W)"
+            + (" (reshape 1-D data to (N, 1) for single-value examples)" if x.ndim == 1 else "")
+        )
+    n, dim = x.shape[0], math.prod(x.shape[1:])
+    if n == 0 or dim == 0:
+        raise DataError(f"{source}: zero examples or features (shape {x.shape}); nothing to fit")
+    with np.errstate(over="ignore"):
+        flat = x.reshape(n, dim).astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(flat)))
+    if bad:
+        raise DataError(
+            f"{source}: {bad} NaN or infinite value(s) (out of {flat.size}); clean the data or "
+            "impute the missing values first"
+        )
+    if x.ndim > 2:
+        image_shape = tuple(int(s) for s in ((1, *x.shape[1:]) if x.ndim == 3 else x.shape[1:]))
+    else:
+        side = math.isqrt(dim)
+        image_shape = (1, side, side) if side >= 2 and side * side == dim else None
+    return flat, image_shape
+
+
+def _check_labels(y: np.ndarray, n: int, source: str | Path) -> np.ndarray:
+    """Labels ``(N,)`` (or ``(N, 1)``) of integral values -> int64 ``(N,)``."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(
+            f"{source}: labels have shape {y.shape} but there are {n} examples; give exactly "
+            "one label per example (row)"
+        )
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{source}: labels have non-numeric dtype {y.dtype}; use integers 0..K-1")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DataError(
+                f"{source}: labels must be integers, but {int(bad.sum())} are not "
+                f"(e.g. {y[bad][0]}); map them to class indices 0..K-1"
+            )
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0 (found {y.min()}); map them to 0..K-1")
+    return y
+
+
+def _split_indices(
+    n: int, test_fraction: float, seed: int, source: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/test indices: the last ceil(test_fraction * n) of a seeded permutation test."""
+    if n < 2:
+        raise DataError(f"{source}: {n} example(s); a train/test split needs at least 2")
+    n_test = min(max(math.ceil(round(test_fraction * n, 9)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[: n - n_test], perm[n - n_test :]
+
+
+def _make_splits(name: str, x, y, image_shape, train, test) -> DataSplits:
+    """Rows ``x`` (N, D) and labels ``y`` (N,) or None, split by ``train``/``test`` indices."""
+    ys = (None, None) if y is None else (_tensor(y[train], np.int64), _tensor(y[test], np.int64))
+    return DataSplits(name, _tensor(x[train]), _tensor(x[test]), *ys, image_shape)
+
+
+def _tensor(a: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
+    """``a`` as a tensor of ``dtype``, copied only when not already writable and contiguous."""
+    return torch.from_numpy(np.require(a, dtype, ["C", "W"]))

@@ -1,0 +1,258 @@
+"""The CLI end to end, as a user runs it (in process for speed, one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pyrovae.cli import main
+from pyrovae.run import load_run
+
+FIGURES = {
+    "elbo.png",
+    "samples.png",
+    "reconstructions.png",
+    "traversals.png",
+    "interpolation.png",
+    "latent_space.png",
+}
+QUICK = ["--epochs", "2", "--hidden", "32", "--latent-dim", "3", "--quiet"]
+
+
+def train(out: Path, *extra: str) -> int:
+    return main(["train", "vae", "--out", str(out), *QUICK, *extra])
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    out = tmp_path / "run"
+    assert train(out) == 0
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "config.json", "metrics.json", "figures"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["likelihood"] == "continuous-bernoulli" and config["binarize"] == "none"
+    assert config["input_dim"] == 64 and config["image_shape"] == [1, 8, 8]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "nats per example" in metrics["units"]
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+    assert all(np.isfinite([r["train_elbo"], r["test_elbo"]]).all() for r in metrics["history"])
+    assert {p.name for p in (out / "figures").iterdir()} == FIGURES
+    assert all((out / "figures" / name).stat().st_size > 1000 for name in FIGURES)
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_train_says_which_likelihood_it_picked(tmp_path, capsys):
+    main(["train", "vae", "--out", str(tmp_path / "r"), "--epochs", "1", "--hidden", "16", "--no-figures"])
+    out = capsys.readouterr().out
+    assert "likelihood: continuous-bernoulli" in out
+    assert "data: digits, 1437 train / 360 test" in out
+
+
+def test_console_script_runs_as_installed(tmp_path):
+    script = Path(sys.executable).with_name("pyrovae")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pyrovae.cli"]
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [*command, "train", "vae", "--out", str(out), "--epochs", "1", "--hidden", "16", "--no-figures"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stderr  # the tqdm progress bar
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for option in ["--out", "--dataset", "--data-dir", "--epochs", "--batch-size", "--latent-dim",
+                   "--lr", "--seed", "--device", "--resume", "--likelihood", "--beta", "--hidden"]:
+        assert option in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "train" in capsys.readouterr().out
+
+
+def test_resume_reaches_the_same_numbers_as_an_uninterrupted_run(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train(straight, "--epochs", "3", "--no-figures") == 0
+    assert train(split, "--epochs", "2", "--no-figures") == 0
+    assert main(["train", "vae", "--out", str(split), "--epochs", "3", "--resume", "--quiet", "--no-figures"]) == 0
+
+    def numbers(run):
+        history = json.loads((run / "metrics.json").read_text())["history"]
+        return [(r["epoch"], r["train_elbo"], r["test_elbo"]) for r in history]
+
+    assert numbers(split) == numbers(straight)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key])
+
+
+def test_existing_run_is_never_overwritten_silently(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--no-figures") == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert train(out) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert train(out, "--overwrite", "--seed", "1", "--no-figures") == 0
+    assert (out / "checkpoint.pt").read_bytes() != before
+
+
+def test_resume_past_the_end_asks_for_more_epochs(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(out, "--no-figures")
+    assert main(["train", "vae", "--out", str(out), "--epochs", "2", "--resume", "--quiet"]) == 2
+    assert "already trained 2 epochs" in capsys.readouterr().err
+
+
+def test_sample_and_plot_from_a_saved_run(tmp_path):
+    out = tmp_path / "run"
+    train(out, "--no-figures")
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(out), "--n", "16", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 1000
+    assert main(["plot", str(out)]) == 0
+    assert {p.name for p in (out / "figures").iterdir()} == FIGURES
+
+
+def test_load_run_restores_the_trained_pair(tmp_path):
+    out = tmp_path / "run"
+    train(out, "--no-figures")
+    run = load_run(out)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    for key, value in run.model.state_dict().items():
+        assert torch.equal(value, saved["model"][key])
+    assert len(run.history) == 2
+
+
+def test_autoencoder_and_conv_vae_train(tmp_path):
+    assert main(["train", "ae", "--out", str(tmp_path / "ae"), *QUICK]) == 0
+    assert main(["train", "vae", "--out", str(tmp_path / "conv"), "--architecture", "conv", *QUICK]) == 0
+    assert (tmp_path / "conv" / "figures" / "traversals.png").exists()
+
+
+USER_MODULE = '''
+import pyro, pyro.distributions as dist, torch
+from pyro.nn import PyroModule
+
+class Model(PyroModule):
+    """p(z) = N(0, I), x ~ N(W z, 0.1^2 I): a linear-Gaussian model, sites named freely."""
+    def __init__(self, d, k):
+        super().__init__()
+        self.linear = torch.nn.Linear(k, d)
+        self.k = k
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("code", dist.Normal(x.new_zeros(x.shape[0], self.k), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(self.linear(z), 0.1).to_event(1), obs=x)
+
+class Guide(PyroModule):
+    def __init__(self, d, k):
+        super().__init__()
+        self.net = torch.nn.Linear(d, 2 * k)
+        self.k = k
+    def forward(self, x):
+        loc, raw = self.net(x).split(self.k, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("code", dist.Normal(loc, torch.nn.functional.softplus(raw)).to_event(1))
+
+def make(input_dim, latent_dim):
+    return Model(input_dim, latent_dim), Guide(input_dim, latent_dim)
+
+def make_with_data():
+    x = torch.randn(300, 2) @ torch.randn(2, 16)
+    return Model(16, 2), Guide(16, 2), x
+
+def wrong():
+    return "not a pair"
+
+def not_callable():
+    return 1, 2
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent(USER_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_models"
+
+
+def test_user_factory_trains_from_the_cli(tmp_path, user_module):
+    out = tmp_path / "user"
+    assert main(["train", f"{user_module}:make", "--out", str(out), *QUICK]) == 0
+    assert {p.name for p in (out / "figures").iterdir()} == FIGURES
+    assert main(["train", f"{user_module}:make_with_data", "--out", str(tmp_path / "own"), *QUICK]) == 0
+    config = json.loads((tmp_path / "own" / "config.json").read_text())
+    assert config["input_dim"] == 16 and config["image_shape"] == [1, 4, 4]
+
+
+def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent(USER_MODULE))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae.cli", "train", "my_models:make", "--out", str(tmp_path / "r"), *QUICK],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "nosuchmodel"], "unknown model 'nosuchmodel'. Built-in models: vae, ae"),
+        (["train", "no_such_module_xyz:make"], "cannot import 'no_such_module_xyz'"),
+        (["train", "my_models:missing"], "has no callable 'missing'"),
+        (["train", "my_models:wrong"], "returned str; it must return a tuple"),
+        (["train", "my_models:not_callable"], "returned a model of type int, which is not callable"),
+        (["train", "vae", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "train-images-idx3-ubyte"),
+        (["train", "vae", "--likelihood", "bernoulli", "--binarize", "none"], "Bernoulli likelihood needs binary data"),
+        (["train", "vae", "--epochs", "0"], "--epochs must be at least 1"),
+        (["train", "vae", "--beta", "-1"], "--beta must be positive"),
+        (["train", "vae", "--resume"], "holds no checkpoint"),
+        (["train", "vae", "--dataset", "{tmp}/nan.npy"], "NaN"),
+        (["train", "vae", "--dataset", "{tmp}/flat.npy"], "1-D"),
+        (["train", "vae", "--device", "cuda:7"], "CUDA is not available"),
+        (["sample", "{tmp}/nowhere"], "not a pyrovae run"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path, user_module, capsys, args, message):
+    if torch.cuda.is_available() and "cuda:7" in args:
+        pytest.skip("this machine has CUDA")
+    bad = np.random.default_rng(0).random((50, 64))
+    bad[3, 5] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    np.save(tmp_path / "flat.npy", np.ones(10))
+    out = tmp_path / "run"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "train":
+        args += ["--out", str(out), "--epochs", args[args.index("--epochs") + 1] if "--epochs" in args else "1", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error:") and message in err
+    assert "Traceback" not in err
+    assert not out.exists(), "a failed run must not leave a run directory"
+
+
+def test_grey_mnist_is_binarized_dynamically(tmp_path, shared_data, capsys):
+    out = tmp_path / "mnist"
+    code = main([
+        "train", "vae", "--dataset", "mnist", "--data-dir", str(shared_data / "mnist"), "--out", str(out),
+        "--epochs", "1", "--batch-size", "500", "--hidden", "64", "--latent-dim", "5", "--no-figures", "--quiet",
+    ])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["likelihood"] == "bernoulli" and config["binarize"] == "dynamic"
+    assert config["image_shape"] == [1, 28, 28]
+    test_elbo = json.loads((out / "metrics.json").read_text())["history"][0]["test_elbo"]
+    assert -250 < test_elbo < -80  # nats per image after one short epoch on binarized MNIST
