@@ -63,8 +63,14 @@ def build_autoencoder(config: TrainConfig) -> tuple[VAE, DeltaEncoder]:
 
 #: Built-in families: name -> (builder, one-line description).
 BUILTIN_MODELS: dict[str, tuple[Callable[[TrainConfig], tuple], str]] = {
-    "vae": (build_vae, "variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)); --beta for beta-VAE"),
-    "ae": (build_autoencoder, "deterministic autoencoder baseline: the VAE's decoder, a point-mass guide"),
+    "vae": (
+        build_vae,
+        "variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)); --beta for beta-VAE",
+    ),
+    "ae": (
+        build_autoencoder,
+        "deterministic autoencoder baseline: the VAE's decoder, a point-mass guide",
+    ),
 }
 
 
@@ -109,10 +115,18 @@ def _as_splits(spec: str, data: object, config: TrainConfig) -> DataSplits:
     if isinstance(data, DataSplits):
         return data
     if isinstance(data, torch.Tensor):
-        return split_arrays(data.numpy(), None, spec, seed=config.seed, test_fraction=config.test_fraction)
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return split_arrays(
+            data.numpy(), None, spec, seed=config.seed, test_fraction=config.test_fraction
+        )
+    if (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    ):
         x, y = data
-        return split_arrays(x.numpy(), y.numpy(), spec, seed=config.seed, test_fraction=config.test_fraction)
+        return split_arrays(
+            x.numpy(), y.numpy(), spec, seed=config.seed, test_fraction=config.test_fraction
+        )
     raise ModelSpecError(
         f"the factory {spec} returned data of type {type(data).__name__}; data must be a "
         "pyrovae.data.DataSplits, a tensor x of shape (N, D) or a tuple (x, y) of tensors"
@@ -154,9 +168,7 @@ def build(config: TrainConfig, prepare: Callable[[TrainConfig, DataSplits], None
         "data": data,
         "config": config,
     }
-    model, guide, own_data = _check_pair(
-        config.model, factory(**{k: available[k] for k in wanted})
-    )
+    model, guide, own_data = _check_pair(config.model, factory(**{k: available[k] for k in wanted}))
     if own_data is not None:
         data = _as_splits(config.model, own_data, config)
         config.dataset = f"{config.model} (factory data)"

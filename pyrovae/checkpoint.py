@@ -55,7 +55,9 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the run directory is damaged") from e
+        raise CheckpointError(
+            f"{path} is not valid JSON ({e}); the run directory is damaged"
+        ) from e
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

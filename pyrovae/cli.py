@@ -20,9 +20,13 @@ def _widths(text: str) -> list[int]:
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not widths:
-        raise argparse.ArgumentTypeError("give at least one hidden layer width, e.g. 400 or 512,256")
+        raise argparse.ArgumentTypeError(
+            "give at least one hidden layer width, e.g. 400 or 512,256"
+        )
     return widths
 
 
@@ -79,7 +83,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="hidden layer widths of encoder and decoder, comma-separated (e.g. 512,256)",
     )
     model.add_argument(
-        "--architecture", choices=["mlp", "conv"], default=DEFAULTS.architecture,
+        "--architecture",
+        choices=["mlp", "conv"],
+        default=DEFAULTS.architecture,
         help="fully connected or convolutional encoder and decoder",
     )
     model.add_argument(
@@ -100,8 +106,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--beta", type=float, default=DEFAULTS.beta, help="KL weight (beta-VAE); 1 is the ELBO"
     )
     fit = p.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="passes over the training data")
-    fit.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="examples per step")
+    fit.add_argument(
+        "--epochs", type=int, default=DEFAULTS.epochs, help="passes over the training data"
+    )
+    fit.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="examples per step"
+    )
     fit.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
     fit.add_argument(
         "--objective",
@@ -116,10 +126,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=DEFAULTS.num_particles,
         help="samples of z per example in the training estimate",
     )
-    fit.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for weights, data order and sampling")
+    fit.add_argument(
+        "--seed", type=int, default=DEFAULTS.seed, help="seed for weights, data order and sampling"
+    )
     fit.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
     run = p.add_argument_group("run directory")
-    run.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     run.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -135,7 +149,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
     p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--out", metavar="FILE.png", default="samples.png", help="where to write the grid")
+    p.add_argument(
+        "--out", metavar="FILE.png", default="samples.png", help="where to write the grid"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the draws")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(handler=_sample)
@@ -150,7 +166,9 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
-    p.add_argument("--out", metavar="DIR", help="where to write the figures (default: RUN_DIR/figures)")
+    p.add_argument(
+        "--out", metavar="DIR", help="where to write the figures (default: RUN_DIR/figures)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(handler=_plot)
 

@@ -21,7 +21,7 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     test_fraction: float = 0.2
-    epochs: int = 50
+    epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
     latent_dim: int = 10
@@ -57,10 +57,16 @@ class TrainConfig:
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.latent_dim >= 1, f"--latent-dim must be at least 1, got {self.latent_dim}"),
-            (all(h >= 1 for h in self.hidden_dims), f"--hidden must be positive widths, got {self.hidden_dims}"),
+            (
+                all(h >= 1 for h in self.hidden_dims),
+                f"--hidden must be positive widths, got {self.hidden_dims}",
+            ),
             (self.beta > 0, f"--beta must be positive, got {self.beta}"),
             (self.num_particles >= 1, f"--particles must be at least 1, got {self.num_particles}"),
-            (0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}"),
+            (
+                0 < self.test_fraction < 1,
+                f"--test-fraction must be in (0, 1), got {self.test_fraction}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -48,7 +48,7 @@ class Likelihood(nn.Module):
 
 
 def check_support(name: str, x: torch.Tensor) -> None:
-    """Raise ValueError naming the fix when rows ``x`` (N, D) lie outside the likelihood's support."""
+    """Raise ValueError, naming the fix, if rows ``x`` (N, D) are outside the support."""
     if name == "bernoulli":
         grey = ((x != 0) & (x != 1)).sum().item()
         if grey:

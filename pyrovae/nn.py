@@ -37,7 +37,7 @@ class MLP(nn.Sequential):
     ) -> None:
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden_dims]
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in zip(dims[:-1], dims[1:], strict=False):
             layers += [nn.Linear(a, b), _activation(activation)]
         layers.append(nn.Linear(dims[-1], out_dim))
         super().__init__(*layers)

@@ -25,8 +25,7 @@ from .builders import build
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import DataSplits, binarize, binarize_fixed
-from .diagnostics import write_figures
-from .diagnostics import figures, views
+from .diagnostics import figures, views, write_figures
 from .infer import Trainer, collect_params, make_objective
 from .likelihoods import check_support
 
@@ -116,7 +115,9 @@ def _to_device(program: Callable, device: str) -> None:
 
 def _check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise ValueError(
+            f"--device {device}: CUDA is not available on this machine; use --device cpu"
+        )
 
 
 def _run_files(out: Path) -> list[Path]:
@@ -142,7 +143,9 @@ def train(
     state = None
     if resume:
         if not checkpoint_path.exists():
-            raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
+            raise RunError(
+                f"--resume: {out} holds no checkpoint to continue; train without --resume"
+            )
         saved = TrainConfig.from_dict(read_json(out / "config.json"))
         saved.epochs, saved.device, saved.out = config.epochs, config.device, str(out)
         config = saved
@@ -227,7 +230,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
     """Rebuild a run's model, guide and data from ``config.json`` and ``checkpoint.pt``."""
     path = Path(run_dir)
     if not (path / "config.json").exists():
-        raise RunError(f"{path} is not a pyrovae run (no config.json); train one with pyrovae train")
+        raise RunError(
+            f"{path} is not a pyrovae run (no config.json); train one with pyrovae train"
+        )
     config = TrainConfig.from_dict(read_json(path / "config.json"))
     config.device = device
     _check_device(device)
@@ -240,7 +245,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
     run = Run(path, config, built.model, built.guide, built.data, list(state["history"]))
     if state.get("params"):
         # Programs in Pyro's classic style create their pyro.param sites when first run.
-        collect_params(make_objective(config.objective), run.model, run.guide, (run.test_inputs()[:8],))
+        collect_params(
+            make_objective(config.objective), run.model, run.guide, (run.test_inputs()[:8],)
+        )
         store = pyro.get_param_store()
         with torch.no_grad():
             for name, value in state["params"].items():

@@ -21,10 +21,16 @@ class PairContract:
         model, guide, x = self.make_pair()
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(model).get_trace(x)
-        latents = {n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+        latents = {
+            n
+            for n, s in model_trace.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        }
         sampled = {n for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
         assert latents == sampled
-        observed = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["is_observed"]]
+        observed = [
+            n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["is_observed"]
+        ]
         assert observed, "the model must observe its data"
         for name in observed:
             assert any(f.name == "data" for f in model_trace.nodes[name]["cond_indep_stack"])
@@ -77,7 +83,7 @@ class PairContract:
         for _ in range(150):
             svi.step(x)
         after = list(model.parameters()) + list(guide.parameters())
-        assert all(not torch.equal(a, b) for a, b in zip(before, after))
+        assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=False))
         with torch.no_grad():
             end = evaluate.loss(model, guide, x)
         assert end < start

@@ -34,7 +34,12 @@ def train(out: Path, *extra: str) -> int:
 def test_train_writes_a_complete_run_directory(tmp_path):
     out = tmp_path / "run"
     assert train(out) == 0
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "config.json", "metrics.json", "figures"}
+    assert {p.name for p in out.iterdir()} == {
+        "checkpoint.pt",
+        "config.json",
+        "metrics.json",
+        "figures",
+    }
     config = json.loads((out / "config.json").read_text())
     assert config["likelihood"] == "continuous-bernoulli" and config["binarize"] == "none"
     assert config["input_dim"] == 64 and config["image_shape"] == [1, 8, 8]
@@ -48,7 +53,19 @@ def test_train_writes_a_complete_run_directory(tmp_path):
 
 
 def test_train_says_which_likelihood_it_picked(tmp_path, capsys):
-    main(["train", "vae", "--out", str(tmp_path / "r"), "--epochs", "1", "--hidden", "16", "--no-figures"])
+    main(
+        [
+            "train",
+            "vae",
+            "--out",
+            str(tmp_path / "r"),
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--no-figures",
+        ]
+    )
     out = capsys.readouterr().out
     assert "likelihood: continuous-bernoulli" in out
     assert "data: digits, 1437 train / 360 test" in out
@@ -59,8 +76,21 @@ def test_console_script_runs_as_installed(tmp_path):
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pyrovae.cli"]
     out = tmp_path / "run"
     result = subprocess.run(
-        [*command, "train", "vae", "--out", str(out), "--epochs", "1", "--hidden", "16", "--no-figures"],
-        capture_output=True, text=True, timeout=300,
+        [
+            *command,
+            "train",
+            "vae",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--no-figures",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "train" in result.stderr  # the tqdm progress bar
@@ -72,8 +102,21 @@ def test_help_explains_every_option(capsys):
         main(["train", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for option in ["--out", "--dataset", "--data-dir", "--epochs", "--batch-size", "--latent-dim",
-                   "--lr", "--seed", "--device", "--resume", "--likelihood", "--beta", "--hidden"]:
+    for option in [
+        "--out",
+        "--dataset",
+        "--data-dir",
+        "--epochs",
+        "--batch-size",
+        "--latent-dim",
+        "--lr",
+        "--seed",
+        "--device",
+        "--resume",
+        "--likelihood",
+        "--beta",
+        "--hidden",
+    ]:
         assert option in text
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -84,7 +127,22 @@ def test_resume_reaches_the_same_numbers_as_an_uninterrupted_run(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train(straight, "--epochs", "3", "--no-figures") == 0
     assert train(split, "--epochs", "2", "--no-figures") == 0
-    assert main(["train", "vae", "--out", str(split), "--epochs", "3", "--resume", "--quiet", "--no-figures"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--out",
+                str(split),
+                "--epochs",
+                "3",
+                "--resume",
+                "--quiet",
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
 
     def numbers(run):
         history = json.loads((run / "metrics.json").read_text())["history"]
@@ -137,7 +195,10 @@ def test_load_run_restores_the_trained_pair(tmp_path):
 
 def test_autoencoder_and_conv_vae_train(tmp_path):
     assert main(["train", "ae", "--out", str(tmp_path / "ae"), *QUICK]) == 0
-    assert main(["train", "vae", "--out", str(tmp_path / "conv"), "--architecture", "conv", *QUICK]) == 0
+    assert (
+        main(["train", "vae", "--out", str(tmp_path / "conv"), "--architecture", "conv", *QUICK])
+        == 0
+    )
     assert (tmp_path / "conv" / "figures" / "traversals.png").exists()
 
 
@@ -192,7 +253,10 @@ def test_user_factory_trains_from_the_cli(tmp_path, user_module):
     out = tmp_path / "user"
     assert main(["train", f"{user_module}:make", "--out", str(out), *QUICK]) == 0
     assert {p.name for p in (out / "figures").iterdir()} == FIGURES
-    assert main(["train", f"{user_module}:make_with_data", "--out", str(tmp_path / "own"), *QUICK]) == 0
+    assert (
+        main(["train", f"{user_module}:make_with_data", "--out", str(tmp_path / "own"), *QUICK])
+        == 0
+    )
     config = json.loads((tmp_path / "own" / "config.json").read_text())
     assert config["input_dim"] == 16 and config["image_shape"] == [1, 4, 4]
 
@@ -201,8 +265,21 @@ def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):
     (tmp_path / "my_models.py").write_text(textwrap.dedent(USER_MODULE))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "pyrovae.cli", "train", "my_models:make", "--out", str(tmp_path / "r"), *QUICK],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pyrovae.cli",
+            "train",
+            "my_models:make",
+            "--out",
+            str(tmp_path / "r"),
+            *QUICK,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
 
@@ -214,9 +291,18 @@ def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):
         (["train", "no_such_module_xyz:make"], "cannot import 'no_such_module_xyz'"),
         (["train", "my_models:missing"], "has no callable 'missing'"),
         (["train", "my_models:wrong"], "returned str; it must return a tuple"),
-        (["train", "my_models:not_callable"], "returned a model of type int, which is not callable"),
-        (["train", "vae", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "train-images-idx3-ubyte"),
-        (["train", "vae", "--likelihood", "bernoulli", "--binarize", "none"], "Bernoulli likelihood needs binary data"),
+        (
+            ["train", "my_models:not_callable"],
+            "returned a model of type int, which is not callable",
+        ),
+        (
+            ["train", "vae", "--dataset", "mnist", "--data-dir", "{tmp}/nowhere"],
+            "train-images-idx3-ubyte",
+        ),
+        (
+            ["train", "vae", "--likelihood", "bernoulli", "--binarize", "none"],
+            "Bernoulli likelihood needs binary data",
+        ),
         (["train", "vae", "--epochs", "0"], "--epochs must be at least 1"),
         (["train", "vae", "--beta", "-1"], "--beta must be positive"),
         (["train", "vae", "--resume"], "holds no checkpoint"),
@@ -226,7 +312,9 @@ def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):
         (["sample", "{tmp}/nowhere"], "not a pyrovae run"),
     ],
 )
-def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path, user_module, capsys, args, message):
+def test_bad_input_gets_a_clear_error_and_leaves_nothing(
+    tmp_path, user_module, capsys, args, message
+):
     if torch.cuda.is_available() and "cuda:7" in args:
         pytest.skip("this machine has CUDA")
     bad = np.random.default_rng(0).random((50, 64))
@@ -236,7 +324,13 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path, user_module, 
     out = tmp_path / "run"
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] == "train":
-        args += ["--out", str(out), "--epochs", args[args.index("--epochs") + 1] if "--epochs" in args else "1", "--quiet"]
+        args += [
+            "--out",
+            str(out),
+            "--epochs",
+            args[args.index("--epochs") + 1] if "--epochs" in args else "1",
+            "--quiet",
+        ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("pyrovae: error:") and message in err
@@ -246,10 +340,28 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path, user_module, 
 
 def test_grey_mnist_is_binarized_dynamically(tmp_path, shared_data, capsys):
     out = tmp_path / "mnist"
-    code = main([
-        "train", "vae", "--dataset", "mnist", "--data-dir", str(shared_data / "mnist"), "--out", str(out),
-        "--epochs", "1", "--batch-size", "500", "--hidden", "64", "--latent-dim", "5", "--no-figures", "--quiet",
-    ])
+    code = main(
+        [
+            "train",
+            "vae",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(shared_data / "mnist"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "500",
+            "--hidden",
+            "64",
+            "--latent-dim",
+            "5",
+            "--no-figures",
+            "--quiet",
+        ]
+    )
     assert code == 0
     config = json.loads((out / "config.json").read_text())
     assert config["likelihood"] == "bernoulli" and config["binarize"] == "dynamic"

@@ -64,7 +64,9 @@ def save_image_grid(
     n = len(images)
     ncols = ncols or int(np.ceil(np.sqrt(n)))
     canvas = tile(images, ncols)
-    fig, ax = plt.subplots(figsize=(0.6 * ncols + 0.4, 0.6 * canvas.shape[0] / canvas.shape[1] * ncols + 0.6))
+    fig, ax = plt.subplots(
+        figsize=(0.6 * ncols + 0.4, 0.6 * canvas.shape[0] / canvas.shape[1] * ncols + 0.6)
+    )
     _show(ax, canvas)
     if title:
         ax.set_title(title)
@@ -85,7 +87,7 @@ def save_reconstructions(
     width = min(ncols, len(originals))
     fig, axes = plt.subplots(nrows, 1, figsize=(0.6 * width + 1.6, 0.65 * nrows + 0.5))
     axes = np.atleast_1d(axes)
-    for i, (ax, row) in enumerate(zip(axes, rows)):
+    for i, (ax, row) in enumerate(zip(axes, rows, strict=False)):
         _show(ax, tile(row, width))
         ax.set_ylabel("input" if i % 2 == 0 else "recon.", rotation=0, ha="right", va="center")
     fig.suptitle("Reconstructions: input above, mean of p(x | z) at the posterior mean below")
@@ -138,8 +140,12 @@ def save_latent_scatter(
         cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
         for i, c in enumerate(classes):
             m = labels == c
-            ax.scatter(points[m, 0], points[m, 1], s=4, alpha=0.7, color=cmap(i % cmap.N), label=str(c))
-        ax.legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+            ax.scatter(
+                points[m, 0], points[m, 1], s=4, alpha=0.7, color=cmap(i % cmap.N), label=str(c)
+            )
+        ax.legend(
+            markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False
+        )
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title)

@@ -86,8 +86,11 @@ def write_figures(
         y = None if labels is None else labels[: len(x)].cpu().numpy()
         written.append(
             figures.save_latent_scatter(
-                points, y, out / "latent_space.png",
-                title=f"Posterior means of {len(x)} test examples", axis_labels=axis_labels,
+                points,
+                y,
+                out / "latent_space.png",
+                title=f"Posterior means of {len(x)} test examples",
+                axis_labels=axis_labels,
             )
         )
     return written
@@ -114,7 +117,9 @@ def _image_views(model, guide, x, labels, sites, codes, image_shape, out) -> lis
     grid = views.traversals(model, x, sites, codes[0], dims, values)
     written.append(
         figures.save_traversals(
-            _images(grid.reshape(-1, grid.shape[-1]), image_shape).reshape(*grid.shape[:2], *image_shape),
+            _images(grid.reshape(-1, grid.shape[-1]), image_shape).reshape(
+                *grid.shape[:2], *image_shape
+            ),
             values.tolist(),
             out / "traversals.png",
             row_labels=[f"z{d + 1}" for d in dims],
@@ -126,7 +131,9 @@ def _image_views(model, guide, x, labels, sites, codes, image_shape, out) -> lis
         path = views.interpolations(model, x, sites, codes[starts], codes[ends], steps=10)
         written.append(
             figures.save_traversals(
-                _images(path.reshape(-1, path.shape[-1]), image_shape).reshape(*path.shape[:2], *image_shape),
+                _images(path.reshape(-1, path.shape[-1]), image_shape).reshape(
+                    *path.shape[:2], *image_shape
+                ),
                 torch.linspace(0, 1, 10).tolist(),
                 out / "interpolation.png",
                 title="Interpolation between the codes of two test images",

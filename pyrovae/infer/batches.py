@@ -7,14 +7,14 @@ a user's Dataset or DataLoader passes through torch's own machinery.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 Batch = tuple[torch.Tensor, ...]
 #: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset or a DataLoader.
-Data = Union[torch.Tensor, tuple, list, Dataset, DataLoader]
+Data = torch.Tensor | tuple | list | Dataset | DataLoader
 #: ``transform(x, generator) -> x``, applied to the first tensor of each training batch.
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -45,7 +45,8 @@ class TensorBatches:
         for t in tensors[1:]:
             if t.shape[0] != n:
                 raise ValueError(
-                    f"tensors must have the same number of rows; got {[t.shape[0] for t in tensors]}"
+                    "tensors must have the same number of rows; got "
+                    f"{[t.shape[0] for t in tensors]}"
                 )
         if n == 0:
             raise ValueError("the data has no examples (0 rows)")

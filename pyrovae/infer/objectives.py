@@ -27,6 +27,4 @@ def make_objective(objective: str | ELBO = "elbo", num_particles: int = 1) -> EL
         )
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    return OBJECTIVES[objective](
-        num_particles=num_particles, vectorize_particles=num_particles > 1
-    )
+    return OBJECTIVES[objective](num_particles=num_particles, vectorize_particles=num_particles > 1)

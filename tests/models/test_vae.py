@@ -1,11 +1,11 @@
 import pyro
 import pytest
 import torch
+from contract import PairContract
 from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 from sklearn.datasets import load_digits
 
-from contract import PairContract
 from pyrovae.guides import DeltaEncoder, GaussianEncoder
 from pyrovae.infer import scale_latents
 from pyrovae.models import VAE
