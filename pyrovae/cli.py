@@ -16,6 +16,15 @@ from .likelihoods import LIKELIHOODS
 DEFAULTS = TrainConfig()
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where there is none to show (None) or the option is a switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def _widths(text: str) -> list[int]:
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
@@ -40,7 +49,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "checkpoint.pt (after every epoch), config.json, metrics.json (train/test ELBO per "
             "epoch, nats per example) and figures/."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument(
         "model",
@@ -132,7 +141,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
     run = p.add_argument_group("run directory")
     run.add_argument(
-        "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in RUN_DIR from its last checkpoint, with its saved settings "
+        "(only --epochs and --device apply)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     run.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
@@ -145,7 +157,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         "sample",
         help="draw images from a trained model's prior into a PNG grid",
         description="Draw z ~ p(z) and write the grid of E[x | z] to a PNG file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
     p.add_argument("--n", type=int, default=64, help="number of samples")
@@ -163,7 +175,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         help="(re)write a run's figures",
         description="Write reconstructions, prior samples, latent traversals, interpolations, "
         "the latent space coloured by label and the ELBO curves as PNG files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
     p.add_argument(

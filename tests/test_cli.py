@@ -234,6 +234,27 @@ def make_with_data():
     x = torch.randn(300, 2) @ torch.randn(2, 16)
     return Model(16, 2), Guide(16, 2), x
 
+def make_classic(input_dim):
+    """Pyro's classic style: plain functions, parameters in the param store, free site names."""
+    decoder = torch.nn.Linear(2, input_dim)
+    encoder = torch.nn.Linear(input_dim, 4)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        noise = pyro.param("noise", torch.tensor(0.3), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(decoder(z), noise).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        loc, raw = encoder(x).split(2, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("latent", dist.Normal(loc, torch.nn.functional.softplus(raw)).to_event(1))
+
+    return model, guide
+
+
 def wrong():
     return "not a pair"
 
@@ -259,6 +280,21 @@ def test_user_factory_trains_from_the_cli(tmp_path, user_module):
     )
     config = json.loads((tmp_path / "own" / "config.json").read_text())
     assert config["input_dim"] == 16 and config["image_shape"] == [1, 4, 4]
+
+
+def test_classic_style_factory_trains_and_its_param_store_is_restored(tmp_path, user_module):
+    import pyro
+
+    out = tmp_path / "classic"
+    assert main(["train", f"{user_module}:make_classic", "--out", str(out), *QUICK]) == 0
+    trained = pyro.param("noise").item()
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["params"]
+    assert set(saved) >= {"noise", "decoder$$$weight", "encoder$$$weight"}
+    pyro.clear_param_store()
+    load_run(out)
+    assert pyro.param("noise").item() == pytest.approx(trained)
+    assert torch.equal(pyro.get_param_store()["decoder$$$weight"], saved["decoder$$$weight"])
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
 
 
 def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):
@@ -368,3 +404,34 @@ def test_grey_mnist_is_binarized_dynamically(tmp_path, shared_data, capsys):
     assert config["image_shape"] == [1, 28, 28]
     test_elbo = json.loads((out / "metrics.json").read_text())["history"][0]["test_elbo"]
     assert -250 < test_elbo < -80  # nats per image after one short epoch on binarized MNIST
+
+
+def test_an_interrupt_keeps_the_last_epoch_and_resume_finishes_the_run(
+    tmp_path, monkeypatch, capsys
+):
+    from pyrovae.infer import Trainer
+
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert train(straight, "--epochs", "3", "--no-figures") == 0
+    real_step = Trainer.step
+
+    def step(self, args):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return real_step(self, args)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    loud = ["--epochs", "3", "--hidden", "32", "--latent-dim", "3", "--no-figures"]
+    assert main(["train", "vae", "--out", str(interrupted), *loud]) == 130
+    hint = capsys.readouterr().out
+    assert "holds epoch 2" in hint and "--resume" in hint
+    assert torch.load(interrupted / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not list(interrupted.rglob("*.tmp"))
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert (
+        main(["train", "vae", "--out", str(interrupted), "--epochs", "3", "--resume", "--quiet"])
+        == 0
+    )
+    a = json.loads((straight / "metrics.json").read_text())["history"]
+    b = json.loads((interrupted / "metrics.json").read_text())["history"]
+    assert [r["test_elbo"] for r in a] == [r["test_elbo"] for r in b]
