@@ -24,7 +24,7 @@ import torch
 from .builders import build
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig
-from .data import DataSplits, binarize, binarize_fixed
+from .data import DataSplits, binarize_fixed
 from .diagnostics import figures, views, write_figures
 from .infer import Trainer, collect_params, make_objective
 from .likelihoods import check_support
@@ -169,7 +169,8 @@ def train(
         _to_device(program, config.device)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return binarize(x, generator)
+        # Dynamic binarization; resolve_likelihood checked once that x lies in [0, 1].
+        return torch.bernoulli(x, generator=generator)
 
     def save_epoch(trainer: Trainer) -> None:
         save_checkpoint(checkpoint_path, {**trainer.state_dict(), "config": config.to_dict()})

@@ -186,18 +186,18 @@ class Trainer:
         ) as bar:
             while self.epoch < epochs:
                 start = time.perf_counter()
-                total, count = torch.zeros(()), 0
+                total, count = 0.0, 0  # a tensor on the loss's device after the first step
                 for i, args in enumerate(self.batches):
-                    total = total + self.step(args).cpu()
+                    total = total + self.step(args)
                     count += args[0].shape[0]
                     bar.update(1)
                     if i % 10 == 0 or i == steps - 1:
                         bar.set_postfix_str(
-                            f"epoch {self.epoch + 1}/{epochs} elbo {-total.item() / count:.2f}"
+                            f"epoch {self.epoch + 1}/{epochs} elbo {-float(total) / count:.2f}"
                         )
                 record: dict[str, Any] = {
                     "epoch": self.epoch + 1,
-                    "train_elbo": -total.item() / count,
+                    "train_elbo": -float(total) / count,
                 }
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
