@@ -118,3 +118,45 @@ class ConvDecoder(nn.Module):
         c, h, w = self.image_shape
         images = self.deconv(grid)[:, :, :h, :w]  # (B', C, H, W)
         return images.reshape(*batch_shape, c * h * w)
+
+
+def _image_shape_for_conv(
+    image_shape: tuple[int, int, int] | None, role: str
+) -> tuple[int, int, int]:
+    if image_shape is None:
+        raise ValueError(f"a convolutional {role} needs image data (image_shape=(C, H, W))")
+    return image_shape
+
+
+def _unknown_architecture(architecture: str) -> ValueError:
+    return ValueError(f"unknown architecture {architecture!r}; choose 'mlp' or 'conv'")
+
+
+def make_encoder(
+    input_dim: int,
+    out_dim: int,
+    hidden_dims: Sequence[int],
+    architecture: str = "mlp",
+    image_shape: tuple[int, int, int] | None = None,
+) -> nn.Module:
+    """A network (B, input_dim) -> (B, out_dim): an :class:`MLP` or a :class:`ConvEncoder`."""
+    if architecture == "mlp":
+        return MLP(input_dim, hidden_dims, out_dim)
+    if architecture == "conv":
+        return ConvEncoder(_image_shape_for_conv(image_shape, "encoder"), out_dim, hidden_dims)
+    raise _unknown_architecture(architecture)
+
+
+def make_decoder(
+    latent_dim: int,
+    input_dim: int,
+    hidden_dims: Sequence[int],
+    architecture: str = "mlp",
+    image_shape: tuple[int, int, int] | None = None,
+) -> nn.Module:
+    """A network (B, latent_dim) -> (B, input_dim): an :class:`MLP` or a :class:`ConvDecoder`."""
+    if architecture == "mlp":
+        return MLP(latent_dim, hidden_dims, input_dim)
+    if architecture == "conv":
+        return ConvDecoder(latent_dim, _image_shape_for_conv(image_shape, "decoder"), hidden_dims)
+    raise _unknown_architecture(architecture)

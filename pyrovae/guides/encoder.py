@@ -17,27 +17,30 @@ import torch
 from torch.nn.functional import softplus
 
 from ..module import LocalPyroModule
-from ..nn import MLP, ConvEncoder
+from ..nn import make_encoder
 
 
-def make_encoder(
-    input_dim: int,
-    out_dim: int,
-    hidden_dims: Sequence[int],
-    architecture: str = "mlp",
-    image_shape: tuple[int, int, int] | None = None,
-) -> torch.nn.Module:
-    """A network (B, input_dim) -> (B, out_dim), MLP or convolutional."""
-    if architecture == "mlp":
-        return MLP(input_dim, hidden_dims, out_dim)
-    if architecture == "conv":
-        if image_shape is None:
-            raise ValueError("a convolutional encoder needs image data (image_shape=(C, H, W))")
-        return ConvEncoder(image_shape, out_dim, hidden_dims)
-    raise ValueError(f"unknown architecture {architecture!r}; choose 'mlp' or 'conv'")
+class _Encoder(LocalPyroModule):
+    """Shared set-up: a network x (N, D) -> (N, outputs_per_latent * L) for latent ``site``."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int],
+        architecture: str,
+        image_shape: tuple[int, int, int] | None,
+        site: str,
+        outputs_per_latent: int,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.site = site
+        out_dim = outputs_per_latent * latent_dim
+        self.net = make_encoder(input_dim, out_dim, hidden_dims, architecture, image_shape)
 
 
-class GaussianEncoder(LocalPyroModule):
+class GaussianEncoder(_Encoder):
     """q(z | x) = N(z; mu(x), diag sigma(x)^2) for rows x (N, D), codes z (N, L).
 
     ``site`` names the latent it samples (default ``"z"``), so the encoder serves any
@@ -54,11 +57,8 @@ class GaussianEncoder(LocalPyroModule):
         site: str = "z",
         min_scale: float = 1e-4,
     ) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.site = site
+        super().__init__(input_dim, latent_dim, hidden_dims, architecture, image_shape, site, 2)
         self.min_scale = min_scale
-        self.net = make_encoder(input_dim, 2 * latent_dim, hidden_dims, architecture, image_shape)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation, each (N, L)."""
@@ -71,7 +71,7 @@ class GaussianEncoder(LocalPyroModule):
             return pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
 
 
-class DeltaEncoder(LocalPyroModule):
+class DeltaEncoder(_Encoder):
     """q(z | x) = delta(z - f(x)): the deterministic autoencoder's encoder; z is (N, L)."""
 
     def __init__(
@@ -83,10 +83,7 @@ class DeltaEncoder(LocalPyroModule):
         image_shape: tuple[int, int, int] | None = None,
         site: str = "z",
     ) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.site = site
-        self.net = make_encoder(input_dim, latent_dim, hidden_dims, architecture, image_shape)
+        super().__init__(input_dim, latent_dim, hidden_dims, architecture, image_shape, site, 1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The code f(x) (N, L) and a zero spread, matching :meth:`GaussianEncoder.encode`."""

@@ -23,24 +23,7 @@ import torch
 
 from ..likelihoods import Likelihood
 from ..module import LocalPyroModule
-from ..nn import MLP, ConvDecoder
-
-
-def make_decoder(
-    latent_dim: int,
-    input_dim: int,
-    hidden_dims: Sequence[int],
-    architecture: str = "mlp",
-    image_shape: tuple[int, int, int] | None = None,
-) -> torch.nn.Module:
-    """A network (B, latent_dim) -> (B, input_dim), MLP or convolutional."""
-    if architecture == "mlp":
-        return MLP(latent_dim, hidden_dims, input_dim)
-    if architecture == "conv":
-        if image_shape is None:
-            raise ValueError("a convolutional decoder needs image data (image_shape=(C, H, W))")
-        return ConvDecoder(latent_dim, image_shape, hidden_dims)
-    raise ValueError(f"unknown architecture {architecture!r}; choose 'mlp' or 'conv'")
+from ..nn import make_decoder
 
 
 class VAE(LocalPyroModule):
