@@ -68,7 +68,9 @@ def resolve_likelihood(config: TrainConfig, data: DataSplits) -> str:
             why = "MNIST grey levels are binarized dynamically, the benchmark convention"
         elif unit:
             config.likelihood = "continuous-bernoulli"
-            why = "the data are grey values in [0, 1], where a Bernoulli is not a density"
+            why = (
+                "the data take values in [0, 1] besides 0 and 1, where a Bernoulli is not a density"
+            )
         else:
             config.likelihood, why = "gaussian", "the data are real-valued, outside [0, 1]"
     else:
