@@ -124,16 +124,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
     fit.add_argument(
         "--objective",
-        choices=[o for o in OBJECTIVES if o != "enum"],
+        choices=[o for o in OBJECTIVES if o != "enum"],  # enum: for models that enumerate
         default=DEFAULTS.objective,
-        help="elbo: Pyro's Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL)",
+        help="elbo: Pyro's Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: the "
+        "importance-weighted bound with K = --particles (Burda et al. 2016)",
     )
     fit.add_argument(
         "--particles",
         dest="num_particles",
         type=int,
         default=DEFAULTS.num_particles,
-        help="samples of z per example in the training estimate",
+        help="samples of z per example in the training estimate (K of the IWAE bound)",
+    )
+    fit.add_argument(
+        "--dreg",
+        action="store_true",
+        help="with --objective iwae: doubly reparameterised guide gradients (Tucker et al. 2019)",
     )
     fit.add_argument(
         "--seed", type=int, default=DEFAULTS.seed, help="seed for weights, data order and sampling"
@@ -169,6 +175,28 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_sample)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="test ELBO and importance-sampled log-likelihood; writes RUN_DIR/eval.json",
+        description="Estimate, for every test example, log p(x) by importance sampling with the "
+        "guide as proposal (log-mean-exp of K weights p(x, z)/q(z | x)), with its standard "
+        "error, effective sample size and Pareto k-hat, and the ELBO from the same draws. "
+        "Writes RUN_DIR/eval.json and prints a table (nats per example).",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
+    p.add_argument(
+        "--num-samples", type=int, default=1000, help="K, importance samples per test example"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="test examples per pass (default: fits the memory budget)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_evaluate)
+
+
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plot",
@@ -188,12 +216,14 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyrovae",
-        description="Latent-variable models as Pyro programs: train by SVI, sample, plot. "
+        description="Latent-variable models as Pyro programs: train by SVI, evaluate by "
+        "importance sampling, sample, plot. "
         "Numbers are per example, in nats, higher is better.",
     )
     parser.add_argument("--version", action="version", version=f"pyrovae {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_train(sub)
+    _add_evaluate(sub)
     _add_sample(sub)
     _add_plot(sub)
     return parser
@@ -220,6 +250,16 @@ def _sample(args: argparse.Namespace) -> None:
 
     path = sample(load_run(args.run_dir, device=args.device), args.n, args.out, seed=args.seed)
     print(f"wrote {path}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+    from .run import load_run
+
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
+    run = load_run(args.run_dir, device=args.device)
+    evaluate(run, num_samples=args.num_samples, batch_size=args.batch_size, progress=not args.quiet)
 
 
 def _plot(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ class TrainConfig:
     beta: float = 1.0
     objective: str = "elbo"
     num_particles: int = 1
+    dreg: bool = False
     seed: int = 0
     device: str = "cpu"
     figures: bool = True
@@ -63,6 +64,7 @@ class TrainConfig:
             ),
             (self.beta > 0, f"--beta must be positive, got {self.beta}"),
             (self.num_particles >= 1, f"--particles must be at least 1, got {self.num_particles}"),
+            (not self.dreg or self.objective == "iwae", "--dreg goes with --objective iwae"),
             (
                 0 < self.test_fraction < 1,
                 f"--test-fraction must be in (0, 1), got {self.test_fraction}",

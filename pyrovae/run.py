@@ -187,6 +187,7 @@ def train(
         lr=config.lr,
         objective=config.objective,
         num_particles=config.num_particles,
+        dreg=config.dreg,
         transform=transform if config.binarize == "dynamic" else None,
         seed=config.seed,
         callbacks=[save_epoch],

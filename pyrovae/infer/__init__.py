@@ -2,11 +2,15 @@
 
 from .batches import TensorBatches, make_batches
 from .fit import History, Trainer, TrainingDiverged, collect_params, evaluate_elbo, fit
-from .objectives import OBJECTIVES, make_objective
+from .importance import LogMarginal, log_importance_weights, log_marginal
+from .iwae import IWAE_ELBO
+from .objectives import OBJECTIVES, evaluation_objective, make_objective
 from .scale import SiteScaleMessenger, scale_latents
 
 __all__ = [
+    "IWAE_ELBO",
     "OBJECTIVES",
+    "LogMarginal",
     "History",
     "SiteScaleMessenger",
     "TensorBatches",
@@ -14,7 +18,10 @@ __all__ = [
     "TrainingDiverged",
     "collect_params",
     "evaluate_elbo",
+    "evaluation_objective",
     "fit",
+    "log_importance_weights",
+    "log_marginal",
     "make_batches",
     "make_objective",
     "scale_latents",

@@ -21,7 +21,8 @@ from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
 from .batches import Data, Transform, make_batches
-from .objectives import make_objective
+from .importance import initialised_cuda_devices
+from .objectives import evaluation_objective, make_objective
 from .scale import scale_latents
 
 Callback = Callable[["Trainer"], None]
@@ -36,11 +37,6 @@ class History(list):
 
     def column(self, key: str) -> list[Any]:
         return [record.get(key) for record in self]
-
-
-def _cuda_devices() -> list[int]:
-    """Devices whose RNG a fork must save: only those CUDA has already initialised."""
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
 
 
 def collect_params(
@@ -58,7 +54,7 @@ def collect_params(
             params.update((id(p), p) for p in program.parameters())
     store = pyro.get_param_store()
     store_names = []
-    with torch.random.fork_rng(devices=_cuda_devices()):
+    with torch.random.fork_rng(devices=initialised_cuda_devices()):
         with poutine.trace(param_only=True) as capture:
             elbo.differentiable_loss(model, guide, *args)
     for site in capture.trace.nodes.values():
@@ -101,8 +97,9 @@ class Trainer:
         test_data: evaluated each epoch (one-sample test ELBO, unweighted objective).
         batch_size, lr: minibatch size and Adam's learning rate.
         optimizer: ``callable(params) -> torch.optim.Optimizer``; Adam(lr) by default.
-        objective: ``"elbo"``, ``"meanfield"``, ``"enum"`` or a ``pyro.infer.ELBO``.
-        num_particles: samples per example in the training estimate (vectorized).
+        objective: ``"elbo"``, ``"meanfield"``, ``"enum"``, ``"iwae"`` or a ``pyro.infer.ELBO``.
+        num_particles: samples per example in the training estimate (vectorized); K of IWAE.
+        dreg: doubly reparameterised guide gradients for ``"iwae"`` (Tucker et al. 2019).
         transform: applied to each training batch's x, e.g. dynamic binarization.
         seed: seeds Pyro/torch/numpy and the data order; None leaves the RNG as it is.
         callbacks: each called as ``callback(trainer)`` after every epoch.
@@ -122,6 +119,7 @@ class Trainer:
         optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
         objective: str | ELBO = "elbo",
         num_particles: int = 1,
+        dreg: bool = False,
         transform: Transform | None = None,
         seed: int | None = None,
         callbacks: Sequence[Callback] = (),
@@ -134,9 +132,9 @@ class Trainer:
         scales = getattr(model, "latent_scales", {}) or {}
         self._model, self._guide = scale_latents(model, guide, scales)
         self.objective = objective
-        self.elbo = make_objective(objective, num_particles)
-        # The test ELBO uses the unweighted objective, one particle (or the user's instance).
-        self.test_elbo = make_objective(objective)
+        self.elbo = make_objective(objective, num_particles, dreg)
+        # The test ELBO: unweighted, one particle, the plain ELBO for IWAE (or the user's ELBO).
+        self.test_elbo = evaluation_objective(objective)
         self.device = device
         generator = torch.Generator(device=device or "cpu")
         generator.manual_seed(seed if seed is not None else torch.initial_seed())

@@ -7,16 +7,27 @@ ELBO(x) = E_q[log p(x, z) - log q(z | x)] <= log p(x); they differ in how:
 - ``"meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL terms where the
   prior and guide allow it (lower variance, same expectation).
 - ``"enum"``: :class:`~pyro.infer.TraceEnum_ELBO`, sums enumerated discrete latents exactly.
+- ``"iwae"``: :class:`~pyrovae.infer.iwae.IWAE_ELBO`, the importance-weighted bound
+  L_K >= ELBO with K = ``num_particles`` (optionally with DReG gradients).
 """
 
 from __future__ import annotations
 
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-OBJECTIVES = {"elbo": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
+from .iwae import IWAE_ELBO
+
+OBJECTIVES = {
+    "elbo": Trace_ELBO,
+    "meanfield": TraceMeanField_ELBO,
+    "enum": TraceEnum_ELBO,
+    "iwae": IWAE_ELBO,
+}
 
 
-def make_objective(objective: str | ELBO = "elbo", num_particles: int = 1) -> ELBO:
+def make_objective(
+    objective: str | ELBO = "elbo", num_particles: int = 1, dreg: bool = False
+) -> ELBO:
     """An ELBO instance from a name in :data:`OBJECTIVES`, or the instance given."""
     if isinstance(objective, ELBO):
         return objective
@@ -27,4 +38,17 @@ def make_objective(objective: str | ELBO = "elbo", num_particles: int = 1) -> EL
         )
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+    if objective == "iwae":
+        return IWAE_ELBO(num_particles=num_particles, dreg=dreg)
+    if dreg:
+        raise ValueError("dreg=True goes with the 'iwae' objective")
     return OBJECTIVES[objective](num_particles=num_particles, vectorize_particles=num_particles > 1)
+
+
+def evaluation_objective(objective: str | ELBO) -> ELBO:
+    """The objective a test ELBO is measured with: the same family with one particle, and
+    the plain ELBO (Trace_ELBO) for an IWAE-trained pair, so runs with different objectives
+    compare."""
+    if isinstance(objective, IWAE_ELBO) or objective == "iwae":
+        return Trace_ELBO()
+    return make_objective(objective)

@@ -1,0 +1,82 @@
+"""``pyrovae evaluate``: a trained run's test ELBO and importance-sampled log-likelihood.
+
+One pass of K draws z_k ~ q(z | x) per test example gives both numbers: the ELBO
+estimate mean_k log w_k and the log-likelihood estimate log mean_k w_k (with its
+standard error, effective sample size and Pareto k-hat). Where the model has an exact
+marginal (a ``log_prob(x)`` method, as factor analysis does) it is reported too.
+Every number is per example, in nats, higher is better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .checkpoint import write_json
+from .infer import log_marginal
+from .run import Run
+
+Log = Callable[[str], None]
+
+
+def evaluate(
+    run: Run,
+    *,
+    num_samples: int = 1000,
+    batch_size: int | None = None,
+    progress: bool = True,
+    log: Log = print,
+) -> dict:
+    """Estimate the run's test numbers, write ``RUN_DIR/eval.json`` and print a table."""
+    x = run.test_inputs()
+    result = log_marginal(
+        run.model,
+        run.guide,
+        x,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        progress=progress,
+        device=run.config.device,
+    )
+    summary = result.summary()
+    report = {
+        "units": "nats per example, higher is better",
+        "num_examples": len(x),
+        "num_samples": num_samples,
+        "proposal": "guide",
+        "test_elbo": summary["elbo"],
+        "test_log_likelihood": summary["log_likelihood"],
+        "test_log_likelihood_stderr": summary["log_likelihood_stderr"],
+        "elbo_gap": summary["log_likelihood"] - summary["elbo"],
+        "ess": {k[4:]: summary[k] for k in ("ess_mean", "ess_median", "ess_min")},
+        "khat": {k[5:]: summary[k] for k in ("khat_mean", "khat_max", "khat_share_above_0.7")},
+    }
+    exact = getattr(run.model, "log_prob", None)
+    if callable(exact):
+        with torch.no_grad():
+            report["test_log_likelihood_exact"] = float(exact(x).mean())
+    write_json(run.path / "eval.json", report)
+    log(format_table(report))
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The numbers of ``eval.json`` as a small aligned table."""
+    ll, se = report["test_log_likelihood"], report["test_log_likelihood_stderr"]
+    rows = [
+        ("test ELBO", f"{report['test_elbo']:.2f}"),
+        (f"test log p(x), IS K={report['num_samples']}", f"{ll:.2f} ± {se:.2f}"),
+    ]
+    if "test_log_likelihood_exact" in report:
+        rows.append(("test log p(x), exact", f"{report['test_log_likelihood_exact']:.2f}"))
+    khat_share = report["khat"]["share_above_0.7"]
+    rows += [
+        ("ELBO gap (IS - ELBO)", f"{report['elbo_gap']:.2f}"),
+        ("mean ESS", f"{report['ess']['mean']:.1f} of {report['num_samples']}"),
+        ("k-hat > 0.7", f"{100 * khat_share:.1f}% of {report['num_examples']} examples"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.append(f"(nats per example, over {report['num_examples']} test examples)")
+    return "\n".join(lines)
