@@ -1,0 +1,166 @@
+"""log_marginal against exact answers: a conjugate Gaussian pair and an enumerated mixture."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovae.infer import log_importance_weights, log_marginal
+
+# z ~ N(0, 1), x | z ~ N(z, 1): p(x) = N(0, 2), p(z | x) = N(x / 2, 1 / 2).
+
+
+def model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def exact_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x / 2, math.sqrt(0.5)))
+
+
+def shifted_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x / 2 + 0.4, 0.6))
+
+
+@pytest.fixture
+def x():
+    torch.set_default_dtype(torch.float64)
+    return torch.linspace(-3, 3, 9)
+
+
+def exact_log_p(x):
+    return dist.Normal(0.0, math.sqrt(2.0)).log_prob(x)
+
+
+def test_exact_posterior_gives_exact_answer_and_equal_weights(x):
+    for batch_size, chunk in [(None, None), (2, 7)]:
+        r = log_marginal(
+            model,
+            exact_guide,
+            x,
+            num_samples=50,
+            batch_size=batch_size,
+            particle_chunk=chunk,
+            keep_log_weights=True,
+            progress=False,
+        )
+        assert torch.allclose(r.log_likelihood, exact_log_p(x), atol=1e-12)
+        assert torch.allclose(r.elbo, exact_log_p(x), atol=1e-12)  # zero gap
+        assert torch.allclose(r.ess, torch.full_like(r.ess, 50.0))
+        assert r.log_weights.shape == (9, 50)
+        assert torch.allclose(r.log_weights, exact_log_p(x)[:, None].expand(9, 50), atol=1e-12)
+
+
+def test_guide_proposal_is_within_its_standard_error(x):
+    r = log_marginal(model, shifted_guide, x, num_samples=20000, progress=False)
+    z = (r.log_likelihood - exact_log_p(x)) / r.stderr
+    assert z.abs().max() < 4  # 9 examples, each within 4 standard errors
+    assert (r.khat < 0.7).all()
+    assert (r.elbo < exact_log_p(x)).all()  # the ELBO lies below log p(x)
+
+
+def test_prior_proposal_is_consistent_but_noisier():
+    # z ~ N(0, 1), x_d | z ~ N(z, 1) for d = 1..20: the posterior is 20 times narrower than the
+    # prior, so prior draws rarely land where the likelihood is (the lecture's point).
+    torch.set_default_dtype(torch.float64)
+    d = 20
+
+    def model20(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[:-1]), 1.0))
+            pyro.sample(
+                "x", dist.Normal(z[..., None].expand(z.shape + (d,)), 1.0).to_event(1), obs=x
+            )
+
+    def guide20(x):  # close to the exact posterior N(sum x / (d + 1), 1 / (d + 1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.sum(-1) / (d + 1) + 0.05, 1.2 / math.sqrt(d + 1)))
+
+    x = torch.randn(6, 1) + torch.randn(6, d)
+    exact = dist.MultivariateNormal(torch.zeros(d), torch.eye(d) + torch.ones(d, d)).log_prob(x)
+    guide = log_marginal(model20, guide20, x, num_samples=2000, progress=False)
+    prior = log_marginal(model20, guide20, x, num_samples=2000, proposal="prior", progress=False)
+    assert ((guide.log_likelihood - exact) / guide.stderr).abs().max() < 4
+    assert (prior.stderr > 5 * guide.stderr).all()
+    assert (prior.ess < guide.ess / 2).all()
+    assert prior.elbo is None  # the mean log weight under the prior is not an ELBO
+
+
+def test_importance_estimate_is_biased_low_for_small_k(x):
+    # E[log p-hat_K] is the IWAE bound: below log p(x), rising with K.
+    means = []
+    for k in (1, 10, 100):
+        draws = [
+            log_marginal(model, shifted_guide, x, num_samples=k, progress=False).log_likelihood
+            for _ in range(200)
+        ]
+        means.append(torch.stack(draws).mean(0))
+    assert means[0].mean() < means[1].mean() < means[2].mean()
+    assert (means[0] < means[2]).all()
+    assert (means[2] < exact_log_p(x) + 0.01).all()
+
+
+locs = torch.tensor([-2.0, 0.0, 3.0])
+weights = torch.tensor([0.2, 0.5, 0.3])
+
+
+@pyro.infer.config_enumerate
+def mixture(x):
+    with pyro.plate("data", x.shape[0]):
+        c = pyro.sample("c", dist.Categorical(weights.to(x.dtype)))
+        pyro.sample("x", dist.Normal(locs.to(x.dtype)[c], 1.0), obs=x)
+
+
+def no_guide(x):
+    pass
+
+
+@pytest.mark.parametrize("proposal", ["guide", "prior"])
+def test_enumerated_sites_are_summed_exactly(x, proposal):
+    r = log_marginal(mixture, no_guide, x, num_samples=3, proposal=proposal, progress=False)
+    by_hand = torch.logsumexp(
+        weights.double().log() + dist.Normal(locs.double(), 1.0).log_prob(x[:, None]), -1
+    )
+    assert torch.allclose(r.log_likelihood, by_hand, atol=1e-12)
+
+
+def test_vector_observations_and_weights_are_per_example():
+    def vec_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+            loc = z.sum(-1, keepdim=True).expand(z.shape[:-1] + (3,))
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    def vec_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+
+    x = torch.randn(5, 3)
+    lw = log_importance_weights(vec_model, vec_guide, (x,), 7)
+    assert lw.shape == (5, 7)
+
+
+def test_a_latent_outside_the_data_plate_is_refused(x):
+    def global_model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def global_guide(x):
+        pyro.sample("mu", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="outside pyro.plate\\('data'\\)"):
+        log_marginal(global_model, global_guide, x, num_samples=4, progress=False)
+
+
+def test_bad_arguments_are_explained(x):
+    with pytest.raises(ValueError, match="proposal must be one of"):
+        log_marginal(model, exact_guide, x, proposal="posterior")
+    with pytest.raises(ValueError, match="num_samples must be at least 1"):
+        log_marginal(model, exact_guide, x, num_samples=0)
