@@ -4,7 +4,9 @@ One pass of K draws z_k ~ q(z | x) per test example gives both numbers: the ELBO
 estimate mean_k log w_k and the log-likelihood estimate log mean_k w_k (with its
 standard error, effective sample size and Pareto k-hat). Where the model has an exact
 marginal (a ``log_prob(x)`` method, as factor analysis does) it is reported too.
-Every number is per example, in nats, higher is better.
+Every number is per example, in nats, higher is better. Figures: the k-hat of every
+test example (``figures/khat.png``) and the weights of the worst one
+(``figures/weights_worst.png``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from .checkpoint import write_json
+from .diagnostics.importance_figures import save_khat_plot, save_weights_plot
 from .infer import log_marginal
 from .run import Run
 
@@ -57,6 +60,15 @@ def evaluate(
         with torch.no_grad():
             report["test_log_likelihood_exact"] = float(exact(x).mean())
     write_json(run.path / "eval.json", report)
+    figures = run.path / "figures"
+    save_khat_plot(result.khat.numpy(), figures / "khat.png")
+    if result.worst_log_weights is not None:
+        save_weights_plot(
+            result.worst_log_weights.numpy(),
+            figures / "weights_worst.png",
+            example=result.worst_index,
+            khat=float(result.khat[result.worst_index]),
+        )
     log(format_table(report))
     return report
 

@@ -29,8 +29,8 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
-from ..diagnostics.psis import pareto_khat
 from .batches import Data, make_batches
+from .psis import pareto_khat
 
 PROPOSALS = ("guide", "prior")
 
@@ -47,6 +47,8 @@ class LogMarginal:
     proposal: str
     elbo: torch.Tensor | None = None  # mean_k log w_k: an ELBO estimate (guide proposal)
     log_weights: torch.Tensor | None = None  # (N, K) when asked for
+    worst_index: int = -1  # the example with the largest k-hat ...
+    worst_log_weights: torch.Tensor | None = None  # ... and its log weights (K,)
 
     def mean(self) -> float:
         """Mean log-likelihood per example (nats)."""
@@ -153,6 +155,19 @@ def log_importance_weights(
     plates (``nesting`` deep; traced once when not given). Differentiable (reparameterised
     draws), so the IWAE objective is built on it.
     """
+    return importance_pass(model, guide, args, particles, nesting, proposal)[0]
+
+
+def importance_pass(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    particles: int,
+    nesting: int | None = None,
+    proposal: str = "guide",
+) -> tuple[torch.Tensor, poutine.Trace]:
+    """:func:`log_importance_weights` and the trace that holds the draws z (the guide's, or
+    the model's under the prior proposal); a site's draws are (particles, B, ...)."""
     if nesting is None:
         nesting = plate_nesting(model, guide, args)
     particle_dim = -(nesting + 1)
@@ -176,7 +191,8 @@ def log_importance_weights(
     total = sum(terms)
     while total.dim() > nesting + 1:  # enumerated dims, left of the particles: summed exactly
         total = torch.logsumexp(total, dim=0)
-    return per_example(total, nesting, data_dim(model_trace)).expand(args[0].shape[0], particles)
+    lw = per_example(total, nesting, data_dim(model_trace)).expand(args[0].shape[0], particles)
+    return lw, guide_trace if proposal == "guide" else model_trace
 
 
 def per_example(total: torch.Tensor, nesting: int, data_plate_dim: int) -> torch.Tensor:
@@ -232,6 +248,7 @@ def log_marginal(
         particle_chunk = max(1, min(num_samples, max_elements // (batch_size * max(dim, 64))))
     results: list[tuple[torch.Tensor, ...]] = []
     kept: list[torch.Tensor] = []
+    seen, worst_index, worst_khat, worst = 0, -1, -math.inf, None
     batches = make_batches(x, batch_size, shuffle=False, device=device)
     total = getattr(batches, "num_examples", None)
     with tqdm(
@@ -247,6 +264,11 @@ def log_marginal(
             results.append(tuple(t.cpu() for t in stats))
             if keep_log_weights:
                 kept.append(log_weights.cpu())
+            khat = torch.nan_to_num(stats[3], nan=-math.inf)
+            i = int(khat.argmax())
+            if khat[i] > worst_khat or worst is None:
+                worst_index, worst_khat, worst = seen + i, float(khat[i]), log_weights[i].cpu()
+            seen += args[0].shape[0]
             bar.update(args[0].shape[0])
     estimate, stderr, ess, khat, mean_lw = (
         torch.cat(parts) for parts in zip(*results, strict=True)
@@ -260,4 +282,6 @@ def log_marginal(
         proposal,
         elbo=mean_lw if proposal == "guide" else None,
         log_weights=torch.cat(kept) if keep_log_weights else None,
+        worst_index=worst_index,
+        worst_log_weights=worst,
     )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.diagnostics.psis import pareto_khat
+from pyrovae.infer.psis import pareto_khat
 
 
 def pareto_log_weights(shape_xi: float, rows: int, k: int, seed: int = 0) -> torch.Tensor:
