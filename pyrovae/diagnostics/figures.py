@@ -11,20 +11,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+from ..checkpoint import atomic_write
 
-from ..checkpoint import atomic_write  # noqa: E402
+# Figures are built with matplotlib's object API (Figure, not pyplot): no global state, no
+# backend switch, so importing pyrovae leaves a notebook's inline plotting alone.
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
-    finally:
-        plt.close(fig)
+def subplots(*args, figsize: tuple[float, float], **kwargs) -> tuple[Figure, object]:
+    """A new :class:`Figure` and its axes, like ``plt.subplots`` without pyplot's state."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
 
 
 def _as_images(images: np.ndarray) -> np.ndarray:
@@ -51,7 +56,7 @@ def tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
     return canvas
 
 
-def _show(ax: plt.Axes, canvas: np.ndarray) -> None:
+def _show(ax: Axes, canvas: np.ndarray) -> None:
     ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -64,7 +69,7 @@ def save_image_grid(
     n = len(images)
     ncols = ncols or int(np.ceil(np.sqrt(n)))
     canvas = tile(images, ncols)
-    fig, ax = plt.subplots(
+    fig, ax = subplots(
         figsize=(0.6 * ncols + 0.4, 0.6 * canvas.shape[0] / canvas.shape[1] * ncols + 0.6)
     )
     _show(ax, canvas)
@@ -85,7 +90,7 @@ def save_reconstructions(
         rows += [originals[start : start + ncols], reconstructions[start : start + ncols]]
     nrows = len(rows)
     width = min(ncols, len(originals))
-    fig, axes = plt.subplots(nrows, 1, figsize=(0.6 * width + 1.6, 0.65 * nrows + 0.5))
+    fig, axes = subplots(nrows, 1, figsize=(0.6 * width + 1.6, 0.65 * nrows + 0.5))
     axes = np.atleast_1d(axes)
     for i, (ax, row) in enumerate(zip(axes, rows, strict=False)):
         _show(ax, tile(row, width))
@@ -106,7 +111,7 @@ def save_traversals(
     """Rows of images (R, S, C, H, W): row r varies one latent over ``values`` (S of them)."""
     images = np.asarray(images)
     r, s = images.shape[:2]
-    fig, ax = plt.subplots(figsize=(0.6 * s + 1.4, 0.6 * r + 0.9))
+    fig, ax = subplots(figsize=(0.6 * s + 1.4, 0.6 * r + 0.9))
     canvas = tile(images.reshape(r * s, *images.shape[2:]), s)
     _show(ax, canvas)
     h = images.shape[-2] + 1
@@ -131,13 +136,13 @@ def save_latent_scatter(
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"points must be (N, 2); got {points.shape}")
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig, ax = subplots(figsize=(5.2, 4.4))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
     else:
         labels = np.asarray(labels)
         classes = np.unique(labels)
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
         for i, c in enumerate(classes):
             m = labels == c
             ax.scatter(
@@ -156,7 +161,7 @@ def save_latent_scatter(
 def save_elbo_curves(history: Sequence[dict], path: str | Path, *, title: str = "ELBO") -> Path:
     """Train and test ELBO (nats per example) against the epoch."""
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = subplots(figsize=(5, 3.4))
     for key, label in (("train_elbo", "train"), ("test_elbo", "test")):
         ys = [r.get(key) for r in history]
         if any(y is not None for y in ys):

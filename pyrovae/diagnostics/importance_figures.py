@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import _save, plt
+from .figures import _save, subplots
 
 
 def save_khat_plot(khat: np.ndarray, path: str | Path, *, title: str | None = None) -> Path:
     """Pareto k-hat of each example's importance weights (N,), with the 0.5 and 0.7 lines."""
     khat = np.asarray(khat, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = subplots(figsize=(6, 3.4))
     bad = khat > 0.7
     ax.scatter(np.flatnonzero(~bad), khat[~bad], s=4, color="tab:blue", label="k-hat <= 0.7")
     ax.scatter(np.flatnonzero(bad), khat[bad], s=6, color="tab:red", label="k-hat > 0.7")
@@ -39,7 +39,7 @@ def save_weights_plot(
     w = np.exp(lw - lw.max())
     w /= w.sum()
     ess = 1.0 / np.sum(w**2)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, (left, right) = subplots(1, 2, figsize=(8, 3.2))
     left.plot(np.sort(w)[::-1], marker=".", linestyle="none", markersize=2)
     left.set_yscale("log")
     left.set_xlabel("rank")

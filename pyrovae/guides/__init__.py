@@ -1,5 +1,6 @@
 """Amortized inference networks q(z | x) paired with :mod:`pyrovae.models`."""
 
 from .encoder import DeltaEncoder, GaussianEncoder
+from .linear import ExactPosteriorGuide, LinearGaussianEncoder
 
-__all__ = ["DeltaEncoder", "GaussianEncoder"]
+__all__ = ["DeltaEncoder", "ExactPosteriorGuide", "GaussianEncoder", "LinearGaussianEncoder"]

@@ -1,6 +1,7 @@
 """Inference: SVI training, objectives, minibatching."""
 
 from .batches import TensorBatches, make_batches
+from .em import EMHistory, em
 from .fit import History, Trainer, TrainingDiverged, collect_params, evaluate_elbo, fit
 from .importance import LogMarginal, log_importance_weights, log_marginal
 from .iwae import IWAE_ELBO
@@ -8,6 +9,7 @@ from .objectives import OBJECTIVES, evaluation_objective, make_objective
 from .scale import SiteScaleMessenger, scale_latents
 
 __all__ = [
+    "EMHistory",
     "IWAE_ELBO",
     "OBJECTIVES",
     "LogMarginal",
@@ -17,6 +19,7 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "collect_params",
+    "em",
     "evaluate_elbo",
     "evaluation_objective",
     "fit",
