@@ -50,6 +50,7 @@ def collect_params(
     """
     params: dict[int, torch.Tensor] = {}
     for program in (model, guide):
+        program = getattr(program, "__wrapped__", program)  # see through scale_latents
         if isinstance(program, torch.nn.Module):
             params.update((id(p), p) for p in program.parameters())
     store = pyro.get_param_store()

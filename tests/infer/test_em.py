@@ -5,34 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from fa_data import one_thread, sample_fa  # noqa: F401 - one_thread: the fixture, by name
 from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
-from threadpoolctl import threadpool_limits
 
 from pyrovae.infer import TrainingDiverged
 from pyrovae.infer.em import EMHistory, em
 from pyrovae.models import VAE, FactorAnalysis
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny (D = 8): waking a second thread costs more than the arithmetic.
-    On a busy two-core machine EM ran 10x and scikit-learn's SVDs 100x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def sample_fa(n=2000, d=8, latent=2, seed=0) -> torch.Tensor:
-    """Rows (n, d), float64, drawn from a fixed factor analyser with noise variances in
-    [0.1, 1.1] (the same data as tests/models/test_factor_analysis.py)."""
-    g = torch.Generator().manual_seed(seed)
-    w, b = torch.randn(d, latent, generator=g), torch.randn(d, generator=g)
-    psi = 0.1 + torch.rand(d, generator=g)
-    z = torch.randn(n, latent, generator=g)
-    return (z @ w.T + b + psi.sqrt() * torch.randn(n, d, generator=g)).double()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_em(isotropic: bool, **kwargs) -> tuple[FactorAnalysis, EMHistory, torch.Tensor]:

@@ -5,37 +5,18 @@ import math
 import pytest
 import torch
 from contract import PairContract
+from fa_data import one_thread, sample_fa  # noqa: F401 - one_thread: the fixture, by name
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
-from threadpoolctl import threadpool_limits
 from torch.distributions import MultivariateNormal, kl_divergence
 
 import pyrovae
 from pyrovae.guides import ExactPosteriorGuide, LinearGaussianEncoder
 from pyrovae.models import FactorAnalysis
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny (D = 8): waking a second thread costs more than the arithmetic.
-    On a busy two-core machine SVI ran 10x and scikit-learn's SVDs 100x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def sample_fa(n=2000, d=8, latent=2, seed=0, dtype=torch.float64) -> torch.Tensor:
-    """Rows (n, d) drawn from a fixed factor analyser with noise variances in [0.1, 1.1]."""
-    g = torch.Generator().manual_seed(seed)
-    w, b = torch.randn(d, latent, generator=g), torch.randn(d, generator=g)
-    psi = 0.1 + torch.rand(d, generator=g)
-    z = torch.randn(n, latent, generator=g)
-    x = z @ w.T + b + psi.sqrt() * torch.randn(n, d, generator=g)
-    return x.to(dtype)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_model(d=7, latent=3, isotropic=False) -> FactorAnalysis:
