@@ -225,6 +225,8 @@ def _metrics(config: TrainConfig, history: list[dict]) -> dict:
     note = "nats per example, higher is better; test_elbo is a one-sample estimate of the ELBO"
     if config.beta != 1.0:
         note += f"; train_elbo is the beta-weighted bound (beta = {config.beta})"
+    if config.objective == "iwae":
+        note += f"; train_elbo is the IWAE bound with K = {config.num_particles}"
     if config.model == "ae":
         note += "; with a point-mass guide the 'ELBO' is log p(x, z = f(x)), not a bound"
     return {"units": note, "objective": config.objective, "history": history}
