@@ -1,7 +1,7 @@
 """Inference: SVI training, objectives, minibatching."""
 
 from .batches import TensorBatches, make_batches
-from .em import EMHistory, em
+from .em import EMHistory, em, fit_mixture
 from .fit import History, Trainer, TrainingDiverged, collect_params, evaluate_elbo, fit
 from .importance import LogMarginal, log_importance_weights, log_marginal
 from .iwae import IWAE_ELBO
@@ -23,6 +23,7 @@ __all__ = [
     "evaluate_elbo",
     "evaluation_objective",
     "fit",
+    "fit_mixture",
     "log_importance_weights",
     "log_marginal",
     "make_batches",

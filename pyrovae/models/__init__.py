@@ -1,6 +1,7 @@
 """Generative programs p(x, z), one file per model family."""
 
 from .factor_analysis import FactorAnalysis
+from .mixture import GaussianMixture, MixturePrior, empty_guide
 from .vae import VAE
 
-__all__ = ["FactorAnalysis", "VAE"]
+__all__ = ["FactorAnalysis", "GaussianMixture", "MixturePrior", "VAE", "empty_guide"]

@@ -1,0 +1,112 @@
+"""k-means++ seeding, streamed in chunks: K rows of the data as well-spread initial centres.
+
+The first centre is a uniformly drawn row; each next one is drawn with probability
+proportional to D(x)^2, the squared distance from x to its closest centre so far. The
+expected k-means cost of those seeds is within 8 (ln K + 2) of the optimum (Arthur &
+Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007). Like
+scikit-learn, each step draws 2 + floor(ln K) candidates and keeps the one that lowers the
+cost sum_n D(x_n)^2 most (the greedy variant the paper mentions in its conclusion).
+
+The rows never need to be on the compute device at once: distances are computed chunk by
+chunk and only the (N,) vector of closest squared distances is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Elements (rows x centres x dim) of one chunk's difference array.
+CHUNK_ELEMENTS = 1 << 23
+
+
+def chunk_rows(num_centres: int, dim: int, chunk_size: int | None = None) -> int:
+    """Rows per chunk: ``chunk_size``, or as many as keep a (centres, rows, dim) array at
+    :data:`CHUNK_ELEMENTS` elements."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        return int(chunk_size)
+    return max(1, CHUNK_ELEMENTS // max(1, num_centres * dim))
+
+
+def squared_distances(
+    x: torch.Tensor,
+    centres: torch.Tensor,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """|x_n - c_j|^2 for rows x (N, D) and centres (J, D) on the centres' device: (J, N).
+
+    Differences, not |x|^2 - 2 x.c + |c|^2, which cancels catastrophically far from the
+    origin. x may live elsewhere (e.g. on the CPU); it is moved a chunk at a time.
+    """
+    rows = chunk_rows(centres.shape[0], centres.shape[1], chunk_size)
+    out = []
+    for start in range(0, x.shape[0], rows):
+        chunk = x[start : start + rows].to(centres.device, centres.dtype, non_blocking=True)
+        out.append((chunk.unsqueeze(0) - centres.unsqueeze(1)).square().sum(-1))
+    return torch.cat(out, -1)
+
+
+def kmeans_plusplus(
+    x: torch.Tensor,
+    num_centres: int,
+    *,
+    generator: torch.Generator | None = None,
+    num_trials: int | None = None,
+    chunk_size: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy k-means++ seeds among the rows of x (N, D).
+
+    Args:
+        x: the data, rows (N, D), finite.
+        num_centres: K, at most N.
+        generator: the source of randomness, on ``device`` (a fixed seed gives fixed seeds).
+        num_trials: candidates per step; 2 + floor(ln K) by default, 1 for the plain
+            algorithm of Arthur & Vassilvitskii.
+        chunk_size: rows per chunk of the distance computations (``None``: automatic).
+        device, dtype: where and in what precision to compute (x's by default).
+
+    Returns:
+        centres (K, D) on ``device`` and their row indices (K,) in x. When x has fewer than
+        K distinct rows every remaining D(x)^2 is zero, and further seeds are drawn uniformly
+        (they repeat rows already chosen).
+    """
+    n, d = x.shape
+    if not 1 <= num_centres <= n:
+        raise ValueError(f"k-means++ needs 1 <= K <= N; got K = {num_centres}, N = {n}")
+    device = torch.device(device) if device is not None else x.device
+    dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(torch.randint(2**62, ())))
+    trials = num_trials or 2 + int(math.log(num_centres))
+    indices = torch.empty(num_centres, dtype=torch.long, device=device)
+    indices[0] = torch.randint(n, (), generator=generator, device=device)
+    centres = x[indices[:1].to(x.device)].to(device, dtype)
+    closest = squared_distances(x, centres, chunk_size)[0]  # D(x)^2: (N,)
+    for c in range(1, num_centres):
+        cumulative = closest.double().cumsum(0)
+        potential = cumulative[-1]
+        if potential > 0:
+            draws = torch.rand(trials, generator=generator, device=device, dtype=torch.float64)
+            candidates = torch.searchsorted(cumulative, draws * potential, right=True)
+            candidates = candidates.clamp_max(n - 1)
+        else:  # every row coincides with a centre: no distance left to sample by
+            candidates = torch.randint(n, (trials,), generator=generator, device=device)
+        points = x[candidates.to(x.device)].to(device, dtype)  # (trials, D)
+        # The cost each candidate would leave, chunk by chunk: memory O(N), not O(trials N).
+        costs = points.new_zeros(trials)
+        rows = chunk_rows(trials, d, chunk_size)
+        for start in range(0, n, rows):
+            distances = squared_distances(x[start : start + rows], points, chunk_size)
+            costs += torch.minimum(closest[start : start + rows], distances).sum(-1)
+        best = costs.argmin()
+        chosen = points[best].unsqueeze(0)
+        closest = torch.minimum(closest, squared_distances(x, chosen, chunk_size)[0])
+        indices[c] = candidates[best]
+        centres = torch.cat([centres, chosen])
+    return centres, indices

@@ -1,0 +1,481 @@
+"""The Gaussian mixture: a categorical latent picks a component, x given it is Gaussian.
+
+Generative process, for each row n of the data plate::
+
+    z_n ~ Categorical(pi)                       site "z", enumerated in parallel
+    x_n ~ N(mu_{z_n}, Sigma_{z_n})              site "x"
+
+so p(x) = sum_k pi_k N(x; mu_k, Sigma_k). Covariances are ``"full"`` (one Sigma_k each),
+``"tied"`` (one Sigma for all), ``"diag"`` (diagonal Sigma_k) or ``"spherical"``
+(sigma_k^2 I). Parameters are unconstrained: logits (pi = softmax), means, and lower
+Cholesky factors with a log diagonal (full, tied) or log variances (diag, spherical), so the
+same program trains by SVI under ``TraceEnum_ELBO`` with an empty guide (z is summed out).
+
+EM (Dempster, Laird & Rubin 1977; Bishop, PRML section 9.2). The E-step takes the
+responsibilities r_nk = p(z_n = k | x_n) from the program itself, by tracing it under
+parallel enumeration; the M-step is closed form in the sufficient statistics
+N_k = sum_n r_nk, sum_n r_nk x_n and sum_n r_nk x_n x_n^T, accumulated chunk by chunk:
+
+    pi_k = N_k / N,   mu_k = sum_n r_nk x_n / N_k,
+    Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I
+
+(tied: the N_k-weighted average of those scatters; diag: their diagonals; spherical: the
+mean of the diagonal). ``reg_covar`` (scikit-learn's default 1e-6) keeps every covariance
+positive definite. With a :class:`MixturePrior` the M-step is the MAP update instead (Fraley &
+Raftery, "Bayesian regularization for normal mixture estimation", J. Classif. 24, 2007), and
+the program carries the same log prior as a ``pyro.factor``, so SVI finds the same mode.
+
+Cost. The program's component densities (:class:`DiagonalNormal`, :class:`CholeskyNormal`)
+broadcast K components against a chunk of B rows by float64 matrix products where they can
+(the expanded quadratic form about the mixture's centre of mass, as scikit-learn does), and the
+statistics are float64 products too; only full covariances with D > K take (K, B, D)
+differences. Memory is O(K B D + K D^2) whatever N is; float32 models keep float32
+parameters and data but sum in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import infer_discrete
+from torch import nn
+
+from ..distributions import CholeskyNormal, DiagonalNormal
+from ..infer.em import MixtureStatistics, mixture_m_step, mixture_statistics
+from ..infer.kmeans import chunk_rows, kmeans_plusplus, squared_distances
+from ..module import LocalPyroModule
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@dataclass(frozen=True)
+class MixturePrior:
+    """Conjugate priors for MAP estimation; each part is flat (off) at its default.
+
+    pi ~ Dirichlet(alpha 1_K); mu_k | Sigma_k ~ N(m0, Sigma_k / kappa);
+    Sigma_k ~ inverse-Wishart(nu, psi I) (full, tied), each diagonal variance (diag) or
+    sigma_k^2 (spherical) ~ inverse-gamma(nu / 2, psi / 2).
+
+    Attributes:
+        concentration: alpha >= 1 (1 is flat); pulls the weights towards 1/K.
+        mean_precision: kappa >= 0 (0 is flat); pulls the means towards ``mean``.
+        mean: m0, a number or a (D,) sequence.
+        degrees_of_freedom: nu, or None for no covariance prior.
+        covariance_scale: psi > 0; pulls the covariances towards psi I.
+    """
+
+    concentration: float = 1.0
+    mean_precision: float = 0.0
+    mean: float | Sequence[float] = 0.0
+    degrees_of_freedom: float | None = None
+    covariance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.concentration < 1:
+            raise ValueError(
+                f"concentration must be >= 1 (a mode exists), got {self.concentration}"
+            )
+        if self.mean_precision < 0 or self.covariance_scale <= 0:
+            raise ValueError("mean_precision must be >= 0 and covariance_scale > 0")
+
+
+def empty_guide(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """The guide of a model whose only latent is enumerated: it samples nothing."""
+
+
+class GaussianMixture(LocalPyroModule):
+    """p(x, z) = pi_z N(x; mu_z, Sigma_z) over rows x of shape (N, D), z in {0, ..., K - 1}.
+
+    Args:
+        num_components: K.
+        dim: D, the length of an example.
+        covariance: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        reg_covar: added to the diagonal of every covariance in the M-step.
+        prior: a :class:`MixturePrior` for MAP (EM and SVI); None for maximum likelihood.
+        chunk_size: rows per chunk in the streamed passes (None: about 2^23 / (K D) rows).
+
+    Parameters: ``logits`` (K,), ``loc`` (K, D) and ``raw_tril`` ((K, D, D) full, (D, D)
+    tied: strictly lower part plus log diagonal of the Cholesky factor) or ``log_variance``
+    ((K, D) diag, (K,) spherical). ``num_data`` (N of the whole data set, None by default)
+    scales the prior factor by B / N on minibatches of B rows.
+    """
+
+    def __init__(
+        self,
+        num_components: int,
+        dim: int,
+        covariance: str = "full",
+        *,
+        reg_covar: float = 1e-6,
+        prior: MixturePrior | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_components < 1 or dim < 1:
+            raise ValueError(
+                f"num_components and dim must be positive, got {num_components}, {dim}"
+            )
+        if covariance not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
+        if reg_covar < 0:
+            raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+        self.num_components, self.dim, self.covariance = num_components, dim, covariance
+        self.reg_covar, self.prior, self.chunk_size = float(reg_covar), prior, chunk_size
+        self.num_data: int | None = None
+        self.em_reset = False  # set by em_step when it re-seeded a component (see em())
+        self.reseeded: list[int] = []
+        k, d = num_components, dim
+        self.logits = nn.Parameter(torch.zeros(k))
+        self.loc = nn.Parameter(torch.randn(k, d))
+        if covariance in ("full", "tied"):
+            self.raw_tril = nn.Parameter(torch.zeros((k, d, d) if covariance == "full" else (d, d)))
+        else:
+            self.log_variance = nn.Parameter(torch.zeros((k, d) if covariance == "diag" else k))
+        if prior is not None:
+            self.register_buffer("prior_mean", torch.zeros(d) + torch.as_tensor(prior.mean))
+
+    # ---- parameters in natural form ------------------------------------------------------
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """pi (K,)."""
+        return self.logits.softmax(-1)
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """Lower Cholesky factors: (K, D, D) full, (D, D) tied, (K, D, D) diagonal otherwise."""
+        if self.covariance in ("full", "tied"):
+            raw = self.raw_tril
+            return raw.tril(-1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+        return torch.diag_embed(self._variance().sqrt())
+
+    def _variance(self) -> torch.Tensor:
+        """Diagonal variances (K, D) for diag and spherical."""
+        variance = self.log_variance.exp()
+        if self.covariance == "spherical":
+            variance = variance.unsqueeze(-1)
+        return variance.expand(self.num_components, self.dim)
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        """In scikit-learn's layout: (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical."""
+        if self.covariance in ("full", "tied"):
+            tril = self.scale_tril
+            return tril @ tril.mT
+        return self.log_variance.exp()
+
+    @property
+    def covariance_matrix(self) -> torch.Tensor:
+        """Sigma_k for every component: (K, D, D)."""
+        tril = self.scale_tril
+        return (tril @ tril.mT).expand(self.num_components, self.dim, self.dim)
+
+    @torch.no_grad()
+    def set_parameters(
+        self,
+        weights: torch.Tensor | None = None,
+        means: torch.Tensor | None = None,
+        covariances: torch.Tensor | None = None,
+    ) -> GaussianMixture:
+        """Set pi (K,), mu (K, D) and covariances in :attr:`covariances`' layout; returns self.
+
+        Raises:
+            ValueError: a covariance is not positive definite (add ``reg_covar``).
+        """
+        like = self.loc
+        if weights is not None:
+            w = torch.as_tensor(weights).to(like)
+            self.logits.copy_(w.clamp_min(torch.finfo(w.dtype).tiny).log() - w.sum().log())
+        if means is not None:
+            self.loc.copy_(torch.as_tensor(means).to(like))
+        if covariances is None:
+            return self
+        cov = torch.as_tensor(covariances).to(like)
+        if self.covariance in ("full", "tied"):
+            tril, info = torch.linalg.cholesky_ex(cov)
+            bad = (info > 0).reshape(-1).nonzero().flatten().tolist()
+            diagonal = tril.diagonal(dim1=-2, dim2=-1)
+            self.raw_tril.copy_(tril.tril(-1) + torch.diag_embed(diagonal.log()))
+        else:
+            bad = (cov <= 0).reshape(self.num_components, -1).any(-1).nonzero().flatten().tolist()
+            self.log_variance.copy_(cov.log())
+        if bad:
+            raise ValueError(
+                f"the covariance of component(s) {bad} is not positive definite: too few distinct "
+                "points for the dimension. Increase reg_covar or use fewer components."
+            )
+        return self
+
+    # ---- the program ---------------------------------------------------------------------
+
+    def component(self, z: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """The distribution of x given z (any shape; None: all K, batch shape (K,))."""
+        z = torch.arange(self.num_components, device=self.loc.device) if z is None else z
+        if self.covariance == "full":
+            return CholeskyNormal(self.loc[z], self.scale_tril[z], self._centre())
+        if self.covariance == "tied":
+            return CholeskyNormal(self.loc[z], self.scale_tril, self._centre())
+        log_variance = self.log_variance[z]
+        if self.covariance == "spherical":
+            log_variance = log_variance.unsqueeze(-1).expand(z.shape + (self.dim,))
+        return DiagonalNormal(self.loc[z], log_variance, self._centre())
+
+    def _centre(self) -> torch.Tensor:
+        """The centre of mass sum_k pi_k mu_k (D,), detached: a numerical reference point."""
+        return (self.weights.unsqueeze(-1) * self.loc).sum(0).detach()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample z (N,) (enumerated under TraceEnum_ELBO) and observe x (N, D) at site "x"."""
+        n = x.shape[0]
+        if self.prior is not None:
+            pyro.factor("prior", self.log_prior() * (n / (self.num_data or n)))
+        with pyro.plate("data", n):
+            z = pyro.sample(
+                "z", dist.Categorical(logits=self.logits), infer={"enumerate": "parallel"}
+            )
+            pyro.sample("x", self.component(z), obs=x)
+        return z
+
+    def log_prior(self) -> torch.Tensor:
+        """log p(pi, mu, Sigma) of the :class:`MixturePrior`, up to a constant (a scalar)."""
+        prior, d = self.prior, self.dim
+        if prior is None:
+            return self.loc.new_zeros(())
+        total = (prior.concentration - 1) * self.logits.log_softmax(-1).sum()
+        tril = self.scale_tril.expand(self.num_components, d, d)
+        log_det = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # log |Sigma_k|: (K,)
+        if prior.mean_precision > 0:
+            diff = (self.loc - self.prior_mean).unsqueeze(-1)
+            maha = torch.linalg.solve_triangular(tril, diff, upper=False).square().sum((-2, -1))
+            total = total - 0.5 * (prior.mean_precision * maha + log_det).sum()
+        nu, psi = prior.degrees_of_freedom, prior.covariance_scale
+        if nu is not None:
+            if self.covariance in ("full", "tied"):
+                trace = torch.cholesky_inverse(tril).diagonal(dim1=-2, dim2=-1).sum(-1)
+                terms = (nu + d + 1) * log_det + psi * trace
+                total = total - 0.5 * (terms.sum() if self.covariance == "full" else terms[0])
+            else:
+                v = self.log_variance
+                total = total - ((nu / 2 + 1) * v + psi / 2 * (-v).exp()).sum()
+        return total
+
+    # ---- exact densities, by enumeration and by hand -------------------------------------
+
+    def chunks(self, x: torch.Tensor, chunk_size: int | None = None) -> Iterator[torch.Tensor]:
+        """x (N, D) in chunks of rows, each moved to the model's device and dtype."""
+        rows = chunk_rows(self.num_components, self.dim, chunk_size or self.chunk_size)
+        for start in range(0, x.shape[0], rows):
+            yield x[start : start + rows].to(self.loc.device, self.loc.dtype, non_blocking=True)
+
+    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_n, z_n = k) (K, N) for rows x (N, D), from the program under enumeration."""
+        with poutine.block():
+            trace = poutine.trace(poutine.enum(self, first_available_dim=-2)).get_trace(x)
+        trace.compute_log_prob(site_filter=lambda name, site: name in ("z", "x"))
+        return trace.nodes["z"]["log_prob"] + trace.nodes["x"]["log_prob"]  # (K, 1) + (K, N)
+
+    def responsibilities(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """r_nk = p(z_n = k | x_n) (N, K) by enumerating the program; rows sum to 1."""
+        with torch.no_grad():
+            return torch.cat([self.posterior(c)[1].T for c in self.chunks(x, chunk_size)])
+
+    def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log N(x_n; mu_k, Sigma_k) (K, N), by hand: -1/2 (D log 2 pi + log|Sigma_k| + m_nk)
+        with m_nk = |L_k^{-1} (x_n - mu_k)|^2 the Mahalanobis distance, Sigma_k = L_k L_k^T."""
+        x = x.to(self.loc)
+        diff = x.unsqueeze(0) - self.loc.unsqueeze(1)  # (K, N, D)
+        if self.covariance in ("full", "tied"):
+            tril = self.scale_tril
+            solved = torch.linalg.solve_triangular(tril, diff.mT, upper=False)  # (K, D, N)
+            maha = solved.square().sum(-2)
+            log_det = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        else:
+            variance = self._variance()
+            maha = (diff.square() / variance.unsqueeze(1)).sum(-1)
+            log_det = variance.log().sum(-1)
+        return -0.5 * (self.dim * math.log(2 * math.pi) + log_det.unsqueeze(-1) + maha)
+
+    def log_prob(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """log p(x_n) = logsumexp_k [log pi_k + log N(x_n; mu_k, Sigma_k)] for x (N, D): (N,)."""
+        log_pi = self.logits.log_softmax(-1).unsqueeze(-1)
+        parts = [
+            (log_pi + self.component_log_prob(c)).logsumexp(0) for c in self.chunks(x, chunk_size)
+        ]
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> float:
+        """Mean log p(x_n) over the rows of x (N, D), nats per example."""
+        return float(self.log_prob(x).mean())
+
+    def num_parameters(self) -> int:
+        """Free parameters: K - 1 weights, K D means, and K D (D + 1) / 2 (full), D (D + 1) / 2
+        (tied), K D (diag) or K (spherical) covariance entries (scikit-learn's count)."""
+        k, d = self.num_components, self.dim
+        cov = {
+            "full": k * d * (d + 1) // 2,
+            "tied": d * (d + 1) // 2,
+            "diag": k * d,
+            "spherical": k,
+        }
+        return k - 1 + k * d + cov[self.covariance]
+
+    def bic(self, x: torch.Tensor) -> float:
+        """Bayesian information criterion -2 N mean log p(x_n) + p log N (lower is better)."""
+        return -2 * self.score(x) * x.shape[0] + self.num_parameters() * math.log(x.shape[0])
+
+    def aic(self, x: torch.Tensor) -> float:
+        """Akaike information criterion -2 N mean log p(x_n) + 2 p (lower is better)."""
+        return -2 * self.score(x) * x.shape[0] + 2 * self.num_parameters()
+
+    # ---- assignments and samples ---------------------------------------------------------
+
+    @torch.no_grad()
+    def assign(self, x: torch.Tensor, temperature: int = 0) -> torch.Tensor:
+        """z_n for rows x (N, D) by ``infer_discrete``: the MAP argmax_k r_nk with temperature 0,
+        a draw from p(z_n | x_n) with temperature 1. Returns (N,) long."""
+        program = infer_discrete(self, first_available_dim=-2, temperature=temperature)
+        out = []
+        for chunk in self.chunks(x):
+            with poutine.block():
+                out.append(poutine.trace(program).get_trace(chunk).nodes["z"]["value"])
+        return torch.cat(out)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """MAP assignments argmax_k p(z_n = k | x_n) (N,)."""
+        return self.assign(x, temperature=0)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws from the program (x unobserved): x (n, D) and z (n,)."""
+        xs, zs = [], []
+        for chunk in self.chunks(self.loc.new_zeros(n, self.dim)):
+            with poutine.block():
+                trace = poutine.trace(poutine.uncondition(self)).get_trace(chunk)
+            xs.append(trace.nodes["x"]["value"])
+            zs.append(trace.nodes["z"]["value"])
+        return torch.cat(xs), torch.cat(zs)
+
+    # ---- EM ------------------------------------------------------------------------------
+
+    def per_component(self) -> bool:
+        """Whether the M-step's sums are centred at each mean, by (K, B, D) differences (full
+        covariances with D > K), rather than at one point by float64 matrix products."""
+        return self.covariance == "full" and self.dim > self.num_components
+
+    def _maximise(self, stats: MixtureStatistics, centres: torch.Tensor) -> None:
+        weights, means, covariances, self.reseeded = mixture_m_step(self, stats, centres)
+        self.em_reset = bool(self.reseeded)
+        self.set_parameters(weights, means, covariances)
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x_n) (N,) and r^T (K, N) for rows x (N, D), from :meth:`log_joint`.
+
+        One exp pass: r_nk = exp(a_nk) / sum_j exp(a_nj) with a = log-joint minus its maximum,
+        clamped below at log(tiny) + 1: exp would otherwise crawl through subnormal results
+        (10 to 100 times slower), and what it adds, at most 3 K tiny per row, is below rounding.
+        """
+        joint = self.log_joint(x)  # (K, N)
+        peak = joint.amax(0)
+        floor = math.log(torch.finfo(joint.dtype).tiny) + 1.0
+        weights = (joint - peak).clamp_min_(floor).exp_()
+        total = weights.sum(0)
+        return peak + total.log(), weights.div_(total)
+
+    @torch.no_grad()
+    def em_step(self, x: torch.Tensor, chunk_size: int | None = None) -> float:
+        """One EM iteration on rows x (N, D); returns the mean log p(x_n) before the update
+        (with a prior: (sum_n log p(x_n) + log p(theta)) / N, the MAP objective per example).
+
+        E-step: r_nk from :meth:`log_joint` (the program, enumerated), chunk by chunk; the
+        M-step as in the module docstring. Memory is O(K D^2 + K B D) for chunks of B rows
+        whatever N is, and x may stay on the CPU while the model is on a GPU. A component
+        whose responsibilities sum to less than eps N (it explains no point) is re-seeded at
+        a worst-explained row (lowest log p(x_n)), with weight 1/N and the average covariance
+        of the others; ``reseeded`` lists it and ``em_reset`` tells :func:`~pyrovae.infer.em`
+        that this one step need not increase the log-likelihood.
+
+        Raises:
+            ValueError: x has NaN or infinite entries (nothing is updated), or a covariance
+                came out singular (raise ``reg_covar``).
+        """
+        check_shape(x, self.dim)
+        centres = self.loc.detach().clone() if self.per_component() else self._centre()[None]
+        try:
+            stats = mixture_statistics(self, x, self.posterior, centres, chunk_size)
+        except ValueError:  # Pyro's validation refused a value: say which rows, if NaN
+            check_finite(x)
+            raise
+        value = float(stats.total + self.log_prior()) / stats.count
+        if not math.isfinite(value):  # NaN without validation; no pass over x until then
+            check_finite(x)
+            return value  # a non-finite model: em() reports it, parameters untouched
+        self._maximise(stats, centres)
+        return value
+
+    @torch.no_grad()
+    def initialize(
+        self, x: torch.Tensor, init: str = "kmeans++", *, seed: int | None = None
+    ) -> GaussianMixture:
+        """Initial parameters from rows x (N, D): centres by greedy k-means++ (``"kmeans++"``,
+        Arthur & Vassilvitskii 2007) or K distinct random rows (``"random"``), each row
+        assigned to its nearest centre, then one M-step on those hard responsibilities.
+        ``seed`` fixes the draw. Returns self.
+
+        Raises:
+            ValueError: x is not (N, D), has NaN or infinite entries, or K > N.
+        """
+        check_shape(x, self.dim)
+        n, k = x.shape[0], self.num_components
+        if k > n:
+            raise ValueError(f"{k} components need at least {k} rows, got N = {n}; use fewer")
+        check_finite(x)
+        generator = torch.Generator(device=self.loc.device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ())))
+        if init == "kmeans++":
+            centres, _ = kmeans_plusplus(
+                x,
+                k,
+                generator=generator,
+                chunk_size=self.chunk_size,
+                device=self.loc.device,
+                dtype=self.loc.dtype,
+            )
+        elif init == "random":
+            index = torch.randperm(n, generator=generator, device=self.loc.device)[:k]
+            centres = x[index.to(x.device)].to(self.loc)
+        else:
+            raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+
+        def nearest(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            distances = squared_distances(chunk, centres)  # (K, B)
+            closest, label = distances.min(0)
+            labels = torch.arange(k, device=chunk.device).unsqueeze(-1)
+            return -closest, (labels == label).to(chunk.dtype)
+
+        reference = centres if self.per_component() else centres.mean(0, keepdim=True)
+        self._maximise(mixture_statistics(self, x, nearest, reference), reference)
+        return self
+
+
+def check_shape(x: torch.Tensor, dim: int) -> None:
+    """Raise ValueError unless x is a matrix (N, dim)."""
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"x must have shape (N, {dim}), got {tuple(x.shape)}")
+
+
+def check_finite(x: torch.Tensor) -> None:
+    """Raise ValueError naming the first rows of x (N, D) with NaN or infinite entries."""
+    bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(-1).nonzero().flatten()
+    if len(bad):
+        rows = bad[:5].tolist()
+        raise ValueError(
+            f"x has NaN or infinite entries in {len(bad)} row(s), first {rows}; drop or impute "
+            "them before fitting"
+        )
