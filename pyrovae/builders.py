@@ -21,7 +21,7 @@ import torch
 from .config import TrainConfig
 from .data import DataSplits, load_dataset, split_arrays
 from .guides import DeltaEncoder, GaussianEncoder
-from .models import VAE
+from .models import VAE, GaussianMixture, empty_guide
 
 FACTORY_ARGUMENTS = ("input_dim", "latent_dim", "hidden_dims", "image_shape", "data", "config")
 
@@ -61,6 +61,14 @@ def build_autoencoder(config: TrainConfig) -> tuple[VAE, DeltaEncoder]:
     return model, DeltaEncoder(**kwargs)
 
 
+def build_mixture(config: TrainConfig) -> tuple[GaussianMixture, Callable]:
+    """The Gaussian mixture with K = ``num_components`` (or the first of ``components``) and
+    the empty guide (its one latent, z, is enumerated)."""
+    k = config.num_components or config.components[0]
+    model = GaussianMixture(k, config.input_dim, config.covariance, reg_covar=config.reg_covar)
+    return model, empty_guide
+
+
 #: Built-in families: name -> (builder, one-line description).
 BUILTIN_MODELS: dict[str, tuple[Callable[[TrainConfig], tuple], str]] = {
     "vae": (
@@ -70,6 +78,11 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[TrainConfig], tuple], str]] = {
     "ae": (
         build_autoencoder,
         "deterministic autoencoder baseline: the VAE's decoder, a point-mass guide",
+    ),
+    "gmm": (
+        build_mixture,
+        "Gaussian mixture: z ~ Categorical(pi), x ~ N(mu_z, Sigma_z); EM (default) or "
+        "TraceEnum SVI; --components K1,K2,... picks K by BIC",
     ),
 }
 

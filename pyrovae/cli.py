@@ -39,15 +39,30 @@ def _widths(text: str) -> list[int]:
     return widths
 
 
+def _components(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(
+            f"give positive numbers of components, e.g. 10 or 2,4,8,16; got {text!r}"
+        )
+    return ks
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     models = "; ".join(f"{name}: {doc}" for name, (_, doc) in BUILTIN_MODELS.items())
     p = sub.add_parser(
         "train",
-        help="fit a model and guide by SVI; writes a run directory",
+        help="fit a model and guide by SVI (a mixture by EM); writes a run directory",
         description=(
             "Fit a (model, guide) pair by stochastic variational inference and write RUN_DIR: "
             "checkpoint.pt (after every epoch), config.json, metrics.json (train/test ELBO per "
-            "epoch, nats per example) and figures/."
+            "epoch, nats per example) and figures/. MODEL gmm fits a Gaussian mixture by EM "
+            "instead (or by TraceEnum SVI with --inference svi)."
         ),
         formatter_class=_Formatter,
     )
@@ -113,6 +128,45 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--beta", type=float, default=DEFAULTS.beta, help="KL weight (beta-VAE); 1 is the ELBO"
+    )
+    gmm = p.add_argument_group("Gaussian mixture (MODEL gmm)")
+    gmm.add_argument(
+        "--components",
+        type=_components,
+        default=DEFAULTS.components,
+        help="K, or several comma-separated (e.g. 2,4,8,16): each is fit and the lowest "
+        "training BIC wins",
+    )
+    gmm.add_argument(
+        "--covariance",
+        choices=["full", "tied", "diag", "spherical"],
+        default=DEFAULTS.covariance,
+        help="covariance of each component (tied: one shared by all)",
+    )
+    gmm.add_argument(
+        "--inference",
+        choices=["em", "svi"],
+        default=DEFAULTS.inference,
+        help="em: closed-form EM with an enumerated E-step; svi: TraceEnum_ELBO by minibatch "
+        "(uses --epochs, --batch-size, --lr)",
+    )
+    gmm.add_argument(
+        "--n-init", type=int, default=DEFAULTS.n_init, help="EM restarts; the best is kept"
+    )
+    gmm.add_argument(
+        "--max-iter", type=int, default=DEFAULTS.max_iter, help="EM iterations per restart"
+    )
+    gmm.add_argument(
+        "--tol",
+        type=float,
+        default=DEFAULTS.tol,
+        help="EM stops once the mean log-likelihood gains less (nats per example)",
+    )
+    gmm.add_argument(
+        "--reg-covar",
+        type=float,
+        default=DEFAULTS.reg_covar,
+        help="added to the diagonal of every covariance",
     )
     fit = p.add_argument_group("training")
     fit.add_argument(

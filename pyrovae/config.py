@@ -36,9 +36,18 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     figures: bool = True
+    # Gaussian mixture (model "gmm").
+    components: list[int] = field(default_factory=lambda: [10])
+    covariance: str = "full"
+    inference: str = "em"
+    n_init: int = 1
+    max_iter: int = 100
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
     # Resolved from the data when the run starts.
     input_dim: int | None = None
     image_shape: list[int] | None = None
+    num_components: int | None = None  # gmm: the K that --components selected (by BIC)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,6 +74,22 @@ class TrainConfig:
             (self.beta > 0, f"--beta must be positive, got {self.beta}"),
             (self.num_particles >= 1, f"--particles must be at least 1, got {self.num_particles}"),
             (not self.dreg or self.objective == "iwae", "--dreg goes with --objective iwae"),
+            (
+                bool(self.components) and all(k >= 1 for k in self.components),
+                f"--components must be positive integers, got {self.components}",
+            ),
+            (
+                self.covariance in ("full", "tied", "diag", "spherical"),
+                f"--covariance must be full, tied, diag or spherical, got {self.covariance!r}",
+            ),
+            (
+                self.inference in ("em", "svi"),
+                f"--inference must be em or svi, got {self.inference!r}",
+            ),
+            (self.n_init >= 1, f"--n-init must be at least 1, got {self.n_init}"),
+            (self.max_iter >= 1, f"--max-iter must be at least 1, got {self.max_iter}"),
+            (self.tol >= 0, f"--tol must be >= 0, got {self.tol}"),
+            (self.reg_covar >= 0, f"--reg-covar must be >= 0, got {self.reg_covar}"),
             (
                 0 < self.test_fraction < 1,
                 f"--test-fraction must be in (0, 1), got {self.test_fraction}",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyro
 import torch
+from pyro.infer import TraceEnum_ELBO
 
 from .builders import build
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
@@ -101,7 +102,11 @@ def _prepare(log: Log) -> Callable[[TrainConfig, DataSplits], None]:
             f"data: {data.name}, {len(data.train_x)} train / {len(data.test_x)} test examples "
             f"of dimension {data.input_dim}"
         )
-        log(resolve_likelihood(config, data))
+        if config.model == "gmm":
+            config.likelihood, config.binarize = "gaussian", "none"
+            log("likelihood: Gaussian components, on the data as they are")
+        else:
+            log(resolve_likelihood(config, data))
 
     return prepare
 
@@ -122,7 +127,7 @@ def _check_device(device: str) -> None:
         )
 
 
-def _run_files(out: Path) -> list[Path]:
+def run_files(out: Path) -> list[Path]:
     return [out / CHECKPOINT, out / "config.json", out / "metrics.json", out / "figures"]
 
 
@@ -149,6 +154,11 @@ def train(
                 f"--resume: {out} holds no checkpoint to continue; train without --resume"
             )
         saved = TrainConfig.from_dict(read_json(out / "config.json"))
+        if saved.model == "gmm" and saved.inference == "em":
+            raise RunError(
+                f"{out} holds an EM fit, which does not resume (its checkpoint is the best "
+                "model of the sweep); start again with --overwrite, or --max-iter N to go longer"
+            )
         saved.epochs, saved.device, saved.out = config.epochs, config.device, str(out)
         config = saved
         state = load_checkpoint(checkpoint_path, map_location=config.device)
@@ -157,7 +167,7 @@ def train(
                 f"{out} has already trained {state['epoch']} epochs; to train longer pass "
                 f"--epochs N with N > {state['epoch']}"
             )
-    elif any(p.exists() for p in _run_files(out)) and not overwrite:
+    elif any(p.exists() for p in run_files(out)) and not overwrite:
         raise RunError(
             f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
@@ -165,10 +175,20 @@ def train(
     config.validate()
     _check_device(config.device)
     pyro.set_rng_seed(config.seed)
+    if config.model == "gmm" and config.inference == "em":
+        from .mixture_run import train_mixture
+
+        return train_mixture(
+            config, overwrite=overwrite, progress=progress, log=log, prepare=_prepare(log)
+        )
+    if config.model == "gmm":  # SVI: z summed out exactly, as in EM
+        config.objective = "enum"
     built = build(config, _prepare(log))
     model, guide, data = built.model, built.guide, built.data
     for program in (model, guide):
         _to_device(program, config.device)
+    if config.model == "gmm" and state is None:  # k-means++ seeds and one M-step, as EM starts
+        model.initialize(data.train_x, seed=config.seed)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Dynamic binarization; resolve_likelihood checked once that x lies in [0, 1].
@@ -185,7 +205,9 @@ def train(
         test_data=(_test_x(config, data),),
         batch_size=config.batch_size,
         lr=config.lr,
-        objective=config.objective,
+        objective=TraceEnum_ELBO(max_plate_nesting=1)
+        if config.model == "gmm"
+        else config.objective,
         num_particles=config.num_particles,
         dreg=config.dreg,
         transform=transform if config.binarize == "dynamic" else None,
@@ -198,7 +220,7 @@ def train(
         trainer.load_state_dict(state)
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
     elif overwrite:
-        for path in _run_files(out):
+        for path in run_files(out):
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     write_json(out / "config.json", config.to_dict())
     try:
@@ -246,6 +268,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
     built = build(config, _prepare(log or (lambda message: None)))
     for program, key in ((built.model, "model"), (built.guide, "guide")):
         if isinstance(program, torch.nn.Module):
+            saved = [v for v in state[key].values() if v.is_floating_point()]
+            if saved and all(v.dtype == torch.float64 for v in saved):
+                program.double()  # e.g. a mixture fit by EM in float64
             program.load_state_dict(state[key])
             program.to(device)
     run = Run(path, config, built.model, built.guide, built.data, list(state["history"]))
@@ -264,6 +289,18 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
 def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
     """Write the run's figures (default ``RUN_DIR/figures``); returns their paths."""
     data = run.data
+    if run.config.model == "gmm":
+        from .mixture_run import read_sweep, write_mixture_figures
+
+        return write_mixture_figures(
+            run.model,
+            run.test_inputs(),
+            out_dir or run.path / "figures",
+            labels=data.test_y,
+            image_shape=data.image_shape,
+            history=run.history,
+            sweep=read_sweep(run.path),
+        )
     labels = data.test_y
     return write_figures(
         run.model,
@@ -278,7 +315,8 @@ def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
 
 
 def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
-    """A grid of E[x | z] for ``n`` draws z ~ p(z), written to ``out_path`` (PNG)."""
+    """A grid of E[x | z] for ``n`` draws z ~ p(z) (a mixture: of draws x ~ p(x)), written to
+    ``out_path`` (PNG)."""
     if run.data.image_shape is None:
         raise RunError(
             f"{run.path} was trained on data that are not images (no image shape); "
@@ -289,6 +327,10 @@ def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
     x = run.test_inputs()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if run.config.model == "gmm":
+            draws, _ = run.model.sample(n)
+            images = draws.cpu().reshape(n, *run.data.image_shape).numpy()
+            return figures.save_image_grid(images, out_path, title=f"{n} draws x ~ p(x)")
         sites = views.find_sites(run.model, run.guide, (x[:8],))
         means = views.prior_means(run.model, (x[:1].expand(n, -1),), sites)
     images = means.cpu().reshape(n, *run.data.image_shape).numpy()

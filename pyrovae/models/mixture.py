@@ -340,6 +340,8 @@ class GaussianMixture(LocalPyroModule):
     def assign(self, x: torch.Tensor, temperature: int = 0) -> torch.Tensor:
         """z_n for rows x (N, D) by ``infer_discrete``: the MAP argmax_k r_nk with temperature 0,
         a draw from p(z_n | x_n) with temperature 1. Returns (N,) long."""
+        if self.num_components == 1:  # nothing to choose (infer_discrete warns on it)
+            return torch.zeros(x.shape[0], dtype=torch.long, device=self.loc.device)
         program = infer_discrete(self, first_available_dim=-2, temperature=temperature)
         out = []
         for chunk in self.chunks(x):
