@@ -25,7 +25,7 @@ from pyro.infer import TraceEnum_ELBO
 from .builders import build
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig
-from .data import DataSplits, binarize_fixed
+from .data import FILE_EXTENSIONS, DataSplits, binarize_fixed
 from .diagnostics import figures, views, write_figures
 from .infer import Trainer, collect_params, make_objective
 from .likelihoods import check_support
@@ -120,6 +120,15 @@ def _to_device(program: Callable, device: str) -> None:
         program.to(device)
 
 
+def _absolute_paths(config: TrainConfig) -> None:
+    """Record --data-dir and a data file as absolute paths, so the run reloads from anywhere."""
+    if config.data_dir:
+        config.data_dir = str(Path(config.data_dir).expanduser().resolve())
+    dataset = Path(config.dataset).expanduser()
+    if dataset.suffix.lower() in FILE_EXTENSIONS:
+        config.dataset = str(dataset.resolve())
+
+
 def _check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
@@ -174,6 +183,8 @@ def train(
         )
     config.validate()
     _check_device(config.device)
+    if not resume:
+        _absolute_paths(config)
     pyro.set_rng_seed(config.seed)
     if config.model == "gmm" and config.inference == "em":
         from .mixture_run import train_mixture

@@ -435,3 +435,17 @@ def test_an_interrupt_keeps_the_last_epoch_and_resume_finishes_the_run(
     a = json.loads((straight / "metrics.json").read_text())["history"]
     b = json.loads((interrupted / "metrics.json").read_text())["history"]
     assert [r["test_elbo"] for r in a] == [r["test_elbo"] for r in b]
+
+
+def test_a_run_with_relative_data_paths_reloads_from_another_directory(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "work" / "mine.npy", rng.random((50, 6)).astype(np.float32))
+    monkeypatch.chdir(tmp_path / "work")
+    assert train(Path("run"), "--dataset", "mine.npy", "--no-figures") == 0
+    config = json.loads((tmp_path / "work" / "run" / "config.json").read_text())
+    assert config["dataset"] == str(tmp_path / "work" / "mine.npy")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = load_run(tmp_path / "work" / "run")
+    assert run.test_inputs().shape == (10, 6)
