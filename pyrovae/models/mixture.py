@@ -285,29 +285,10 @@ class GaussianMixture(LocalPyroModule):
         with torch.no_grad():
             return torch.cat([self.posterior(c)[1].T for c in self.chunks(x, chunk_size)])
 
-    def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log N(x_n; mu_k, Sigma_k) (K, N), by hand: -1/2 (D log 2 pi + log|Sigma_k| + m_nk)
-        with m_nk = |L_k^{-1} (x_n - mu_k)|^2 the Mahalanobis distance, Sigma_k = L_k L_k^T."""
-        x = x.to(self.loc)
-        diff = x.unsqueeze(0) - self.loc.unsqueeze(1)  # (K, N, D)
-        if self.covariance in ("full", "tied"):
-            tril = self.scale_tril
-            solved = torch.linalg.solve_triangular(tril, diff.mT, upper=False)  # (K, D, N)
-            maha = solved.square().sum(-2)
-            log_det = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        else:
-            variance = self._variance()
-            maha = (diff.square() / variance.unsqueeze(1)).sum(-1)
-            log_det = variance.log().sum(-1)
-        return -0.5 * (self.dim * math.log(2 * math.pi) + log_det.unsqueeze(-1) + maha)
-
     def log_prob(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """log p(x_n) = logsumexp_k [log pi_k + log N(x_n; mu_k, Sigma_k)] for x (N, D): (N,)."""
-        log_pi = self.logits.log_softmax(-1).unsqueeze(-1)
-        parts = [
-            (log_pi + self.component_log_prob(c)).logsumexp(0) for c in self.chunks(x, chunk_size)
-        ]
-        return torch.cat(parts)
+        """log p(x_n) = logsumexp_k [log pi_k + log N(x_n; mu_k, Sigma_k)] for x (N, D): (N,),
+        z summed out of the program (:meth:`log_joint`) chunk by chunk; differentiable."""
+        return torch.cat([self.log_joint(c).logsumexp(0) for c in self.chunks(x, chunk_size)])
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> float:
