@@ -16,6 +16,15 @@ from pyro.distributions import constraints
 from torch.distributions.multivariate_normal import _batch_mahalanobis
 
 
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_d a_d b_d over the last dimension, broadcasting the others. When a is a matrix of
+    rows (N, D) and b has a singleton row axis (..., 1, D), as K components under parallel
+    enumeration do, this is the matrix product b @ a^T (..., N), with no (..., N, D) array."""
+    if a.dim() == 2 and b.dim() >= 2 and b.shape[-2] == 1:
+        return b.squeeze(-2) @ a.T
+    return (a * b).sum(-1)
+
+
 class DiagonalNormal(dist.TorchDistribution):
     """N(loc, diag(exp(log_variance))) over the last dimension, D = loc.shape[-1].
 
@@ -72,11 +81,17 @@ class DiagonalNormal(dist.TorchDistribution):
         m = (self.loc - self.centre).double()
         log_variance = self.log_variance.double()
         precision = (-log_variance).exp()
-        quad = torch.einsum("...d,...d->...", v.square(), precision)
-        quad = quad - 2 * torch.einsum("...d,...d->...", v, m * precision)
-        quad = quad + (m.square() * precision).sum(-1)
         log_norm = log_variance.sum(-1) + self.loc.shape[-1] * math.log(2 * math.pi)
-        out = (-0.5 * (quad + log_norm)).to(dtype)
+        constant = (m.square() * precision).sum(-1) + log_norm
+        if v.dim() == 2 and m.dim() >= 2 and m.shape[-2] == 1:
+            # Rows (N, D) against components (..., 1, D): one product of [v^2, v, 1] (N, 2D + 1)
+            # with [1/s, -2 m/s, c] (..., 2D + 1), the whole log-density in a single pass.
+            features = torch.cat([v.square(), v, v.new_ones(v.shape[0], 1)], -1)
+            weights = torch.cat([precision, -2 * m * precision, constant.unsqueeze(-1)], -1)
+            quad = weights.expand(m.shape[:-1] + weights.shape[-1:]).squeeze(-2) @ features.T
+        else:
+            quad = _inner(v.square(), precision) - 2 * _inner(v, m * precision) + constant
+        out = (-0.5 * quad).to(dtype)
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
 
 
@@ -142,14 +157,14 @@ class CholeskyNormal(dist.TorchDistribution):
             w = torch.linalg.solve_triangular(tril, v.reshape(-1, d).T, upper=False).T
             w = w.reshape(v.shape)
             u = torch.linalg.solve_triangular(tril, m, upper=False).squeeze(-1)
-            quad = w.square().sum(-1) - 2 * torch.einsum("...d,...d->...", w, u)
+            quad = w.square().sum(-1) - 2 * _inner(w, u)
             quad = quad + u.square().sum(-1)
         elif d <= factors:
             precision = torch.cholesky_inverse(tril)
             pm = (precision @ m).squeeze(-1)
             outer = (v.unsqueeze(-1) * v.unsqueeze(-2)).flatten(-2)  # (..., D^2)
-            quad = torch.einsum("...e,...e->...", outer, precision.flatten(-2))
-            quad = quad - 2 * torch.einsum("...d,...d->...", v, pm)
+            quad = _inner(outer, precision.flatten(-2))
+            quad = quad - 2 * _inner(v, pm)
             quad = quad + (m.squeeze(-1) * pm).sum(-1)
         else:  # torch's own helper solves without broadcasting L to every row
             quad = _batch_mahalanobis(tril, v - m.squeeze(-1))
