@@ -10,11 +10,17 @@ def test_python_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README has no Python example"
     monkeypatch.chdir(tmp_path)
+    namespaces = []
     for block in blocks:
-        namespace: dict = {"__name__": "readme_example"}
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
-    assert namespace["images"].shape == (16, 8, 8)
-    assert namespace["history"][-1]["test_elbo"] > 0
+        namespaces.append({"__name__": "readme_example"})
+        exec(compile(block, str(README), "exec"), namespaces[-1])  # noqa: S102 - our README
+    vae, mixture = namespaces[0], namespaces[-1]
+    assert vae["images"].shape == (16, 8, 8)
+    assert vae["history"][-1]["test_elbo"] > 0
+    curve = mixture["em_history"].log_likelihood
+    assert all(b >= a - 1e-9 for a, b in zip(curve, curve[1:], strict=False))
+    assert mixture["r"].sum(-1).allclose(mixture["r"].new_ones(len(mixture["x"])))
+    assert len(mixture["svi_history"]) == 3
 
 
 def test_quick_start_is_two_commands_that_exist():
