@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .builders import BUILTIN_MODELS
@@ -25,32 +25,26 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def _widths(text: str) -> list[int]:
-    try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not widths:
-        raise argparse.ArgumentTypeError(
-            "give at least one hidden layer width, e.g. 400 or 512,256"
-        )
-    return widths
+def _positive_ints(what: str) -> Callable[[str], list[int]]:
+    """An argparse type for comma-separated positive integers; ``what`` names them, with an
+    example, in the error."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers, got {text!r}"
+            ) from None
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"give {what}; got {text!r}")
+        return values
+
+    return parse
 
 
-def _components(text: str) -> list[int]:
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError(
-            f"give positive numbers of components, e.g. 10 or 2,4,8,16; got {text!r}"
-        )
-    return ks
+_widths = _positive_ints("positive hidden layer widths, e.g. 400 or 512,256")
+_components = _positive_ints("positive numbers of components, e.g. 10 or 2,4,8,16")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
