@@ -37,9 +37,13 @@ def blobs(n: int, d: int, k: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     centres = 6 * torch.randn(k, d, generator=g, dtype=torch.float64)
     mixing = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    z = torch.randint(k, (n,), generator=g)
-    noise = torch.randn(n, d, 1, generator=g, dtype=torch.float64)
-    return centres[z] + (mixing[z] @ noise).squeeze(-1)
+    parts = []
+    for start in range(0, n, 1_000_000):  # in blocks: mixing[z] is (rows, d, d)
+        rows = min(1_000_000, n - start)
+        z = torch.randint(k, (rows,), generator=g)
+        noise = torch.randn(rows, d, 1, generator=g, dtype=torch.float64)
+        parts.append(centres[z] + (mixing[z] @ noise).squeeze(-1))
+    return torch.cat(parts)
 
 
 def time_sklearn(x: np.ndarray, k: int, covariance: str, iters: int) -> tuple[float, float]:
