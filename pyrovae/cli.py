@@ -12,6 +12,7 @@ from .config import TrainConfig
 from .data import DATASETS
 from .infer import OBJECTIVES
 from .likelihoods import LIKELIHOODS
+from .models.mixture import COVARIANCE_TYPES
 
 DEFAULTS = TrainConfig()
 
@@ -133,7 +134,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     gmm.add_argument(
         "--covariance",
-        choices=["full", "tied", "diag", "spherical"],
+        choices=COVARIANCE_TYPES,
         default=DEFAULTS.covariance,
         help="covariance of each component (tied: one shared by all)",
     )

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .models.mixture import COVARIANCE_TYPES
+
 
 @dataclass
 class TrainConfig:
@@ -79,7 +81,7 @@ class TrainConfig:
                 f"--components must be positive integers, got {self.components}",
             ),
             (
-                self.covariance in ("full", "tied", "diag", "spherical"),
+                self.covariance in COVARIANCE_TYPES,
                 f"--covariance must be full, tied, diag or spherical, got {self.covariance!r}",
             ),
             (

@@ -115,10 +115,7 @@ def format_table(report: dict) -> str:
         ]
         if "test_adjusted_rand_index" in report:
             rows.append(("adjusted Rand index (test)", f"{report['test_adjusted_rand_index']:.3f}"))
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name:<{width}}  {value}" for name, value in rows]
-        lines.append(f"(nats per example, over {report['num_examples']} test examples)")
-        return "\n".join(lines)
+        return _aligned(rows, report["num_examples"])
     ll, se = report["test_log_likelihood"], report["test_log_likelihood_stderr"]
     rows = [
         ("test ELBO", f"{report['test_elbo']:.2f}"),
@@ -132,7 +129,12 @@ def format_table(report: dict) -> str:
         ("mean ESS", f"{report['ess']['mean']:.1f} of {report['num_samples']}"),
         ("k-hat > 0.7", f"{100 * khat_share:.1f}% of {report['num_examples']} examples"),
     ]
+    return _aligned(rows, report["num_examples"])
+
+
+def _aligned(rows: list[tuple[str, str]], num_examples: int) -> str:
+    """Rows of (name, value) as two aligned columns, with the units underneath."""
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
-    lines.append(f"(nats per example, over {report['num_examples']} test examples)")
+    lines.append(f"(nats per example, over {num_examples} test examples)")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import DataSplits
 from .diagnostics import mixture_figures
 from .infer import fit_mixture
-from .models import GaussianMixture
+from .models import GaussianMixture, empty_guide
 
 Log = Callable[[str], None]
 
@@ -132,7 +132,7 @@ def train_mixture(
     config.num_components = row["components"]
     if len(sweep) > 1:
         log(f"selected K = {row['components']} (lowest BIC of {[r['components'] for r in sweep]})")
-    run = Run(out, config, model, _empty_guide(), data, _history(em_curve))
+    run = Run(out, config, model, empty_guide, data, _history(em_curve))
     if config.figures:
         paths = plot(run)
         log(f"figures: {', '.join(p.name for p in paths)} in {out / 'figures'}")
@@ -142,12 +142,6 @@ def train_mixture(
         f"run saved in {out}"
     )
     return run
-
-
-def _empty_guide():
-    from .models import empty_guide
-
-    return empty_guide
 
 
 def _describe(row: dict) -> str:
