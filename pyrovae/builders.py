@@ -20,8 +20,8 @@ import torch
 
 from .config import TrainConfig
 from .data import DataSplits, load_dataset, split_arrays
-from .guides import DeltaEncoder, GaussianEncoder
-from .models import VAE, GaussianMixture, empty_guide
+from .guides import DeltaEncoder, GaussianEncoder, SSVAEGuide
+from .models import SSVAE, VAE, GaussianMixture, empty_guide
 
 FACTORY_ARGUMENTS = ("input_dim", "latent_dim", "hidden_dims", "image_shape", "data", "config")
 
@@ -69,6 +69,20 @@ def build_mixture(config: TrainConfig) -> tuple[GaussianMixture, Callable]:
     return model, empty_guide
 
 
+def build_ssvae(config: TrainConfig) -> tuple[SSVAE, SSVAEGuide]:
+    """The semi-supervised VAE (M2) over ``num_classes`` classes and its guide: classifier
+    q(y | x) and encoder q(z | x, y), MLPs with the widths of ``hidden_dims``."""
+    kwargs = dict(
+        input_dim=config.input_dim,
+        num_classes=config.num_classes,
+        latent_dim=config.latent_dim,
+        hidden_dims=tuple(config.hidden_dims),
+    )
+    image_shape = tuple(config.image_shape) if config.image_shape else None
+    model = SSVAE(likelihood=config.likelihood, image_shape=image_shape, **kwargs)
+    return model, SSVAEGuide(**kwargs)
+
+
 #: Built-in families: name -> (builder, one-line description).
 BUILTIN_MODELS: dict[str, tuple[Callable[[TrainConfig], tuple], str]] = {
     "vae": (
@@ -83,6 +97,11 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[TrainConfig], tuple], str]] = {
         build_mixture,
         "Gaussian mixture: z ~ Categorical(pi), x ~ N(mu_z, Sigma_z); EM (default) or "
         "TraceEnum SVI; --components K1,K2,... picks K by BIC",
+    ),
+    "ssvae": (
+        build_ssvae,
+        "semi-supervised VAE (M2): y ~ Cat(1/C), z ~ N(0, I), x ~ p(x | decoder(z, y)); y "
+        "observed for --num-labels examples, summed out for the rest",
     ),
 }
 

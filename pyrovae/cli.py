@@ -44,6 +44,21 @@ def _positive_ints(what: str) -> Callable[[str], list[int]]:
     return parse
 
 
+def _labels(text: str) -> int | None:
+    """``--num-labels``: a positive count, or ``all``."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of labelled examples or 'all', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"give at least 1 labelled example, got {text!r}")
+    return value
+
+
 _widths = _positive_ints("positive hidden layer widths, e.g. 400 or 512,256")
 _components = _positive_ints("positive numbers of components, e.g. 10 or 2,4,8,16")
 
@@ -162,6 +177,27 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULTS.reg_covar,
         help="added to the diagonal of every covariance",
+    )
+    ssvae = p.add_argument_group("semi-supervised VAE (MODEL ssvae)")
+    ssvae.add_argument(
+        "--num-labels",
+        type=_labels,
+        default=DEFAULTS.num_labels,
+        help="training examples that keep their label, class-balanced and drawn with --seed "
+        "(the others are used without it); 'all' keeps every label",
+    )
+    ssvae.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULTS.alpha,
+        help="weight of the classification loss -log q(y | x) per labelled example (Kingma et "
+        "al. 2014, eq. 9)",
+    )
+    ssvae.add_argument(
+        "--validation-size",
+        type=int,
+        help="training examples held out, with their labels, to select the epoch with the best "
+        "accuracy (default: a sixth of the training set, at most 10,000)",
     )
     fit = p.add_argument_group("training")
     fit.add_argument(
@@ -283,6 +319,8 @@ def _train(args: argparse.Namespace) -> None:
 
     fields = set(TrainConfig.__dataclass_fields__)
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.num_labels is None:  # --num-labels all
+        values["num_labels"] = None
     values.setdefault("out", f"runs/{args.model.replace(':', '_').replace('.', '_')}")
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     train(

@@ -46,10 +46,15 @@ class TrainConfig:
     max_iter: int = 100
     tol: float = 1e-3
     reg_covar: float = 1e-6
+    # Semi-supervised VAE (model "ssvae").
+    num_labels: int | None = 100  # None: every training example keeps its label
+    alpha: float = 50.0
+    validation_size: int | None = None  # None: a sixth of the training rows, at most 10,000
     # Resolved from the data when the run starts.
     input_dim: int | None = None
     image_shape: list[int] | None = None
     num_components: int | None = None  # gmm: the K that --components selected (by BIC)
+    num_classes: int | None = None  # ssvae: C, from the labels
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +97,20 @@ class TrainConfig:
             (self.max_iter >= 1, f"--max-iter must be at least 1, got {self.max_iter}"),
             (self.tol >= 0, f"--tol must be >= 0, got {self.tol}"),
             (self.reg_covar >= 0, f"--reg-covar must be >= 0, got {self.reg_covar}"),
+            (
+                self.num_labels is None or self.num_labels >= 1,
+                f"--num-labels must be at least 1, got {self.num_labels}",
+            ),
+            (self.alpha >= 0, f"--alpha must be >= 0, got {self.alpha}"),
+            (
+                self.validation_size is None or self.validation_size >= 1,
+                f"--validation-size must be at least 1, got {self.validation_size}",
+            ),
+            (
+                self.model != "ssvae" or self.architecture == "mlp",
+                "--architecture conv is not available for ssvae (its networks read "
+                "[x, one_hot(y)] and [z, one_hot(y)]); use --architecture mlp",
+            ),
             (
                 0 < self.test_fraction < 1,
                 f"--test-fraction must be in (0, 1), got {self.test_fraction}",

@@ -22,6 +22,7 @@ import pyro
 import torch
 from pyro.infer import TraceEnum_ELBO
 
+from . import ssvae_run
 from .builders import build
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig
@@ -47,6 +48,8 @@ class Run:
     guide: Callable
     data: DataSplits
     history: list[dict] = field(default_factory=list)
+    #: ssvae: the epoch (and its validation accuracy) of the model in use, from best.pt.
+    selected: dict | None = None
 
     def test_inputs(self) -> torch.Tensor:
         """The test rows as the model sees them (binarized once, with a fixed seed, if needed)."""
@@ -107,6 +110,8 @@ def _prepare(log: Log) -> Callable[[TrainConfig, DataSplits], None]:
             log("likelihood: Gaussian components, on the data as they are")
         else:
             log(resolve_likelihood(config, data))
+        if config.model == "ssvae":
+            config.num_classes = ssvae_run.check_labels(data)
 
     return prepare
 
@@ -137,7 +142,14 @@ def _check_device(device: str) -> None:
 
 
 def run_files(out: Path) -> list[Path]:
-    return [out / CHECKPOINT, out / "config.json", out / "metrics.json", out / "figures"]
+    return [
+        out / CHECKPOINT,
+        out / ssvae_run.BEST,
+        out / "config.json",
+        out / "metrics.json",
+        out / "eval.json",
+        out / "figures",
+    ]
 
 
 def train(
@@ -192,10 +204,24 @@ def train(
         return train_mixture(
             config, overwrite=overwrite, progress=progress, log=log, prepare=_prepare(log)
         )
-    if config.model == "gmm":  # SVI: z summed out exactly, as in EM
+    if config.model in ("gmm", "ssvae"):  # SVI with z (gmm) or y (ssvae) summed out exactly
         config.objective = "enum"
     built = build(config, _prepare(log))
     model, guide, data = built.model, built.guide, built.data
+    train_data: object = (data.train_x,)
+    objective: object = config.objective
+    metrics: list = []
+    callbacks: list = []
+    if config.model == "gmm":
+        objective = TraceEnum_ELBO(max_plate_nesting=1)
+    if config.model == "ssvae":
+        data = ssvae_run.with_validation(config, data)
+        train_data = ssvae_run.training_data(config, data)
+        objective = ssvae_run.objective(config)
+        valid_x = ssvae_run.valid_inputs(config, data).to(config.device)
+        metrics.append(ssvae_run.validation_metric(guide, valid_x, data.valid_y))
+        callbacks.append(ssvae_run.best_saver(out))
+        log(ssvae_run.describe_split(train_data, data))
     for program in (model, guide):
         _to_device(program, config.device)
     if config.model == "gmm" and state is None:  # k-means++ seeds and one M-step, as EM starts
@@ -212,18 +238,17 @@ def train(
     trainer = Trainer(
         model,
         guide,
-        (data.train_x,),
+        train_data,
         test_data=(_test_x(config, data),),
         batch_size=config.batch_size,
         lr=config.lr,
-        objective=TraceEnum_ELBO(max_plate_nesting=1)
-        if config.model == "gmm"
-        else config.objective,
+        objective=objective,
         num_particles=config.num_particles,
         dreg=config.dreg,
         transform=transform if config.binarize == "dynamic" else None,
         seed=config.seed,
-        callbacks=[save_epoch],
+        metrics=metrics,
+        callbacks=[save_epoch, *callbacks],
         progress=progress,
         device=config.device,
     )
@@ -243,6 +268,17 @@ def train(
         )
         raise
     run = Run(out, config, model, guide, data, list(trainer.history))
+    if config.model == "ssvae":
+        run.selected = ssvae_run.load_best(out, model, guide, config.device)
+        test_accuracy = ssvae_run.accuracy(guide, run.test_inputs(), data.test_y)
+        metrics_file = {**_metrics(config, trainer.history), "selected": run.selected}
+        metrics_file["test_accuracy"] = test_accuracy
+        write_json(out / "metrics.json", metrics_file)
+        log(
+            f"selected epoch {run.selected['epoch']} (validation accuracy "
+            f"{100 * run.selected['valid_accuracy']:.2f}%): test accuracy "
+            f"{100 * test_accuracy:.2f}%"
+        )
     if config.figures:
         paths = plot(run)
         log(f"figures: {', '.join(p.name for p in paths)} in {out / 'figures'}")
@@ -262,6 +298,13 @@ def _metrics(config: TrainConfig, history: list[dict]) -> dict:
         note += f"; train_elbo is the IWAE bound with K = {config.num_particles}"
     if config.model == "ae":
         note += "; with a point-mass guide the 'ELBO' is log p(x, z = f(x)), not a bound"
+    if config.model == "ssvae":
+        note += (
+            "; y is summed out exactly where unlabelled; train_elbo is minus the training "
+            f"objective (labelled and unlabelled batches, minus alpha = {config.alpha} times the "
+            "cross-entropy of q(y | x) on labelled batches); valid_accuracy: argmax q(y | x) on "
+            "the validation split; selected: the epoch with the best valid_accuracy (best.pt)"
+        )
     return {"units": note, "objective": config.objective, "history": history}
 
 
@@ -284,7 +327,12 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
                 program.double()  # e.g. a mixture fit by EM in float64
             program.load_state_dict(state[key])
             program.to(device)
-    run = Run(path, config, built.model, built.guide, built.data, list(state["history"]))
+    data = built.data
+    if config.model == "ssvae":
+        data = ssvae_run.with_validation(config, data)
+    run = Run(path, config, built.model, built.guide, data, list(state["history"]))
+    if config.model == "ssvae" and (path / ssvae_run.BEST).exists():
+        run.selected = ssvae_run.load_best(path, run.model, run.guide, device)
     if state.get("params"):
         # Programs in Pyro's classic style create their pyro.param sites when first run.
         collect_params(
@@ -311,6 +359,17 @@ def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
             image_shape=data.image_shape,
             history=run.history,
             sweep=read_sweep(run.path),
+        )
+    if run.config.model == "ssvae":
+        return ssvae_run.write_ssvae_figures(
+            run.model,
+            run.guide,
+            run.test_inputs(),
+            data.test_y,
+            out_dir or run.path / "figures",
+            image_shape=data.image_shape,
+            history=run.history,
+            seed=run.config.seed,
         )
     labels = data.test_y
     return write_figures(

@@ -1,23 +1,28 @@
 """Inference: SVI training, objectives, minibatching."""
 
-from .batches import TensorBatches, make_batches
+from .batches import InterleavedBatches, SemiSupervisedData, TensorBatches, make_batches
 from .em import EMHistory, em, fit_mixture
 from .fit import History, Trainer, TrainingDiverged, collect_params, evaluate_elbo, fit
 from .importance import LogMarginal, log_importance_weights, log_marginal
 from .iwae import IWAE_ELBO
 from .objectives import OBJECTIVES, evaluation_objective, make_objective
 from .scale import SiteScaleMessenger, scale_latents
+from .semisupervised import SemiSupervisedELBO, balanced_label_indices, split_labeled
 
 __all__ = [
     "EMHistory",
     "IWAE_ELBO",
+    "InterleavedBatches",
     "OBJECTIVES",
     "LogMarginal",
     "History",
+    "SemiSupervisedData",
+    "SemiSupervisedELBO",
     "SiteScaleMessenger",
     "TensorBatches",
     "Trainer",
     "TrainingDiverged",
+    "balanced_label_indices",
     "collect_params",
     "em",
     "evaluate_elbo",
@@ -29,4 +34,5 @@ __all__ = [
     "make_batches",
     "make_objective",
     "scale_latents",
+    "split_labeled",
 ]

@@ -1,20 +1,50 @@
 """Where data becomes the program's arguments: minibatches as tuples ``(x,)`` or ``(x, y)``.
 
 Tensors that fit in memory are cut into batches by index (no per-item DataLoader);
-a user's Dataset or DataLoader passes through torch's own machinery.
+a user's Dataset or DataLoader passes through torch's own machinery; partly labelled
+data (:class:`SemiSupervisedData`) become alternating unlabelled and labelled batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 Batch = tuple[torch.Tensor, ...]
-#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset or a DataLoader.
-Data = torch.Tensor | tuple | list | Dataset | DataLoader
+
+
+@dataclass
+class SemiSupervisedData:
+    """Labelled rows ``labeled_x`` (N_l, D) with classes ``labeled_y`` (N_l,) int64, and
+    unlabelled rows ``unlabeled_x`` (N_u, D) or None (every example labelled)."""
+
+    labeled_x: torch.Tensor
+    labeled_y: torch.Tensor
+    unlabeled_x: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.labeled_x.shape[0] != self.labeled_y.shape[0]:
+            raise ValueError(
+                f"{self.labeled_x.shape[0]} labelled rows but {self.labeled_y.shape[0]} labels"
+            )
+        if self.labeled_x.shape[0] == 0:
+            raise ValueError("semi-supervised data need at least one labelled example")
+        if self.unlabeled_x is not None and self.unlabeled_x.shape[0] == 0:
+            self.unlabeled_x = None
+
+    def to(self, device: torch.device | str | None) -> SemiSupervisedData:
+        move = (lambda t: t) if device is None else (lambda t: t.to(device))
+        unlabeled = None if self.unlabeled_x is None else move(self.unlabeled_x)
+        return SemiSupervisedData(move(self.labeled_x), move(self.labeled_y), unlabeled)
+
+
+#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset, a
+#: DataLoader, or :class:`SemiSupervisedData`.
+Data = torch.Tensor | tuple | list | Dataset | DataLoader | SemiSupervisedData
 #: ``transform(x, generator) -> x``, applied to the first tensor of each training batch.
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -90,6 +120,106 @@ class TensorBatches:
         return batch
 
 
+class InterleavedBatches:
+    """Unlabelled batches ``(x,)`` alternating with labelled batches ``(x, y)``.
+
+    An epoch is one pass over the unlabelled rows in a fresh random order; after each
+    unlabelled batch comes a labelled batch, drawn from the labelled rows in random order
+    and reshuffled whenever they run out, so a few labels are seen once per step (as in
+    Kingma et al. 2014's code). Without unlabelled rows an epoch is one pass over the
+    labelled rows (plain supervised training). Each epoch's order comes from ``generator``
+    alone, so its state is the whole state of the batcher (a resumed run sees the same
+    batches).
+
+    Args:
+        data: the labelled and unlabelled rows.
+        batch_size: rows per batch, of either kind (a labelled batch has at most N_l rows).
+        shuffle: draw the orders at random (else the rows' order, for evaluation).
+        generator: the source of the orders and of ``transform``'s randomness.
+        transform: applied to x of every batch, e.g. dynamic binarization.
+    """
+
+    def __init__(
+        self,
+        data: SemiSupervisedData,
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator or torch.Generator(device=data.labeled_x.device)
+        self.transform = transform
+        self.labeled_batch_size = min(batch_size, data.labeled_x.shape[0])
+
+    @property
+    def num_unlabeled_batches(self) -> int:
+        if self.data.unlabeled_x is None:
+            return 0
+        return -(-self.data.unlabeled_x.shape[0] // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        """Rows seen per epoch."""
+        if self.data.unlabeled_x is None:
+            return self.data.labeled_x.shape[0]
+        return self.data.unlabeled_x.shape[0] + self.num_unlabeled_batches * self.labeled_batch_size
+
+    def __len__(self) -> int:
+        if self.data.unlabeled_x is None:
+            return -(-self.data.labeled_x.shape[0] // self.batch_size)
+        return 2 * self.num_unlabeled_batches
+
+    def _order(self, n: int, device: torch.device) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(n, device=device)
+        order = torch.randperm(n, generator=self.generator, device=self.generator.device)
+        return order.to(device)
+
+    def _labeled_order(self, count: int) -> torch.Tensor:
+        """``count`` labelled indices: whole permutations, one after another."""
+        n = self.data.labeled_x.shape[0]
+        device = self.data.labeled_x.device
+        orders = [self._order(n, device) for _ in range(-(-count // n))]
+        return torch.cat(orders)[:count]
+
+    def _batch(self, tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> Batch:
+        batch = tuple(t[index] for t in tensors)
+        if self.transform is not None:
+            batch = (self.transform(batch[0], self.generator), *batch[1:])
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        labeled = (self.data.labeled_x, self.data.labeled_y)
+        if self.data.unlabeled_x is None:
+            order = self._order(labeled[0].shape[0], labeled[0].device)
+            for start in range(0, len(order), self.batch_size):
+                yield self._batch(labeled, order[start : start + self.batch_size])
+            return
+        unlabeled = (self.data.unlabeled_x,)
+        order = self._order(unlabeled[0].shape[0], unlabeled[0].device)
+        size = self.labeled_batch_size
+        labeled_order = self._labeled_order(self.num_unlabeled_batches * size)
+        for step, start in enumerate(range(0, len(order), self.batch_size)):
+            yield self._batch(unlabeled, order[start : start + self.batch_size])
+            yield self._batch(labeled, labeled_order[step * size : (step + 1) * size])
+
+    def peek(self) -> Batch:
+        """An unlabelled batch (a labelled one without unlabelled rows), without advancing
+        the generator."""
+        if self.data.unlabeled_x is not None:
+            batch: Batch = (self.data.unlabeled_x[: self.batch_size],)
+        else:
+            batch = (self.data.labeled_x[: self.batch_size], self.data.labeled_y[: self.batch_size])
+        if self.transform is not None:
+            batch = (self.transform(batch[0], _copy(self.generator)), *batch[1:])
+        return batch
+
+
 def _copy(generator: torch.Generator) -> torch.Generator:
     twin = torch.Generator(device=generator.device)
     twin.set_state(generator.get_state())
@@ -116,6 +246,8 @@ def make_batches(
     device: torch.device | str | None = None,
 ) -> Iterable[Batch]:
     """Turn any accepted form of data into an iterable of argument tuples."""
+    if isinstance(data, SemiSupervisedData):
+        return InterleavedBatches(data.to(device), batch_size, shuffle, generator, transform)
     if isinstance(data, torch.Tensor):
         data = (data,)
     if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
@@ -127,8 +259,8 @@ def make_batches(
         loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
         return _Loader(loader, transform, generator, device)
     raise TypeError(
-        "data must be a tensor x of shape (N, D), a tuple of tensors (x, y), a torch Dataset "
-        f"or a DataLoader; got {type(data).__name__}"
+        "data must be a tensor x of shape (N, D), a tuple of tensors (x, y), a torch Dataset, "
+        f"a DataLoader or pyrovae.infer.SemiSupervisedData; got {type(data).__name__}"
     )
 
 

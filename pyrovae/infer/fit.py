@@ -103,6 +103,9 @@ class Trainer:
         dreg: doubly reparameterised guide gradients for ``"iwae"`` (Tucker et al. 2019).
         transform: applied to each training batch's x, e.g. dynamic binarization.
         seed: seeds Pyro/torch/numpy and the data order; None leaves the RNG as it is.
+        metrics: each called as ``metric(trainer)`` at the end of every epoch, returning a
+            dict of numbers merged into that epoch's record (e.g. a validation accuracy)
+            before the callbacks run.
         callbacks: each called as ``callback(trainer)`` after every epoch.
         progress: show a tqdm bar with the running ELBO.
         device: where batches go (the model and guide must already be there).
@@ -123,6 +126,7 @@ class Trainer:
         dreg: bool = False,
         transform: Transform | None = None,
         seed: int | None = None,
+        metrics: Sequence[Callable[[Trainer], dict[str, Any]]] = (),
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         device: torch.device | str | None = None,
@@ -142,6 +146,7 @@ class Trainer:
         self.generator = generator
         self.batches = make_batches(data, batch_size, True, generator, transform, device)
         self.test_data = test_data
+        self.metrics = list(metrics)
         self.callbacks = list(callbacks)
         self.progress = progress
         self.epoch = 0
@@ -208,6 +213,8 @@ class Trainer:
                     )
                 record["seconds"] = time.perf_counter() - start
                 self.epoch += 1
+                for metric in self.metrics:
+                    record.update(metric(self))
                 self.history.append(record)
                 bar.set_postfix_str(_summary(record, epochs))
                 for callback in self.callbacks:
@@ -255,6 +262,8 @@ def _summary(record: dict[str, Any], epochs: int) -> str:
     text = f"epoch {record['epoch']}/{epochs} elbo {record['train_elbo']:.2f}"
     if "test_elbo" in record and math.isfinite(record["test_elbo"]):
         text += f" test {record['test_elbo']:.2f}"
+    if record.get("valid_accuracy") is not None:
+        text += f" valid acc {100 * record['valid_accuracy']:.2f}%"
     return text
 
 

@@ -9,7 +9,10 @@ an estimate that is consistent as K grows and, by Jensen, biased low for finite 
 q(z | x) (``proposal="guide"``) or the prior p(z) (``"prior"``, naive Monte Carlo:
 w_k = p(x | z_k), unbiased for p(x) but with enormous variance in high dimension).
 Latent sites that the model enumerates (``infer={"enumerate": "parallel"}``) and
-the guide does not sample are summed exactly, not sampled.
+the guide does not sample, and sites the guide enumerates (the class y of the
+semi-supervised VAE), are summed exactly, not sampled: with y enumerated in the guide
+each draw k gives w_k = sum_y p(x, y, z_k^y) / q(z_k^y | x, y), z_k^y ~ q(z | x, y), an
+unbiased estimate of p(x) = sum_y p(x, y).
 
 Beside each estimate come its delta-method standard error, the importance-sampling
 effective sample size 1 / sum_k wbar_k^2 (normalised weights wbar) and the Pareto
@@ -126,10 +129,12 @@ def data_dim(trace: poutine.Trace) -> int:
     )
 
 
-def _site_log_probs(trace: poutine.Trace, latent_only: bool = False) -> list[torch.Tensor]:
+def _site_log_probs(trace: poutine.Trace, skip_enumerated: bool = False) -> list[torch.Tensor]:
     out = []
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or (latent_only and site["is_observed"]):
+        if site["type"] != "sample":
+            continue
+        if skip_enumerated and site["infer"].get("_enumerate_dim") is not None:
             continue
         if not any(f.name == "data" for f in site["cond_indep_stack"]):
             raise ValueError(
@@ -172,13 +177,19 @@ def importance_pass(
         nesting = plate_nesting(model, guide, args)
     particle_dim = -(nesting + 1)
     plate = pyro.plate("num_particles_vectorized", particles, dim=particle_dim)
-    # Sites the model marks for enumeration get their own dims left of the particle dim.
+    # Sites the model (or the guide) marks for enumeration get their own dims left of the
+    # particle dim.
     enumerated = poutine.enum(model, first_available_dim=particle_dim - 1)
     if proposal == "guide":
-        guide_trace = prune_subsample_sites(poutine.trace(plate(guide)).get_trace(*args))
+        guide_enumerated = poutine.enum(guide, first_available_dim=particle_dim - 1)
+        guide_trace = prune_subsample_sites(poutine.trace(plate(guide_enumerated)).get_trace(*args))
         replayed = poutine.replay(plate(enumerated), trace=guide_trace)
         model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
-        terms = _site_log_probs(model_trace) + [-lp for lp in _site_log_probs(guide_trace)]
+        # A site the guide enumerates is summed over (with its prior), not sampled: its
+        # log q does not enter the weight.
+        terms = _site_log_probs(model_trace) + [
+            -lp for lp in _site_log_probs(guide_trace, skip_enumerated=True)
+        ]
     else:
         model_trace = prune_subsample_sites(poutine.trace(plate(enumerated)).get_trace(*args))
         # Under the prior proposal p(z) / r(z) = 1: observations and enumerated sites remain.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from .iwae import IWAE_ELBO
+from .semisupervised import SemiSupervisedELBO
 
 OBJECTIVES = {
     "elbo": Trace_ELBO,
@@ -47,8 +48,11 @@ def make_objective(
 
 def evaluation_objective(objective: str | ELBO) -> ELBO:
     """The objective a test ELBO is measured with: the same family with one particle, and
-    the plain ELBO (Trace_ELBO) for an IWAE-trained pair, so runs with different objectives
+    the plain ELBO (Trace_ELBO) for an IWAE-trained pair and the ELBO without its
+    classification term for a semi-supervised pair, so runs with different objectives
     compare."""
     if isinstance(objective, IWAE_ELBO) or objective == "iwae":
         return Trace_ELBO()
+    if isinstance(objective, SemiSupervisedELBO):  # the ELBO without the classification term
+        return TraceEnum_ELBO(max_plate_nesting=objective.max_plate_nesting)
     return make_objective(objective)

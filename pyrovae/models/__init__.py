@@ -2,6 +2,7 @@
 
 from .factor_analysis import FactorAnalysis
 from .mixture import GaussianMixture, MixturePrior, empty_guide
+from .ssvae import SSVAE
 from .vae import VAE
 
-__all__ = ["FactorAnalysis", "GaussianMixture", "MixturePrior", "VAE", "empty_guide"]
+__all__ = ["FactorAnalysis", "GaussianMixture", "MixturePrior", "SSVAE", "VAE", "empty_guide"]
