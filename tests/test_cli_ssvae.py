@@ -1,0 +1,127 @@
+"""``pyrovae train ssvae`` and what follows, end to end as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyrovae.cli import main
+from pyrovae.run import load_run
+from pyrovae.ssvae_run import accuracy
+
+SMALL = ["--latent-dim", "4", "--hidden", "32", "--batch-size", "64", "--quiet"]
+SSVAE_FIGURES = {"elbo.png", "accuracy.png", "confusion.png", "conditional.png", "analogies.png"}
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ssvae"
+    args = ["train", "ssvae", "--out", str(out), "--epochs", "3", "--num-labels", "50"]
+    assert main([*args, *SMALL]) == 0
+    return out
+
+
+def test_a_run_records_validation_accuracy_and_keeps_the_best_epoch(trained):
+    assert {p.name for p in trained.iterdir()} >= {
+        "checkpoint.pt",
+        "best.pt",
+        "config.json",
+        "metrics.json",
+        "figures",
+    }
+    config, metrics = read(trained / "config.json"), read(trained / "metrics.json")
+    assert config["num_classes"] == 10 and config["objective"] == "enum"
+    history = metrics["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert all(0 <= r["valid_accuracy"] <= 1 and np.isfinite(r["test_elbo"]) for r in history)
+    best = max(history, key=lambda r: r["valid_accuracy"])  # the first of ties
+    assert metrics["selected"] == {"epoch": best["epoch"], "valid_accuracy": best["valid_accuracy"]}
+    assert 0.2 < metrics["test_accuracy"] <= 1
+    assert SSVAE_FIGURES <= {p.name for p in (trained / "figures").iterdir()}
+    assert all(p.stat().st_size > 0 for p in (trained / "figures").iterdir())
+
+    # The reloaded run is the selected model: its accuracy is the one recorded.
+    run = load_run(trained)
+    assert run.selected["epoch"] == best["epoch"]
+    assert accuracy(run.guide, run.test_inputs(), run.data.test_y) == metrics["test_accuracy"]
+    validation = len(run.data.valid_x)
+    assert validation == 1437 // 6 and len(run.data.train_x) == 1437 - validation
+
+
+def test_evaluate_writes_the_accuracy_beside_the_elbo_and_the_log_likelihood(trained, capsys):
+    assert main(["evaluate", str(trained), "--num-samples", "20", "--quiet"]) == 0
+    report = read(trained / "eval.json")
+    metrics = read(trained / "metrics.json")
+    assert report["test_accuracy"] == metrics["test_accuracy"]
+    assert report["selected_epoch"] == metrics["selected"]["epoch"]
+    assert report["num_samples"] == 20 and report["num_examples"] == 360
+    # log p(x) >= its bounds in expectation; with y summed exactly the gap is well above noise.
+    assert report["test_log_likelihood"] > report["test_elbo"]
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_plot_and_sample_use_the_run(trained, tmp_path):
+    assert main(["plot", str(trained), "--out", str(tmp_path / "figs")]) == 0
+    assert SSVAE_FIGURES <= {p.name for p in (tmp_path / "figs").iterdir()}
+    assert main(["sample", str(trained), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_resume_continues_to_the_numbers_of_an_uninterrupted_run(tmp_path):
+    args = ["train", "ssvae", "--num-labels", "30", *SMALL]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*args, "--out", str(whole), "--epochs", "2", "--no-figures"]) == 0
+    assert main([*args, "--out", str(split), "--epochs", "1", "--no-figures"]) == 0
+    assert (
+        main(["train", "ssvae", "--out", str(split), "--epochs", "2", "--resume", "--quiet"]) == 0
+    )
+    a, b = read(whole / "metrics.json")["history"], read(split / "metrics.json")["history"]
+    for key in ("train_elbo", "valid_accuracy"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5)
+
+
+def test_every_label_kept_trains_a_supervised_conditional_vae(tmp_path, capsys):
+    out = tmp_path / "all"
+    args = ["train", "ssvae", "--out", str(out), "--epochs", "1", "--num-labels", "all"]
+    assert main([*args, "--latent-dim", "4", "--hidden", "32", "--no-figures"]) == 0
+    assert "0 unlabelled" in capsys.readouterr().out
+    assert read(out / "config.json")["num_labels"] is None
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num-labels", "5"], "fewer than the 10 classes"),
+        (["--architecture", "conv"], "not available for ssvae"),
+        (["--validation-size", "5000"], "--validation-size 5000 must be between"),
+        (["--alpha", "-1"], "--alpha must be >= 0"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
+    out = tmp_path / "bad"
+    assert main(["train", "ssvae", "--out", str(out), "--epochs", "1", *SMALL, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_data_without_labels_are_refused_with_the_fix(tmp_path, capsys):
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((50, 4)).astype(np.float32))
+    out = tmp_path / "run"
+    assert main(["train", "ssvae", "--dataset", str(path), "--out", str(out), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "has no labels" in err and "train a vae" in err
+    assert not out.exists()
+
+
+def test_num_labels_parses_all_and_refuses_nonsense(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "ssvae", "--num-labels", "some"])
+    assert "expected a number of labelled examples or 'all'" in capsys.readouterr().err
