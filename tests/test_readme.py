@@ -14,13 +14,18 @@ def test_python_example_runs(tmp_path, monkeypatch):
     for block in blocks:
         namespaces.append({"__name__": "readme_example"})
         exec(compile(block, str(README), "exec"), namespaces[-1])  # noqa: S102 - our README
-    vae, mixture = namespaces[0], namespaces[-1]
+    vae = namespaces[0]
+    mixture = next(ns for ns in namespaces if "em_history" in ns)
+    ssvae = next(ns for ns in namespaces if "SSVAE" in ns)
     assert vae["images"].shape == (16, 8, 8)
     assert vae["history"][-1]["test_elbo"] > 0
     curve = mixture["em_history"].log_likelihood
     assert all(b >= a - 1e-9 for a, b in zip(curve, curve[1:], strict=False))
     assert mixture["r"].sum(-1).allclose(mixture["r"].new_ones(len(mixture["x"])))
     assert len(mixture["svi_history"]) == 3
+    assert ssvae["labels"].shape == (360,)
+    assert ssvae["images"].shape == (10, 64)
+    assert "valid_accuracy" not in ssvae["history"][-1]  # fit alone measures no accuracy
 
 
 def test_quick_start_is_two_commands_that_exist():
