@@ -58,14 +58,19 @@ def read(path: Path) -> dict | None:
         return None
     values = json.loads(metrics.read_text())
     history = values["history"]
-    return {
+    row = {
         "epochs": history[-1]["epoch"],
         "minutes": sum(r["seconds"] for r in history) / 60,
         "selected": values.get("selected", {}).get("epoch"),
-        "test_error": None
-        if "test_accuracy" not in values
-        else 100 * (1 - values["test_accuracy"]),
+        "test_error": None,
     }
+    if "test_accuracy" in values:
+        row["test_error"] = 100 * (1 - values["test_accuracy"])
+    elif (path / "eval.json").exists():  # a run stopped early, then evaluated
+        report = json.loads((path / "eval.json").read_text())
+        row["test_error"] = 100 * (1 - report["test_accuracy"])
+        row["selected"] = report.get("selected_epoch")
+    return row
 
 
 def main() -> None:
