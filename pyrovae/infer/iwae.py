@@ -31,9 +31,10 @@ from pyro.infer import ELBO
 from pyro.poutine.util import prune_subsample_sites
 
 from .importance import data_dim, log_importance_weights, per_example, plate_nesting
+from .loss_from_differentiable import LossFromDifferentiableLoss
 
 
-class IWAE_ELBO(ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO, TraceEnum_ELBO
+class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO, TraceEnum_ELBO
     """-sum_n L_K(x_n), the importance-weighted bound with K = ``num_particles``; see module.
 
     Works with :func:`pyrovae.fit` (``objective="iwae"``) and with ``pyro.infer.SVI``.
@@ -66,15 +67,6 @@ class IWAE_ELBO(ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO, TraceEnum_E
         if self.dreg:
             return self._dreg_loss(model, guide, args)
         return -self.per_example(model, guide, *args).sum()
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return float(loss.detach())
 
     def _dreg_loss(self, model: Callable, guide: Callable, args: tuple) -> torch.Tensor:
         """A surrogate whose value is the IWAE loss and whose gradient is DReG's."""

@@ -21,9 +21,10 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from .batches import SemiSupervisedData
+from .loss_from_differentiable import LossFromDifferentiableLoss
 
 
-class SemiSupervisedELBO(TraceEnum_ELBO):
+class SemiSupervisedELBO(LossFromDifferentiableLoss, TraceEnum_ELBO):
     """-ELBO summed exactly over enumerated labels, plus ``alpha`` times the classification
     loss -log q(y | x) of every labelled example (Kingma et al. 2014, eq. (9)).
 
@@ -80,15 +81,6 @@ class SemiSupervisedELBO(TraceEnum_ELBO):
         if y is not None and self.alpha > 0:
             loss = loss + self.alpha * self.classification_loss(guide, args[0], y)
         return loss
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return float(loss)
 
 
 def balanced_label_indices(
