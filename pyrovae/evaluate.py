@@ -43,12 +43,15 @@ def evaluate(
         write_json(run.path / "eval.json", report)
         log(format_table(report))
         return report
+    # An enumerated class multiplies every activation by C: keep the memory budget the same.
+    enumerated = run.config.num_classes if run.config.model == "ssvae" else 1
     result = log_marginal(
         run.model,
         run.guide,
         x,
         num_samples=num_samples,
         batch_size=batch_size,
+        max_elements=2**26 // enumerated,
         progress=progress,
         device=run.config.device,
     )
