@@ -212,7 +212,8 @@ def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
     """Indices of ``count`` test rows, of different classes where possible."""
     labels = labels.cpu()
     firsts = [int(torch.nonzero(labels == c)[0]) for c in labels.unique()]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
+    taken = set(firsts)
+    rest = [i for i in range(len(labels)) if i not in taken]
     return torch.as_tensor((firsts + rest)[:count])
 
 
