@@ -121,19 +121,15 @@ class TensorBatches:
 
 
 class InterleavedBatches:
-    """Unlabelled batches ``(x,)`` with labelled batches ``(x, y)`` spread evenly among them.
+    """Unlabelled batches ``(x,)`` alternating with labelled batches ``(x, y)``.
 
-    An epoch is one pass over the unlabelled rows and ``labeled_passes`` passes over the
-    labelled rows, each pass in a fresh random order. The L labelled batches are spread
-    evenly over the U unlabelled ones (labelled batch j follows unlabelled batch i once
-    (j + 1/2) / L <= (i + 1) / U), so with one pass every example, labelled or not, enters
-    the objective once per epoch: an epoch is a pass over eq. 9 of Kingma et al. 2014,
-    sum_u U(x) + sum_l [L(x, y) + alpha * (-log q(y | x))], as in Pyro's ss_vae_M2
-    example. (Cycling a few labels once per unlabelled batch instead would weight each
-    of 100 MNIST labels 250 times per epoch and overfit the classifier to them.)
-    Without unlabelled rows an epoch is one pass over the labelled rows (plain supervised
-    training). Each epoch's order comes from ``generator`` alone, so its state is the
-    whole state of the batcher (a resumed run sees the same batches).
+    An epoch is one pass over the unlabelled rows in a fresh random order; after each
+    unlabelled batch comes a labelled batch, drawn from the labelled rows in random order
+    and reshuffled whenever they run out, so a few labels are seen once per step (as in
+    Kingma et al. 2014's code). Without unlabelled rows an epoch is one pass over the
+    labelled rows (plain supervised training). Each epoch's order comes from ``generator``
+    alone, so its state is the whole state of the batcher (a resumed run sees the same
+    batches).
 
     Args:
         data: the labelled and unlabelled rows.
@@ -141,7 +137,6 @@ class InterleavedBatches:
         shuffle: draw the orders at random (else the rows' order, for evaluation).
         generator: the source of the orders and of ``transform``'s randomness.
         transform: applied to x of every batch, e.g. dynamic binarization.
-        labeled_passes: passes over the labelled rows per epoch (at least 1).
     """
 
     def __init__(
@@ -151,13 +146,9 @@ class InterleavedBatches:
         shuffle: bool = True,
         generator: torch.Generator | None = None,
         transform: Transform | None = None,
-        labeled_passes: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if labeled_passes < 1:
-            raise ValueError(f"labeled_passes must be at least 1, got {labeled_passes}")
-        self.labeled_passes = int(labeled_passes)
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -172,22 +163,16 @@ class InterleavedBatches:
         return -(-self.data.unlabeled_x.shape[0] // self.batch_size)
 
     @property
-    def num_labeled_batches(self) -> int:
-        """Labelled batches per epoch (one pass without unlabelled rows)."""
-        if self.data.unlabeled_x is None:
-            return -(-self.data.labeled_x.shape[0] // self.batch_size)
-        rows = self.labeled_passes * self.data.labeled_x.shape[0]
-        return -(-rows // self.labeled_batch_size)
-
-    @property
     def num_examples(self) -> int:
         """Rows seen per epoch."""
         if self.data.unlabeled_x is None:
             return self.data.labeled_x.shape[0]
-        return self.data.unlabeled_x.shape[0] + self.labeled_passes * self.data.labeled_x.shape[0]
+        return self.data.unlabeled_x.shape[0] + self.num_unlabeled_batches * self.labeled_batch_size
 
     def __len__(self) -> int:
-        return self.num_unlabeled_batches + self.num_labeled_batches
+        if self.data.unlabeled_x is None:
+            return -(-self.data.labeled_x.shape[0] // self.batch_size)
+        return 2 * self.num_unlabeled_batches
 
     def _order(self, n: int, device: torch.device) -> torch.Tensor:
         if not self.shuffle:
@@ -218,14 +203,10 @@ class InterleavedBatches:
         unlabeled = (self.data.unlabeled_x,)
         order = self._order(unlabeled[0].shape[0], unlabeled[0].device)
         size = self.labeled_batch_size
-        num_unlabeled, num_labeled = self.num_unlabeled_batches, self.num_labeled_batches
-        labeled_order = self._labeled_order(self.labeled_passes * labeled[0].shape[0])
-        due = 0  # the next labelled batch j, due once (j + 1/2) / L <= (i + 1) / U
-        for i, start in enumerate(range(0, len(order), self.batch_size)):
+        labeled_order = self._labeled_order(self.num_unlabeled_batches * size)
+        for step, start in enumerate(range(0, len(order), self.batch_size)):
             yield self._batch(unlabeled, order[start : start + self.batch_size])
-            while due < num_labeled and (2 * due + 1) * num_unlabeled <= 2 * (i + 1) * num_labeled:
-                yield self._batch(labeled, labeled_order[due * size : (due + 1) * size])
-                due += 1
+            yield self._batch(labeled, labeled_order[step * size : (step + 1) * size])
 
     def peek(self) -> Batch:
         """An unlabelled batch (a labelled one without unlabelled rows), without advancing

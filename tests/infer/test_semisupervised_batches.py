@@ -21,33 +21,19 @@ def data(n_labeled: int = 7, n_unlabeled: int = 25) -> SemiSupervisedData:
     return SemiSupervisedData(labeled_x, torch.arange(n_labeled) % 3, unlabeled_x)
 
 
-def test_labelled_batches_are_spread_evenly_and_an_epoch_sees_every_row_once():
+def test_unlabelled_and_labelled_batches_alternate_and_an_epoch_sees_every_unlabelled_row():
     batches = make_batches(data(), 4, shuffle=True, generator=torch.Generator().manual_seed(0))
     assert isinstance(batches, InterleavedBatches)
     epoch = list(batches)
-    # ceil(25 / 4) = 7 unlabelled batches and ceil(7 / 4) = 2 labelled ones, due at
-    # fractions 1/4 and 3/4 of the epoch: after unlabelled batches 2 and 6.
-    assert len(epoch) == len(batches) == 9
-    assert [len(b) for b in epoch] == [1, 1, 2, 1, 1, 1, 1, 2, 1]
-    unlabeled = torch.cat([b[0] for b in epoch if len(b) == 1]).flatten()
+    assert len(epoch) == len(batches) == 2 * 7  # ceil(25 / 4) unlabelled batches, each paired
+    assert [len(b) for b in epoch] == [1, 2] * 7
+    unlabeled = torch.cat([b[0] for b in epoch[::2]]).flatten()
     assert sorted(unlabeled.tolist()) == list(range(100, 125))
-    labeled = torch.cat([b[0] for b in epoch if len(b) == 2]).flatten().long()
-    assert sorted(labeled.tolist()) == list(range(7))
-    assert batches.num_examples == 25 + 7
-    for x, y in (b for b in epoch if len(b) == 2):
+    # Labelled rows come round in whole permutations: 7 batches of 4 = 28 = 4 * 7 rows.
+    labeled = torch.cat([b[0] for b in epoch[1::2]]).flatten().long()
+    assert torch.bincount(labeled, minlength=7).tolist() == [4] * 7
+    for x, y in epoch[1::2]:
         assert torch.equal(y, x.flatten().long() % 3)  # labels travel with their rows
-
-
-@pytest.mark.parametrize("n_labeled, passes", [(7, 1), (7, 3), (100, 1), (1, 2)])
-def test_labelled_passes_are_whole_permutations_and_every_batch_is_emitted(n_labeled, passes):
-    batches = InterleavedBatches(
-        data(n_labeled, 25), 4, generator=torch.Generator().manual_seed(2), labeled_passes=passes
-    )
-    epoch = list(batches)
-    assert len(epoch) == len(batches)
-    labeled = torch.cat([b[0] for b in epoch if len(b) == 2]).flatten().long()
-    assert torch.bincount(labeled, minlength=n_labeled).tolist() == [passes] * n_labeled
-    assert len(epoch[0]) == 1  # an epoch opens with an unlabelled batch
 
 
 def test_the_generator_state_is_the_whole_state_so_a_resumed_epoch_repeats():
@@ -111,8 +97,3 @@ def test_impossible_label_counts_are_refused_with_the_fix(num_labels, message):
     y = np.array([0] * 25 + [1] * 25 + [2] * 10)
     with pytest.raises(ValueError, match=message):
         balanced_label_indices(y, num_labels)
-
-
-def test_a_batcher_refuses_zero_labelled_passes():
-    with pytest.raises(ValueError, match="labeled_passes must be at least 1"):
-        InterleavedBatches(data(), 4, labeled_passes=0)
