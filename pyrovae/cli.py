@@ -227,6 +227,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="with --objective iwae: doubly reparameterised guide gradients (Tucker et al. 2019)",
     )
     fit.add_argument(
+        "--eager",
+        dest="capture",
+        action="store_false",
+        help="run the Pyro program on every step instead of replaying the loss graph captured "
+        "on the first step (for a model whose Python changes between steps)",
+    )
+    fit.add_argument(
         "--seed", type=int, default=DEFAULTS.seed, help="seed for weights, data order and sampling"
     )
     fit.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")

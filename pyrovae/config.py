@@ -35,6 +35,7 @@ class TrainConfig:
     objective: str = "elbo"
     num_particles: int = 1
     dreg: bool = False
+    capture: bool = True
     seed: int = 0
     device: str = "cpu"
     figures: bool = True

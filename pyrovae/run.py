@@ -251,6 +251,7 @@ def train(
         callbacks=[save_epoch, *callbacks],
         progress=progress,
         device=config.device,
+        capture=config.capture,
     )
     if state is not None:
         trainer.load_state_dict(state)

@@ -21,6 +21,7 @@ from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
 from .batches import Data, Transform, make_batches
+from .captured import CapturedLoss
 from .importance import initialised_cuda_devices
 from .objectives import evaluation_objective, make_objective
 from .scale import scale_latents
@@ -97,7 +98,8 @@ class Trainer:
         data: training data, any form of :data:`~pyrovae.infer.batches.Data`.
         test_data: evaluated each epoch (one-sample test ELBO, unweighted objective).
         batch_size, lr: minibatch size and Adam's learning rate.
-        optimizer: ``callable(params) -> torch.optim.Optimizer``; Adam(lr) by default.
+        optimizer: ``callable(params) -> torch.optim.Optimizer``; by default Adam(lr) in
+            its fused form (one kernel for all parameters) where torch has it.
         objective: ``"elbo"``, ``"meanfield"``, ``"enum"``, ``"iwae"`` or a ``pyro.infer.ELBO``.
         num_particles: samples per example in the training estimate (vectorized); K of IWAE.
         dreg: doubly reparameterised guide gradients for ``"iwae"`` (Tucker et al. 2019).
@@ -109,6 +111,9 @@ class Trainer:
         callbacks: each called as ``callback(trainer)`` after every epoch.
         progress: show a tqdm bar with the running ELBO.
         device: where batches go (the model and guide must already be there).
+        capture: replay each step's loss from a graph captured once per batch shape and
+            checked against Pyro's eager loss (:class:`~pyrovae.infer.captured.CapturedLoss`);
+            False runs the Pyro program on every step.
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         device: torch.device | str | None = None,
+        capture: bool = True,
     ) -> None:
         if seed is not None:
             pyro.set_rng_seed(seed)
@@ -159,12 +165,16 @@ class Trainer:
                 "the model and guide have no trainable parameters: nothing to fit. A guide "
                 "must be a PyroModule with parameters or call pyro.param / pyro.module."
             )
-        make_optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=lr))
+        make_optimizer = optimizer or (lambda params: adam(params, lr))
         self.optimizer = make_optimizer(self.params)
+        modules = [p for p in (model, guide) if isinstance(p, torch.nn.Module)]
+        self.loss = CapturedLoss(
+            self.elbo, self._model, self._guide, modules, self.params, enabled=capture
+        )
 
     def step(self, args: tuple) -> torch.Tensor:
         """One gradient step on a batch; returns the batch's summed loss (detached)."""
-        loss = self.elbo.differentiable_loss(self._model, self._guide, *args)
+        loss = self.loss(*args)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.epoch + 1}; parameters are "
@@ -190,6 +200,7 @@ class Trainer:
         ) as bar:
             while self.epoch < epochs:
                 start = time.perf_counter()
+                self.loss.recheck()
                 total, count = 0.0, 0  # a tensor on the loss's device after the first step
                 for i, args in enumerate(self.batches):
                     total = total + self.step(args)
@@ -252,6 +263,20 @@ class Trainer:
         self.generator.set_state(state["rng"]["data"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam(lr) with torch's default betas and eps, fused into one kernel per step where
+    every parameter is a floating-point tensor on one CPU or CUDA device (the same update
+    to float tolerance, without the per-tensor Python loop of the default implementation).
+    """
+    devices = {p.device for p in params}
+    fused = (
+        len(devices) == 1
+        and next(iter(devices)).type in ("cpu", "cuda")
+        and all(p.is_floating_point() for p in params)
+    )
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 def _module_state(program: Callable) -> dict[str, torch.Tensor]:

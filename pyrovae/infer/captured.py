@@ -1,0 +1,307 @@
+"""A Pyro loss captured once as a graph of tensor operations and replayed on later steps.
+
+An eager SVI step runs the model and the guide under Pyro's effect handlers: every
+sample site passes through the messenger stack, the traces are checked and scored,
+and Pyro's ELBOs read each site's log-density back with ``.item()``. That Python work
+is the same on every step with a batch of the same shape, and on a small network it
+costs as much as the arithmetic. :class:`CapturedLoss` records the arithmetic once
+per batch signature with :func:`torch.fx.experimental.proxy_tensor.make_fx` (the
+parameters and the batch are the graph's inputs; random draws, such as the
+reparameterised noise eps in z = mu + sigma * eps, stay random operations and are
+drawn afresh on every replay) and replays the graph on later steps. The Pyro program
+stays the source of truth: a graph is used only after its loss and its gradients
+match Pyro's own ``differentiable_loss`` on the same batch and the same random stream,
+and that comparison is repeated at the start of every epoch (``recheck``), so a model
+whose constants change between epochs (an annealed weight) is captured again.
+
+What is captured:
+
+- :class:`~pyro.infer.Trace_ELBO` with a fully reparameterised guide:
+  loss = -(sum_model log p - sum_guide log q), averaged over particles.
+- :class:`~pyro.infer.TraceMeanField_ELBO`: the same with KL(q || p) in closed form
+  wherever torch's ``kl_divergence`` knows the pair.
+- Any other ELBO (IWAE, a user's own): its own ``differentiable_loss``, where that runs
+  without reading values back to Python. TraceEnum_ELBO (so the mixture's SVI and the
+  semi-supervised ELBO) reads a mask back, and runs eagerly.
+
+A program that cannot be captured (data-dependent control flow, parameters outside
+the model's and guide's modules, module buffers, a guide site without ``rsample``) or
+whose graph disagrees with Pyro falls back to the eager loss for that batch signature;
+``reasons`` records why (and the ``pyrovae`` logger says so at INFO level). Pyro's
+validation (distribution arguments, site shapes) runs on the eager reference steps:
+the first step of each batch signature and of each epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro
+import torch
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
+from torch.distributions import kl_divergence
+from torch.func import functional_call
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from .importance import initialised_cuda_devices
+
+LOG = logging.getLogger("pyrovae")
+
+#: Tolerances of the check of a captured graph against Pyro's eager loss.
+RTOL, ATOL = 1e-4, 1e-6
+
+Signature = tuple
+
+
+class NotCapturable(RuntimeError):
+    """The loss of this (model, guide, ELBO) cannot be replayed from a captured graph."""
+
+
+def trace_elbo_loss(elbo: ELBO, model: Callable, guide: Callable, *args: Any) -> torch.Tensor:
+    """-ELBO of Trace_ELBO for a reparameterised guide, without reading values back.
+
+    Per particle: -(sum over model sites of log p - sum over guide sites of log q), each
+    site's log-density scaled and masked as Pyro scores it; the particles are averaged.
+    Equal in value and gradient to ``Trace_ELBO.differentiable_loss`` when every guide
+    site is reparameterised (its surrogate then has no score-function term).
+    """
+    loss = 0.0
+    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+        elbo_particle = 0.0
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo_particle = elbo_particle + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample":
+                _check_reparameterised(site)
+                elbo_particle = elbo_particle - site["log_prob_sum"]
+        loss = loss - elbo_particle / elbo.num_particles
+    return loss
+
+
+def meanfield_elbo_loss(elbo: ELBO, model: Callable, guide: Callable, *args: Any) -> torch.Tensor:
+    """-ELBO of TraceMeanField_ELBO: KL(q || p) in closed form where torch knows the pair.
+
+    Per particle: sum over observed sites of log p(x | z) - sum over latent sites of
+    KL(q(z) || p(z)) (or the one-sample log p(z) - log q(z) where no closed form is
+    registered), minus log q of auxiliary guide sites; the particles are averaged.
+    """
+    loss = 0.0
+    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+        elbo_particle = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo_particle = elbo_particle + site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            _check_reparameterised(guide_site)
+            try:
+                kl = kl_divergence(guide_site["fn"], site["fn"])
+            except NotImplementedError:
+                entropy = guide_site["score_parts"].entropy_term
+                elbo_particle = elbo_particle + site["log_prob_sum"] - entropy.sum()
+                continue
+            kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
+            elbo_particle = elbo_particle - kl.sum()
+        for name, guide_site in guide_trace.nodes.items():
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                _check_reparameterised(guide_site)
+                elbo_particle = elbo_particle - guide_site["score_parts"].entropy_term.sum()
+        loss = loss - elbo_particle / elbo.num_particles
+    return loss
+
+
+def _check_reparameterised(site: dict) -> None:
+    if not is_identically_zero(site["score_parts"].score_function):
+        raise NotCapturable(
+            f"guide site {site['name']!r} is not reparameterised (score-function gradient)"
+        )
+
+
+def loss_function(elbo: ELBO) -> Callable[..., torch.Tensor]:
+    """``loss(model, guide, *args)`` to capture for this ELBO (see the module docstring)."""
+    if type(elbo) is Trace_ELBO:
+        return lambda model, guide, *args: trace_elbo_loss(elbo, model, guide, *args)
+    if type(elbo) is TraceMeanField_ELBO:
+        return lambda model, guide, *args: meanfield_elbo_loss(elbo, model, guide, *args)
+    return elbo.differentiable_loss
+
+
+class _Programs(nn.Module):
+    """The model's and the guide's modules under one root, so that ``functional_call`` can
+    substitute every parameter while the (possibly wrapped) programs run."""
+
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        model: Callable,
+        guide: Callable,
+        loss: Callable[..., torch.Tensor],
+    ) -> None:
+        super().__init__()
+        self.programs = nn.ModuleList(modules)
+        self.__dict__["_calls"] = (model, guide, loss)  # plain attributes, not submodules
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        model, guide, loss = self._calls
+        return loss(model, guide, *args)
+
+
+class CapturedLoss:
+    """``loss(*args) = elbo.differentiable_loss(model, guide, *args)``, replayed from graphs.
+
+    Args:
+        elbo: the Pyro objective whose loss is captured.
+        model, guide: the programs as the ELBO calls them (possibly wrapped, e.g. by
+            :func:`~pyrovae.infer.scale.scale_latents`).
+        modules: the ``nn.Module`` objects the programs are (their parameters become the
+            graph's inputs).
+        params: every tensor the optimizer trains; capture is off unless each of them is
+            a parameter of ``modules`` (one captured as a constant would get no gradient).
+        enabled: False always runs the eager loss (Pyro's own, every step).
+
+    ``reason`` says why capture is off (None while it is on); ``graphs`` maps each batch
+    signature (shapes, dtypes, devices of the arguments) to its graph, or to None where
+    that signature runs eagerly, and ``reasons`` maps those signatures to the cause.
+    """
+
+    def __init__(
+        self,
+        elbo: ELBO,
+        model: Callable,
+        guide: Callable,
+        modules: Sequence[nn.Module],
+        params: Sequence[torch.Tensor] = (),
+        enabled: bool = True,
+    ) -> None:
+        self.elbo, self.model, self.guide = elbo, model, guide
+        self.graphs: dict[Signature, Any] = {}
+        self.reasons: dict[Signature, str] = {}
+        self._unchecked: set[Signature] = set()
+        self.reason: str | None = None if enabled else "capture switched off"
+        self._root = _Programs(modules, model, guide, loss_function(elbo))
+        named = dict(self._root.named_parameters())
+        self._names, self._params = list(named), list(named.values())
+        if enabled and any(True for _ in self._root.buffers()):
+            self.reason = "the modules have buffers (their in-place updates are not replayed)"
+        inputs = {id(p) for p in self._params}
+        if enabled and any(id(p) not in inputs for p in params):
+            self.reason = "some trained parameters live outside the model's and guide's modules"
+        if enabled and not modules:
+            self.reason = "the model and guide are not torch modules"
+
+    @property
+    def enabled(self) -> bool:
+        return self.reason is None
+
+    def recheck(self) -> None:
+        """Compare every graph with the eager loss again on its next call."""
+        self._unchecked = {key for key, graph in self.graphs.items() if graph is not None}
+
+    def __call__(self, *args: Any) -> torch.Tensor:
+        key = _signature(args) if self.enabled else None
+        if key is None:
+            return self._eager(*args)
+        graph = self.graphs.get(key, _MISSING)
+        if graph is None:
+            with pyro.validation_enabled(False):  # checked on this signature's first step
+                return self._eager(*args)
+        if graph is _MISSING or key in self._unchecked:
+            return self._reference_step(key, args, None if graph is _MISSING else graph)
+        return graph(*self._params, *args)
+
+    def _eager(self, *args: Any) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.model, self.guide, *args)
+
+    def _reference_step(self, key: Signature, args: tuple, graph: Any) -> torch.Tensor:
+        """An eager step whose loss and gradients check ``graph`` (captured anew if None or
+        if it disagrees); the random stream continues as after the eager step alone."""
+        self._unchecked.discard(key)
+        if getattr(self.elbo, "max_plate_nesting", 0) == float("inf"):
+            # Pyro guesses the nesting on its first call by running the programs once;
+            # guess now, off the random stream, so the eager step and the replay below
+            # draw the same numbers.
+            with torch.random.fork_rng(devices=initialised_cuda_devices()):
+                self.elbo._guess_max_plate_nesting(self.model, self.guide, args, {})
+        before = _rng_state()
+        loss = self._eager(*args)
+        after = _rng_state()
+        try:
+            if graph is not None and self._agrees(graph, loss, args, before):
+                return loss
+            graph = self._capture(args)
+            if not self._agrees(graph, loss, args, before):
+                raise NotCapturable("the captured graph's loss or gradients differ from Pyro's")
+            self.graphs[key] = graph
+        except Exception as error:  # noqa: BLE001 - any failure means: run eagerly
+            self.graphs[key] = None
+            self.reasons[key] = f"{type(error).__name__}: {error}"
+            LOG.info(
+                "the loss runs eagerly (through Pyro every step) for batches of shape %s: %s",
+                [tuple(a.shape) for a in args],
+                self.reasons[key],
+            )
+        finally:
+            _set_rng_state(after)
+        return loss
+
+    def _capture(self, args: tuple) -> Any:
+        def functional(*flat: torch.Tensor) -> torch.Tensor:
+            params = dict(zip(self._names, flat[: len(self._names)], strict=True))
+            return functional_call(self._root, params, flat[len(self._names) :])
+
+        with (
+            torch.random.fork_rng(devices=initialised_cuda_devices()),
+            pyro.validation_enabled(False),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            graph = make_fx(functional)(*self._params, *args)
+        graph.graph.eliminate_dead_code()  # e.g. the plate's unused index range
+        graph.recompile()
+        return graph
+
+    def _agrees(self, graph: Any, loss: torch.Tensor, args: tuple, rng: tuple) -> bool:
+        _set_rng_state(rng)
+        replay = graph(*self._params, *args)
+        if not torch.allclose(replay.detach(), loss.detach(), rtol=RTOL, atol=ATOL):
+            return False
+        expected = _grads(loss, self._params, retain_graph=True)
+        for got, want in zip(_grads(replay, self._params), expected, strict=True):
+            tolerance = ATOL + RTOL * float(want.abs().max()) if want.numel() else ATOL
+            if not torch.allclose(got, want, rtol=RTOL, atol=tolerance):
+                return False
+        return True
+
+
+_MISSING = object()
+
+
+def _signature(args: tuple) -> Signature | None:
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        return None
+    return tuple((tuple(a.shape), a.dtype, a.device, a.requires_grad) for a in args)
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> list:
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+
+
+def _rng_state() -> tuple:
+    devices = initialised_cuda_devices()
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng_state(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    for device, value in zip(initialised_cuda_devices(), cuda, strict=False):
+        torch.cuda.set_rng_state(value, device)

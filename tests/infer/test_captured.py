@@ -1,0 +1,214 @@
+"""The captured loss: equal to Pyro's eager loss and gradients, and a safe fallback."""
+
+from __future__ import annotations
+
+import json
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.nn import PyroModule
+from sklearn.datasets import load_digits
+
+from pyrovae.cli import main
+from pyrovae.guides import GaussianEncoder
+from pyrovae.infer import Trainer, make_objective
+from pyrovae.infer.captured import CapturedLoss
+from pyrovae.infer.scale import scale_latents
+from pyrovae.models import VAE
+
+QUICK = ["--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"]
+
+
+def binary_digits(n: int = 256) -> torch.Tensor:
+    return torch.tensor(load_digits().data[:n] > 7, dtype=torch.float32)
+
+
+def pair(beta: float = 1.0):
+    pyro.set_rng_seed(0)
+    return VAE(64, 4, (32,), beta=beta), GaussianEncoder(64, 4, (32,))
+
+
+def eager_and_replay(loss: CapturedLoss, elbo, model, guide, x: torch.Tensor, seed: int):
+    """Pyro's eager loss and the replayed graph's, each with its gradients, on one seed."""
+    params = loss._params
+    results = []
+    for run in (lambda: elbo.differentiable_loss(model, guide, x), lambda: loss(x)):
+        torch.manual_seed(seed)
+        value = run()
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        results.append((value.detach(), grads))
+    return results
+
+
+@pytest.mark.parametrize(
+    "objective, particles, beta",
+    [("elbo", 1, 1.0), ("elbo", 3, 1.0), ("elbo", 1, 4.0), ("meanfield", 1, 1.0),
+     ("meanfield", 2, 0.5), ("iwae", 5, 1.0)],
+)  # fmt: skip
+def test_the_replayed_graph_gives_pyros_loss_and_gradients(objective, particles, beta):
+    model, guide = pair(beta)
+    elbo = make_objective(objective, particles)
+    scaled_model, scaled_guide = scale_latents(model, guide, model.latent_scales)
+    loss = CapturedLoss(elbo, scaled_model, scaled_guide, [model, guide])
+    x = binary_digits(32)
+    loss(x)  # the first call runs Pyro and captures
+    assert list(loss.graphs.values())[0] is not None and loss.enabled
+    for seed in range(3):  # fresh noise on every replay, the same as Pyro's for one seed
+        (want, want_grads), (got, got_grads) = eager_and_replay(
+            loss, elbo, scaled_model, scaled_guide, x, seed
+        )
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    first = loss(x)
+    assert not torch.equal(first, loss(x))  # the noise is drawn again, not baked in
+
+
+def test_training_by_default_matches_the_plain_pyro_path():
+    """Capture and the fused Adam against eager Pyro steps and the per-tensor Adam."""
+    x = binary_digits(512)
+    histories, parameters = [], []
+    for fast in (True, False):
+        model, guide = pair()
+        trainer = Trainer(
+            model,
+            guide,
+            x,
+            batch_size=100,  # 5 full batches and a last one of 12: two graphs
+            seed=0,
+            progress=False,
+            capture=fast,
+            optimizer=None if fast else (lambda p: torch.optim.Adam(p, lr=1e-3)),
+        )
+        trainer.run(3)
+        assert trainer.loss.enabled is fast and len(trainer.loss.graphs) == (2 if fast else 0)
+        histories.append(trainer.history.column("train_elbo"))
+        parameters.append([p.detach().clone() for p in trainer.params])
+    assert histories[0] == pytest.approx(histories[1], rel=1e-5)
+    for a, b in zip(*parameters, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+class CoinModel(PyroModule):
+    """z ~ N(0, 1), c ~ Bernoulli(1/2), x ~ N(z + c, 1): a discrete latent sampled by the guide."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            c = pyro.sample("c", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z + c + self.shift, 1.0), obs=x)
+
+
+class CoinGuide(PyroModule):
+    def __init__(self, enumerate_c: bool = False) -> None:
+        super().__init__()
+        self.infer = {"enumerate": "parallel"} if enumerate_c else {}
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+        self.logit = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc.expand(x.shape[0]), 1.0))
+            c = dist.Bernoulli(logits=self.logit.expand(x.shape[0]))
+            pyro.sample("c", c, infer=self.infer)
+
+
+def test_a_score_function_guide_runs_eagerly_with_the_reason():
+    model, guide = CoinModel(), CoinGuide()
+    loss = CapturedLoss(Trace_ELBO(), model, guide, [model, guide])
+    x = torch.randn(20)
+    torch.manual_seed(0)
+    first = loss(x)
+    torch.manual_seed(0)
+    assert torch.equal(first, Trace_ELBO().differentiable_loss(model, guide, x))
+    (key,) = loss.graphs
+    assert loss.graphs[key] is None and "'c' is not reparameterised" in loss.reasons[key]
+    loss(x).backward()  # later steps: eager, without validation
+    assert guide.logit.grad is not None
+
+
+def test_an_enumerating_objective_falls_back_to_the_eager_steps():
+    """TraceEnum's contraction reads a mask back to Python: not capturable, so eager."""
+    x = torch.randn(200) + 0.5
+    histories = []
+    for capture in (True, False):
+        model, guide = CoinModel(), CoinGuide(enumerate_c=True)
+        trainer = Trainer(
+            model, guide, x, batch_size=50, objective=TraceEnum_ELBO(max_plate_nesting=1),
+            progress=False, seed=0, capture=capture,
+        )  # fmt: skip
+        trainer.run(3)
+        histories.append(trainer.history.column("train_elbo"))
+        if capture:
+            (key,) = trainer.loss.graphs
+            assert trainer.loss.graphs[key] is None and trainer.loss.reasons[key]
+    assert histories[0] == histories[1]
+
+
+def test_parameters_in_pyros_store_switch_capture_off():
+    pyro.clear_param_store()
+    x = binary_digits(64)
+
+    def model(x):
+        logits = pyro.param("logits", torch.zeros(64))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    trainer = Trainer(model, guide, x, batch_size=32, progress=False, seed=0)
+    assert not trainer.loss.enabled and "modules" in trainer.loss.reason
+    trainer.run(1)
+    assert not trainer.loss.graphs
+
+
+class Annealed(VAE):
+    """A VAE whose likelihood weight is a Python attribute that a schedule changes."""
+
+    weight = 1.0
+
+    def forward(self, x, y=None):
+        with pyro.poutine.scale(scale=self.weight):
+            return super().forward(x, y)
+
+
+def test_a_constant_changed_between_epochs_is_captured_again():
+    pyro.set_rng_seed(0)
+    model, guide = Annealed(64, 4, (32,)), GaussianEncoder(64, 4, (32,))
+    x = binary_digits(64)
+    trainer = Trainer(model, guide, x, batch_size=64, progress=False, seed=0)
+    trainer.run(1)
+    (key,) = trainer.loss.graphs
+    before = trainer.loss.graphs[key]
+    model.weight = 0.25  # the schedule's next value: a different loss
+    trainer.run(2)  # the epoch's first step compares, finds the change, captures again
+    assert trainer.loss.graphs[key] is not before
+    elbo = trainer.elbo
+    (want, _), (got, _) = eager_and_replay(trainer.loss, elbo, model, guide, x, seed=5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_eager_flag_is_saved_with_the_run(tmp_path):
+    assert main(["train", "vae", "--out", str(tmp_path / "run"), *QUICK, "--eager"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["capture"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capture_on_cuda_matches_pyro():
+    model, guide = (m.cuda() for m in pair())
+    elbo = Trace_ELBO()
+    loss = CapturedLoss(elbo, model, guide, [model, guide])
+    x = binary_digits(32).cuda()
+    loss(x)
+    (want, _), (got, _) = eager_and_replay(loss, elbo, model, guide, x, seed=1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
