@@ -23,6 +23,11 @@ pyrovae epoch over the median hand-written epoch.
     python benchmarks/svi_step.py --batch-size 128
     python benchmarks/svi_step.py --batch-size 32
     python benchmarks/svi_step.py --batch-size 128 --device cuda
+    python benchmarks/svi_step.py --eval-images 10000   # + evaluation at K = 5000
+
+``--eval-images N`` also times, beside an epoch, what evaluation costs on N test rows
+(MNIST's test set is 10,000): the one-sample test ELBO that ``fit`` computes after every
+epoch (``pyrovae.infer.evaluate_elbo``), and ``pyrovae.log_marginal`` at K = 5000.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import Normal, kl_divergence
 
 from pyrovae.guides import GaussianEncoder
-from pyrovae.infer import Trainer
+from pyrovae.infer import Trainer, evaluate_elbo, log_marginal
 from pyrovae.models import VAE
 
 D, HIDDEN, LATENT = 784, 400, 50
@@ -153,6 +158,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--eager", action="store_true", help="pyrovae without capture")
     parser.add_argument("--skip-pyro", action="store_true", help="leave out Pyro's SVI loop")
+    parser.add_argument(
+        "--eval-images", type=int, default=0, help="also time evaluation on this many test rows"
+    )
+    parser.add_argument("--eval-samples", type=int, default=5000, help="K of log_marginal")
     args = parser.parse_args()
 
     if args.threads:
@@ -190,7 +199,34 @@ def main() -> None:
     if "pyro" in median:
         print(f"pyro SVI.step / torch: {median['pyro'] / median['torch']:.2f}")
     print(f"pyrovae / torch-fused: {median['pyrovae'] / median['torch-fused']:.2f}")
+    if args.eval_images:
+        time_evaluation(loops["pyrovae"].trainer, args, device, median["pyrovae"])
     print(f"ratio {median['pyrovae'] / median['torch']:.2f}")
+
+
+def time_evaluation(trainer: Trainer, args: argparse.Namespace, device, epoch: float) -> None:
+    """Seconds of the per-epoch test ELBO and of log_marginal at K, beside one epoch."""
+    x = torch.bernoulli(torch.full((args.eval_images, D), 0.13)).to(device)
+    synchronize(device)
+    start = time.perf_counter()
+    evaluate_elbo(trainer.model, trainer.guide, x, device=device)
+    synchronize(device)
+    elbo_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    log_marginal(
+        trainer.model, trainer.guide, x, num_samples=args.eval_samples, progress=False,
+        device=device,
+    )  # fmt: skip
+    synchronize(device)
+    is_seconds = time.perf_counter() - start
+    print(
+        f"test ELBO on {args.eval_images} rows: {elbo_seconds:.3f} s "
+        f"({elbo_seconds / epoch:.3f} epochs)"
+    )
+    print(
+        f"log_marginal K={args.eval_samples} on {args.eval_images} rows: {is_seconds:.1f} s "
+        f"({is_seconds / epoch:.1f} epochs)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 from .checkpoint import write_json
 from .diagnostics.importance_figures import save_khat_plot, save_weights_plot
 from .infer import log_marginal
+from .infer.importance import default_max_elements
 from .run import Run
 
 Log = Callable[[str], None]
@@ -51,7 +52,7 @@ def evaluate(
         x,
         num_samples=num_samples,
         batch_size=batch_size,
-        max_elements=2**26 // enumerated,
+        max_elements=default_max_elements(run.config.device) // enumerated,
         progress=progress,
         device=run.config.device,
     )

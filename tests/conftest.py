@@ -20,6 +20,7 @@ def fresh_pyro_state():
     torch.set_default_dtype(torch.float32)
     yield
     pyro.clear_param_store()
+    torch.set_default_dtype(torch.float32)  # before the next module's fixtures, too
 
 
 @pytest.fixture
