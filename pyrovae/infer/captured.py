@@ -228,8 +228,14 @@ class CapturedLoss:
             # Pyro guesses the nesting on its first call by running the programs once;
             # guess now, off the random stream, so the eager step and the replay below
             # draw the same numbers.
-            with torch.random.fork_rng(devices=initialised_cuda_devices()):
-                self.elbo._guess_max_plate_nesting(self.model, self.guide, args, {})
+            elbo_log = logging.getLogger("pyro.infer.elbo")
+            level = elbo_log.level
+            elbo_log.setLevel(logging.WARNING)  # Pyro logs its guess at INFO
+            try:
+                with torch.random.fork_rng(devices=initialised_cuda_devices()):
+                    self.elbo._guess_max_plate_nesting(self.model, self.guide, args, {})
+            finally:
+                elbo_log.setLevel(level)
         before = _rng_state()
         loss = self._eager(*args)
         after = _rng_state()
