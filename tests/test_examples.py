@@ -34,7 +34,8 @@ def assert_figures(out: Path, names: set[str]) -> None:
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_every_script_opens_with_its_math_and_answers_help(script, tmp_path):
     text = script.read_text()
-    assert text.startswith('"""') and f"python examples/{script.name}" in text
+    assert text.startswith(('"""', 'r"""')), "a script opens with its docstring"
+    assert f"examples/{script.name}" in text.split('"""')[1], "the docstring says how to run it"
     assert "usage:" in run(script.name, "--help", cwd=tmp_path)
 
 
