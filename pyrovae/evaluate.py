@@ -23,7 +23,6 @@ import torch
 from .checkpoint import write_json
 from .diagnostics.importance_figures import save_khat_plot, save_weights_plot
 from .infer import log_marginal
-from .infer.importance import default_max_elements
 from .run import Run
 
 Log = Callable[[str], None]
@@ -44,15 +43,12 @@ def evaluate(
         write_json(run.path / "eval.json", report)
         log(format_table(report))
         return report
-    # An enumerated class multiplies every activation by C: keep the memory budget the same.
-    enumerated = run.config.num_classes if run.config.model == "ssvae" else 1
     result = log_marginal(
         run.model,
         run.guide,
         x,
         num_samples=num_samples,
         batch_size=batch_size,
-        max_elements=default_max_elements(run.config.device) // enumerated,
         progress=progress,
         device=run.config.device,
     )

@@ -184,6 +184,33 @@ def importance_pass(
     the model's under the prior proposal); a site's draws are (particles, B, ...)."""
     if nesting is None:
         nesting = plate_nesting(model, guide, args)
+    total, trace, model_trace = _joint_log_weights(model, guide, args, particles, nesting, proposal)
+    while total.dim() > nesting + 1:  # enumerated dims, left of the particles: summed exactly
+        total = torch.logsumexp(total, dim=0)
+    lw = per_example(total, nesting, data_dim(model_trace)).expand(args[0].shape[0], particles)
+    return lw, trace
+
+
+def enumerated_size(
+    model: Callable, guide: Callable, args: tuple, nesting: int, proposal: str = "guide"
+) -> int:
+    """How many joint values the enumerated sites take (1 without any, C for the class of
+    the semi-supervised VAE): a pass of :func:`log_importance_weights` holds that many
+    copies of its activations. One draw, without gradients or the caller's random streams."""
+    with (
+        torch.no_grad(),
+        torch.random.fork_rng(devices=initialised_cuda_devices()),
+        poutine.block(),
+    ):
+        total = _joint_log_weights(model, guide, args, 1, nesting, proposal)[0]
+    return math.prod(total.shape[: max(total.dim() - (nesting + 1), 0)])
+
+
+def _joint_log_weights(
+    model: Callable, guide: Callable, args: tuple, particles: int, nesting: int, proposal: str
+) -> tuple[torch.Tensor, poutine.Trace, poutine.Trace]:
+    """log p(x, z) - log r(z | x) before the enumerated dims are summed: (E..., particles,
+    [plates]), with the trace holding the draws and the model's trace."""
     particle_dim = -(nesting + 1)
     plate = pyro.plate("num_particles_vectorized", particles, dim=particle_dim)
     # Sites the model (or the guide) marks for enumeration get their own dims left of the
@@ -208,11 +235,7 @@ def importance_pass(
             if site["type"] == "sample"
             and (site["is_observed"] or site["infer"].get("_enumerate_dim") is not None)
         ]
-    total = sum(terms)
-    while total.dim() > nesting + 1:  # enumerated dims, left of the particles: summed exactly
-        total = torch.logsumexp(total, dim=0)
-    lw = per_example(total, nesting, data_dim(model_trace)).expand(args[0].shape[0], particles)
-    return lw, guide_trace if proposal == "guide" else model_trace
+    return sum(terms), guide_trace if proposal == "guide" else model_trace, model_trace
 
 
 def per_example(total: torch.Tensor, nesting: int, data_plate_dim: int) -> torch.Tensor:
@@ -246,11 +269,13 @@ def log_marginal(
         x: a tensor (N, D), a tuple of tensors (x, y) passed to the programs, or a Dataset.
         num_samples: K, draws of z per example.
         proposal: ``"guide"`` (q(z | x)) or ``"prior"`` (p(z), naive Monte Carlo).
-        batch_size: examples per pass; by default as many as keep ``batch * K`` log weights
-            and ``batch * particle_chunk * D`` activations within ``max_elements`` numbers.
+        batch_size: examples per pass; by default as many as keep ``batch * K`` log weights,
+            and one particle's ``batch * D * E`` activations, within ``max_elements`` numbers.
         max_elements: the size of one vectorized pass; :func:`default_max_elements` by
             default.
-        particle_chunk: particles per vectorized pass (default: bounded by ``max_elements``).
+        particle_chunk: particles per vectorized pass; by default as many as keep the
+            ``batch * particle_chunk * D * E`` activations within ``max_elements``, where E
+            is the number of joint values of the enumerated sites (:func:`enumerated_size`).
         keep_log_weights: also return the (N, K) log weights (for PSIS plots, ArviZ).
         progress: a tqdm bar over examples.
 
@@ -266,10 +291,12 @@ def log_marginal(
     nesting = plate_nesting(model, guide, probe)
     if max_elements is None:
         max_elements = default_max_elements(device)
+    # Numbers per particle and example in a pass: D activations for each enumerated value.
+    per_draw = max(dim, 64) * enumerated_size(model, guide, probe, nesting, proposal)
     if batch_size is None:
-        batch_size = max(1, min(1000, max_elements // (num_samples * 4)))
+        batch_size = max(1, min(1000, max_elements // (num_samples * 4), max_elements // per_draw))
     if particle_chunk is None:
-        particle_chunk = max(1, min(num_samples, max_elements // (batch_size * max(dim, 64))))
+        particle_chunk = max(1, min(num_samples, max_elements // (batch_size * per_draw)))
     validate = is_validation_enabled()
     results: list[tuple[torch.Tensor, ...]] = []
     kept: list[torch.Tensor] = []

@@ -21,6 +21,7 @@ from pyrovae.infer import (
     log_marginal,
     split_labeled,
 )
+from pyrovae.infer.importance import enumerated_size
 from pyrovae.models import SSVAE
 
 C, D, L = 3, 6, 2
@@ -114,6 +115,17 @@ def test_log_marginal_sums_the_class_exactly_and_matches_quadrature():
     result = log_marginal(model, guide, x, num_samples=4000, progress=False)
     error = (result.log_likelihood - exact).abs()
     assert (error < 5 * result.stderr + 1e-3).all(), (result.log_likelihood, exact, result.stderr)
+
+
+def test_a_pass_of_log_marginal_counts_every_enumerated_class():
+    """The guide enumerates y: each pass holds C copies of the decoder's activations, so
+    log_marginal's default chunks shrink by C; a VAE-like pair (y observed) has none."""
+    model, guide = small_pair()
+    x = binary_rows(3)
+    state = torch.get_rng_state()
+    assert enumerated_size(model, guide, (x,), nesting=1) == C
+    assert enumerated_size(model, guide, (x, torch.zeros(3, dtype=torch.long)), 1) == 1
+    assert torch.equal(torch.get_rng_state(), state)  # off the caller's random stream
 
 
 def test_predict_is_the_argmax_of_the_classifier():
