@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
+from .denormals import flushed_denormals
 from .importance import initialised_cuda_devices
 from .objectives import evaluation_objective, make_objective
 from .scale import scale_latents
@@ -114,6 +115,9 @@ class Trainer:
         capture: replay each step's loss from a graph captured once per batch shape and
             checked against Pyro's eager loss (:class:`~pyrovae.infer.captured.CapturedLoss`);
             False runs the Pyro program on every step.
+        flush_denormals: flush denormal floats to zero on CPU while ``run`` trains (see
+            :mod:`pyrovae.infer.denormals`: they slow steps several-fold late in training);
+            the previous mode is restored when ``run`` returns.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class Trainer:
         progress: bool = True,
         device: torch.device | str | None = None,
         capture: bool = True,
+        flush_denormals: bool = True,
     ) -> None:
         if seed is not None:
             pyro.set_rng_seed(seed)
@@ -155,6 +160,7 @@ class Trainer:
         self.metrics = list(metrics)
         self.callbacks = list(callbacks)
         self.progress = progress
+        self.flush_denormals = flush_denormals
         self.epoch = 0
         self.history = History()
         self.params, self.store_names = collect_params(
@@ -189,15 +195,18 @@ class Trainer:
     def run(self, epochs: int) -> History:
         """Train until ``epochs`` epochs are done in all (a resumed trainer continues)."""
         steps = len(self.batches)
-        with tqdm(
-            total=epochs * steps,
-            initial=min(self.epoch, epochs) * steps,
-            disable=not self.progress,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.5,
-        ) as bar:
+        with (
+            flushed_denormals(self.flush_denormals),
+            tqdm(
+                total=epochs * steps,
+                initial=min(self.epoch, epochs) * steps,
+                disable=not self.progress,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+                mininterval=0.5,
+            ) as bar,
+        ):
             while self.epoch < epochs:
                 start = time.perf_counter()
                 self.loss.recheck()

@@ -34,6 +34,7 @@ from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
 from .batches import Data, make_batches
+from .denormals import flushed_denormals
 from .psis import pareto_khat
 
 PROPOSALS = ("guide", "prior")
@@ -303,9 +304,12 @@ def log_marginal(
     seen, worst_index, worst_khat, worst = 0, -1, -math.inf, None
     batches = make_batches(x, batch_size, shuffle=False, device=device)
     total = getattr(batches, "num_examples", None)
-    with tqdm(
-        total=total, disable=not progress, desc=f"log p(x), K={num_samples}", unit="ex"
-    ) as bar:
+    with (
+        flushed_denormals(),
+        tqdm(
+            total=total, disable=not progress, desc=f"log p(x), K={num_samples}", unit="ex"
+        ) as bar,
+    ):
         for args in batches:
             chunks = []
             for start in range(0, num_samples, particle_chunk):
