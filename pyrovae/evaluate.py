@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import write_json
 from .diagnostics.importance_figures import save_khat_plot, save_weights_plot
+from .families import family
 from .infer import log_marginal
 from .run import Run
 
@@ -38,8 +39,9 @@ def evaluate(
 ) -> dict:
     """Estimate the run's test numbers, write ``RUN_DIR/eval.json`` and print a table."""
     x = run.test_inputs()
-    if run.config.model == "gmm":
-        report = _exact_mixture_report(run, x)
+    hooks = family(run.config.model)
+    report = hooks.exact_report(run, x)
+    if report is not None:
         write_json(run.path / "eval.json", report)
         log(format_table(report))
         return report
@@ -65,9 +67,7 @@ def evaluate(
         "ess": {k[4:]: summary[k] for k in ("ess_mean", "ess_median", "ess_min")},
         "khat": {k[5:]: summary[k] for k in ("khat_mean", "khat_max", "khat_share_above_0.7")},
     }
-    if run.config.model == "ssvae":
-        report.update(_classifier_report(run, x))
-        report["elbo_gap"] = report["test_log_likelihood"] - report["test_elbo"]
+    hooks.add_to_report(run, x, report)
     exact = getattr(run.model, "log_prob", None)
     if callable(exact):
         with torch.no_grad():
@@ -83,56 +83,6 @@ def evaluate(
             khat=float(result.khat[result.worst_index]),
         )
     log(format_table(report))
-    return report
-
-
-def _classifier_report(run: Run, x: torch.Tensor) -> dict:
-    """The semi-supervised VAE's test accuracy and its ELBO with q(y | x): the importance
-    weights sum y exactly, so their mean is not the ELBO the model was trained on."""
-    from pyro.infer import TraceEnum_ELBO
-
-    from .infer import evaluate_elbo
-    from .ssvae_run import accuracy
-
-    report = {
-        "method": "y summed exactly over the classes, z importance-sampled from q(z | x, y)",
-        "test_elbo": evaluate_elbo(
-            run.model,
-            run.guide,
-            (x,),
-            objective=TraceEnum_ELBO(max_plate_nesting=1),
-            device=run.config.device,
-        ),
-        "test_accuracy": accuracy(run.guide, x, run.data.test_y),
-    }
-    if run.selected is not None:
-        report["selected_epoch"] = run.selected["epoch"]
-        report["valid_accuracy"] = run.selected["valid_accuracy"]
-    return report
-
-
-def _exact_mixture_report(run: Run, x: torch.Tensor) -> dict:
-    """eval.json of a Gaussian mixture: z summed out, so log p(x) and the ELBO are exact."""
-    from .mixture_run import mixture_scores
-
-    with torch.no_grad():
-        scores = mixture_scores(run.model, run.data)
-    report = {
-        "units": "nats per example, higher is better",
-        "method": "exact: the mixture's latent z is summed out, so the ELBO equals log p(x)",
-        "num_examples": len(x),
-        "num_samples": 0,
-        "test_elbo": scores["test_log_likelihood"],
-        "test_log_likelihood": scores["test_log_likelihood"],
-        "test_log_likelihood_stderr": 0.0,
-        "test_log_likelihood_exact": scores["test_log_likelihood"],
-        "elbo_gap": 0.0,
-        "train_log_likelihood": scores["train_log_likelihood"],
-        "bic": scores["bic"],
-        "aic": scores["aic"],
-    }
-    if "adjusted_rand_index" in scores:
-        report["test_adjusted_rand_index"] = scores["adjusted_rand_index"]["test"]
     return report
 
 

@@ -20,16 +20,15 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import TraceEnum_ELBO
 
 from . import ssvae_run
 from .builders import build
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import FILE_EXTENSIONS, DataSplits, binarize_fixed
-from .diagnostics import figures, views, write_figures
+from .diagnostics import figures
+from .families import family
 from .infer import Trainer, collect_params, make_objective
-from .likelihoods import check_support
 
 Log = Callable[[str], None]
 
@@ -56,47 +55,6 @@ class Run:
         return _test_x(self.config, self.data).to(self.config.device)
 
 
-def resolve_likelihood(config: TrainConfig, data: DataSplits) -> str:
-    """Fill ``config.likelihood`` and ``config.binarize`` from the data; return an explanation.
-
-    ``auto`` picks: Bernoulli for binary data; Bernoulli on dynamically binarized images for
-    MNIST (the benchmark convention); the continuous Bernoulli for other data in [0, 1];
-    a Gaussian otherwise.
-    """
-    unit = data.is_unit_interval
-    if config.likelihood == "auto":
-        if data.is_binary:
-            config.likelihood, why = "bernoulli", "the data are binary"
-        elif unit and data.name == "mnist":
-            config.likelihood = "bernoulli"
-            why = "MNIST grey levels are binarized dynamically, the benchmark convention"
-        elif unit:
-            config.likelihood = "continuous-bernoulli"
-            why = (
-                "the data take values in [0, 1] besides 0 and 1, where a Bernoulli is not a density"
-            )
-        else:
-            config.likelihood, why = "gaussian", "the data are real-valued, outside [0, 1]"
-    else:
-        why = "as requested"
-    if config.binarize == "auto":
-        grey = config.likelihood == "bernoulli" and not data.is_binary
-        config.binarize = "dynamic" if grey and unit else "none"
-    if config.binarize == "dynamic":
-        if config.likelihood != "bernoulli":
-            raise ValueError("--binarize dynamic goes with --likelihood bernoulli")
-        if not unit:
-            raise ValueError(
-                "--binarize dynamic needs values in [0, 1] (pixel intensities as probabilities); "
-                "rescale the data first"
-            )
-        why += "; training images resampled each epoch, test images binarized once (seed 0)"
-    else:
-        check_support(config.likelihood, data.train_x)
-        check_support(config.likelihood, data.test_x)
-    return f"likelihood: {config.likelihood} ({why})"
-
-
 def _prepare(log: Log) -> Callable[[TrainConfig, DataSplits], None]:
     def prepare(config: TrainConfig, data: DataSplits) -> None:
         config.input_dim = data.input_dim
@@ -105,13 +63,7 @@ def _prepare(log: Log) -> Callable[[TrainConfig, DataSplits], None]:
             f"data: {data.name}, {len(data.train_x)} train / {len(data.test_x)} test examples "
             f"of dimension {data.input_dim}"
         )
-        if config.model == "gmm":
-            config.likelihood, config.binarize = "gaussian", "none"
-            log("likelihood: Gaussian components, on the data as they are")
-        else:
-            log(resolve_likelihood(config, data))
-        if config.model == "ssvae":
-            config.num_classes = ssvae_run.check_labels(data)
+        family(config.model).prepare(config, data, log)
 
     return prepare
 
@@ -175,12 +127,10 @@ def train(
                 f"--resume: {out} holds no checkpoint to continue; train without --resume"
             )
         saved = TrainConfig.from_dict(read_json(out / "config.json"))
-        if saved.model == "gmm" and saved.inference == "em":
-            raise RunError(
-                f"{out} holds an EM fit, which does not resume (its checkpoint is the best "
-                "model of the sweep); start again with --overwrite, or --max-iter N to go longer"
-            )
         saved.epochs, saved.device, saved.out = config.epochs, config.device, str(out)
+        refusal = family(saved.model).refuse_resume(saved)
+        if refusal:
+            raise RunError(refusal)
         config = saved
         state = load_checkpoint(checkpoint_path, map_location=config.device)
         if state["epoch"] >= config.epochs:
@@ -198,34 +148,22 @@ def train(
     if not resume:
         _absolute_paths(config)
     pyro.set_rng_seed(config.seed)
-    if config.model == "gmm" and config.inference == "em":
-        from .mixture_run import train_mixture
-
-        return train_mixture(
-            config, overwrite=overwrite, progress=progress, log=log, prepare=_prepare(log)
-        )
-    if config.model in ("gmm", "ssvae"):  # SVI with z (gmm) or y (ssvae) summed out exactly
-        config.objective = "enum"
+    hooks = family(config.model)
+    fitted = hooks.fit_without_svi(
+        config, overwrite=overwrite, progress=progress, log=log, prepare=_prepare(log)
+    )
+    if fitted is not None:
+        return fitted
+    if hooks.objective is not None:  # e.g. "enum": z (gmm) or y (ssvae) summed out exactly
+        config.objective = hooks.objective
     built = build(config, _prepare(log))
-    model, guide, data = built.model, built.guide, built.data
-    train_data: object = (data.train_x,)
-    objective: object = config.objective
-    metrics: list = []
-    callbacks: list = []
-    if config.model == "gmm":
-        objective = TraceEnum_ELBO(max_plate_nesting=1)
-    if config.model == "ssvae":
-        data = ssvae_run.with_validation(config, data)
-        train_data = ssvae_run.training_data(config, data)
-        objective = ssvae_run.objective(config)
-        valid_x = ssvae_run.valid_inputs(config, data).to(config.device)
-        metrics.append(ssvae_run.validation_metric(guide, valid_x, data.valid_y))
-        callbacks.append(ssvae_run.best_saver(out))
-        log(ssvae_run.describe_split(train_data, data))
+    model, guide = built.model, built.guide
+    setup = hooks.setup(config, built.data, guide, out, log)
+    data = setup.data
     for program in (model, guide):
         _to_device(program, config.device)
-    if config.model == "gmm" and state is None:  # k-means++ seeds and one M-step, as EM starts
-        model.initialize(data.train_x, seed=config.seed)
+    if state is None:
+        hooks.initialize(config, model, data)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Dynamic binarization; resolve_likelihood checked once that x lies in [0, 1].
@@ -238,17 +176,17 @@ def train(
     trainer = Trainer(
         model,
         guide,
-        train_data,
+        setup.train_data,
         test_data=(_test_x(config, data),),
         batch_size=config.batch_size,
         lr=config.lr,
-        objective=objective,
+        objective=setup.objective,
         num_particles=config.num_particles,
         dreg=config.dreg,
         transform=transform if config.binarize == "dynamic" else None,
         seed=config.seed,
-        metrics=metrics,
-        callbacks=[save_epoch, *callbacks],
+        metrics=setup.metrics,
+        callbacks=[save_epoch, *setup.callbacks],
         progress=progress,
         device=config.device,
         capture=config.capture,
@@ -269,17 +207,9 @@ def train(
         )
         raise
     run = Run(out, config, model, guide, data, list(trainer.history))
-    if config.model == "ssvae":
-        run.selected = ssvae_run.load_best(out, model, guide, config.device)
-        test_accuracy = ssvae_run.accuracy(guide, run.test_inputs(), data.test_y)
-        metrics_file = {**_metrics(config, trainer.history), "selected": run.selected}
-        metrics_file["test_accuracy"] = test_accuracy
-        write_json(out / "metrics.json", metrics_file)
-        log(
-            f"selected epoch {run.selected['epoch']} (validation accuracy "
-            f"{100 * run.selected['valid_accuracy']:.2f}%): test accuracy "
-            f"{100 * test_accuracy:.2f}%"
-        )
+    extra = hooks.finish(run, log)
+    if extra:
+        write_json(out / "metrics.json", {**_metrics(config, trainer.history), **extra})
     if config.figures:
         paths = plot(run)
         log(f"figures: {', '.join(p.name for p in paths)} in {out / 'figures'}")
@@ -297,15 +227,9 @@ def _metrics(config: TrainConfig, history: list[dict]) -> dict:
         note += f"; train_elbo is the beta-weighted bound (beta = {config.beta})"
     if config.objective == "iwae":
         note += f"; train_elbo is the IWAE bound with K = {config.num_particles}"
-    if config.model == "ae":
-        note += "; with a point-mass guide the 'ELBO' is log p(x, z = f(x)), not a bound"
-    if config.model == "ssvae":
-        note += (
-            "; y is summed out exactly where unlabelled; train_elbo is minus the training "
-            f"objective (labelled and unlabelled batches, minus alpha = {config.alpha} times the "
-            "cross-entropy of q(y | x) on labelled batches); valid_accuracy: argmax q(y | x) on "
-            "the validation split; selected: the epoch with the best valid_accuracy (best.pt)"
-        )
+    family_note = family(config.model).units(config)
+    if family_note:
+        note += f"; {family_note}"
     return {"units": note, "objective": config.objective, "history": history}
 
 
@@ -328,12 +252,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
                 program.double()  # e.g. a mixture fit by EM in float64
             program.load_state_dict(state[key])
             program.to(device)
-    data = built.data
-    if config.model == "ssvae":
-        data = ssvae_run.with_validation(config, data)
-    run = Run(path, config, built.model, built.guide, data, list(state["history"]))
-    if config.model == "ssvae" and (path / ssvae_run.BEST).exists():
-        run.selected = ssvae_run.load_best(path, run.model, run.guide, device)
+    run = Run(path, config, built.model, built.guide, built.data, list(state["history"]))
+    family(config.model).loaded(run)
     if state.get("params"):
         # Programs in Pyro's classic style create their pyro.param sites when first run.
         collect_params(
@@ -348,41 +268,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
 
 def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
     """Write the run's figures (default ``RUN_DIR/figures``); returns their paths."""
-    data = run.data
-    if run.config.model == "gmm":
-        from .mixture_run import read_sweep, write_mixture_figures
-
-        return write_mixture_figures(
-            run.model,
-            run.test_inputs(),
-            out_dir or run.path / "figures",
-            labels=data.test_y,
-            image_shape=data.image_shape,
-            history=run.history,
-            sweep=read_sweep(run.path),
-        )
-    if run.config.model == "ssvae":
-        return ssvae_run.write_ssvae_figures(
-            run.model,
-            run.guide,
-            run.test_inputs(),
-            data.test_y,
-            out_dir or run.path / "figures",
-            image_shape=data.image_shape,
-            history=run.history,
-            seed=run.config.seed,
-        )
-    labels = data.test_y
-    return write_figures(
-        run.model,
-        run.guide,
-        run.test_inputs(),
-        out_dir or run.path / "figures",
-        labels=labels,
-        image_shape=data.image_shape,
-        history=run.history,
-        seed=run.config.seed,
-    )
+    return family(run.config.model).figures(run, Path(out_dir or run.path / "figures"))
 
 
 def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
@@ -395,14 +281,8 @@ def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
         )
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
-    x = run.test_inputs()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if run.config.model == "gmm":
-            draws, _ = run.model.sample(n)
-            images = draws.cpu().reshape(n, *run.data.image_shape).numpy()
-            return figures.save_image_grid(images, out_path, title=f"{n} draws x ~ p(x)")
-        sites = views.find_sites(run.model, run.guide, (x[:8],))
-        means = views.prior_means(run.model, (x[:1].expand(n, -1),), sites)
-    images = means.cpu().reshape(n, *run.data.image_shape).numpy()
-    return figures.save_image_grid(images, out_path, title=f"{n} samples: E[x | z], z ~ p(z)")
+        images, title = family(run.config.model).draw(run, n)
+    grid = images.reshape(n, *run.data.image_shape)
+    return figures.save_image_grid(grid, out_path, title=title)
