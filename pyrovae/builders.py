@@ -1,7 +1,8 @@
 """From a model name to a (model, guide) pair: built-in families and users' factories.
 
 ``pyrovae train vae`` builds a built-in pair; ``pyrovae train mypkg.mymodule:factory``
-imports ``factory`` and calls it, with no registration. A factory receives, by
+imports ``factory`` and calls it, with no registration (from the working directory, as
+``python -m`` would, or from ``sys.path``). A factory receives, by
 keyword, whichever of these its signature names: ``input_dim``, ``latent_dim``,
 ``hidden_dims``, ``image_shape``, ``data`` (a :class:`~pyrovae.data.DataSplits`),
 ``config`` (the :class:`~pyrovae.config.TrainConfig`); it returns ``(model, guide)``
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,7 +118,7 @@ def load_factory(spec: str) -> Callable:
         )
     module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_working_directory(module_name)
     except ImportError as e:
         raise ModelSpecError(
             f"cannot import {module_name!r} for the model factory {spec!r}: {e}. Run from the "
@@ -125,6 +128,17 @@ def load_factory(spec: str) -> Callable:
     if factory is None or not callable(factory):
         raise ModelSpecError(f"{module_name!r} has no callable {attr!r} (from the model {spec!r})")
     return factory
+
+
+def _import_from_working_directory(module_name: str):
+    """Import a module, looking in the working directory first. The installed ``pyrovae``
+    command, unlike ``python -m``, does not put that directory on ``sys.path``; it is put
+    first there, as Flask and Uvicorn do for their ``module:attribute`` specs, and stays so
+    that the module's own later imports of its neighbours work too."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    return importlib.import_module(module_name)
 
 
 def _check_pair(spec: str, result: object) -> tuple[Callable, Callable, object]:

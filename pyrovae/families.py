@@ -15,9 +15,10 @@ of :class:`Family`:
 - ``figures``, ``draw``: what ``plot`` and ``sample`` write;
 - ``exact_report``, ``add_to_report``: ``evaluate`` without sampling, or with more numbers.
 
-The default :class:`Family` is any pair trained by SVI on unlabelled rows (vae, ae, a
-user's factory); :class:`MixtureFamily` (gmm) and :class:`SemiSupervisedFamily` (ssvae)
-override what differs. :func:`family` looks one up by ``config.model``.
+The default :class:`Family` is any pair trained by SVI on unlabelled rows (vae, ae);
+:class:`FactoryFamily` (a user's ``module:function``), :class:`MixtureFamily` (gmm) and
+:class:`SemiSupervisedFamily` (ssvae) override what differs. :func:`family` looks one up
+by ``config.model``.
 """
 
 from __future__ import annotations
@@ -164,6 +165,23 @@ class Family:
         """Add the family's numbers to the importance-sampling ``eval.json``."""
 
 
+class FactoryFamily(Family):
+    """A user's ``module:function`` pair: as the default, but its model brings its own
+    density, so the likelihood setting only decides how the data are prepared."""
+
+    def prepare(self, config: TrainConfig, data: DataSplits, log: Log) -> None:
+        resolved = resolve_likelihood(config, data)
+        treatment = (
+            "training images binarized dynamically, test images once (seed 0)"
+            if config.binarize == "dynamic"
+            else "the data used as they are"
+        )
+        log(
+            f"data for the factory's own model: {treatment} ({resolved}; --likelihood and "
+            "--binarize decide this, and a factory may read them from its config argument)"
+        )
+
+
 class MixtureFamily(Family):
     """The Gaussian mixture: EM by default, or TraceEnum SVI with z summed out."""
 
@@ -287,8 +305,12 @@ class SemiSupervisedFamily(Family):
 
 FAMILIES: dict[str, Family] = {"gmm": MixtureFamily(), "ssvae": SemiSupervisedFamily()}
 DEFAULT = Family()
+FACTORY = FactoryFamily()
 
 
 def family(model: str) -> Family:
-    """The hooks of ``config.model`` (the default ones for vae, ae and user factories)."""
-    return FAMILIES.get(model, DEFAULT)
+    """The hooks of ``config.model``: the default ones for vae and ae, :class:`FactoryFamily`'s
+    for a ``module:function`` factory."""
+    if model in FAMILIES:
+        return FAMILIES[model]
+    return FACTORY if ":" in model else DEFAULT
