@@ -1,4 +1,7 @@
-"""k-means++ seeding, streamed in chunks: K rows of the data as well-spread initial centres.
+"""k-means: Lloyd's algorithm (:func:`kmeans`) from k-means++ seeds, streamed in chunks.
+
+k-means++ seeding (:func:`kmeans_plusplus`) picks K rows of the data as well-spread
+initial centres.
 
 The first centre is a uniformly drawn row; each next one is drawn with probability
 proportional to D(x)^2, the squared distance from x to its closest centre so far. The
@@ -16,6 +19,7 @@ about 0.5 GB for N = 10,000,000 with K <= 20).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -134,3 +138,105 @@ def kmeans_plusplus(
         indices[c] = candidates[best]
         centres = torch.cat([centres, points[best].unsqueeze(0)])
     return centres, indices
+
+
+@dataclass
+class KMeansResult:
+    """A k-means fit: ``centres`` (K, D), ``labels`` (N,) the index of each row's nearest
+    centre, ``inertia`` sum_n min_k |x_n - c_k|^2, the Lloyd ``iterations`` of the kept
+    start and whether it ``converged`` (no label changed; centres moved at most ``tol``)."""
+
+    centres: torch.Tensor
+    labels: torch.Tensor
+    inertia: float
+    iterations: int
+    converged: bool
+
+
+def kmeans(
+    x: torch.Tensor,
+    num_clusters: int,
+    *,
+    n_init: int = 1,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    init: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> KMeansResult:
+    """Lloyd's algorithm from greedy k-means++ seeds: the K centres minimising, locally,
+    J = sum_n min_k |x_n - c_k|^2 over rows x (N, D) (EM's hard-assignment limit with
+    every covariance eps I, eps -> 0; Bishop, PRML section 9.3.2).
+
+    Each iteration assigns every row to its nearest centre and moves every centre to the
+    mean of its rows; J never increases. A centre left with no rows is moved to the row
+    farthest from its own centre (as scikit-learn does), so K clusters stay K. It stops
+    when no assignment changes, or when the centres move by at most ``tol`` times the mean
+    per-feature variance of x in squared distance (scikit-learn's criterion), or after
+    ``max_iter`` iterations.
+
+    Args:
+        x: rows (N, D), finite, N >= K.
+        num_clusters: K.
+        n_init: starts from independent k-means++ seeds; the one with the lowest J is kept.
+        max_iter, tol: as above.
+        init: initial centres (K, D) instead of k-means++ (then ``n_init`` must be 1).
+        generator: the randomness of the seeds, on ``device``.
+        chunk_size: rows per chunk of the distance computations (``None``: automatic).
+        device, dtype: where and in what precision to compute (x's by default).
+    """
+    n, d = x.shape
+    if not 1 <= num_clusters <= n:
+        raise ValueError(f"k-means needs 1 <= K <= N; got K = {num_clusters}, N = {n}")
+    if n_init < 1 or max_iter < 1:
+        raise ValueError(f"n_init and max_iter must be at least 1, got {n_init} and {max_iter}")
+    if init is not None and (init.shape != (num_clusters, d) or n_init != 1):
+        raise ValueError(
+            f"init must be (K, D) = ({num_clusters}, {d}) centres, with n_init = 1; got shape "
+            f"{tuple(init.shape)} and n_init = {n_init}"
+        )
+    device = torch.device(device) if device is not None else x.device
+    dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
+    data = x.to(device, dtype)
+    threshold = tol * float(data.double().var(0, unbiased=False).mean())
+    best: KMeansResult | None = None
+    for _ in range(n_init):
+        if init is not None:
+            centres = init.to(device, dtype)
+        else:
+            centres, _ = kmeans_plusplus(
+                data, num_clusters, generator=generator, chunk_size=chunk_size
+            )
+        result = _lloyd(data, centres, max_iter, threshold, chunk_size)
+        if best is None or result.inertia < best.inertia:
+            best = result
+    return best
+
+
+def _lloyd(
+    x: torch.Tensor, centres: torch.Tensor, max_iter: int, threshold: float, chunk_size: int | None
+) -> KMeansResult:
+    """Lloyd iterations from ``centres`` (K, D) on rows x (N, D); see :func:`kmeans`."""
+    k = centres.shape[0]
+    labels = None
+    iterations, converged = 0, False
+    while iterations < max_iter and not converged:
+        iterations += 1
+        closest, new_labels = squared_distances(x, centres, chunk_size).min(0)  # (N,), (N,)
+        if labels is not None and torch.equal(new_labels, labels):
+            converged = True  # the centres are already the means of these assignments
+            break
+        labels = new_labels
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        moved = sums / counts.clamp_min(1).unsqueeze(-1).to(x.dtype)
+        for j in torch.nonzero(counts == 0).flatten().tolist():
+            far = int(closest.argmax())  # the worst-served row becomes the empty centre
+            moved[j] = x[far]
+            closest[far] = 0
+        converged = float((moved - centres).double().square().sum()) <= threshold
+        centres = moved
+    closest, labels = squared_distances(x, centres, chunk_size).min(0)
+    return KMeansResult(centres, labels, float(closest.double().sum()), iterations, converged)
