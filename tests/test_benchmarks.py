@@ -1,0 +1,63 @@
+"""The benchmark scripts still run against the library: tiny runs, as a user would call them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyrovae.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--latent-dim", "4", "--hidden", "32", "--batch-size", "64", "--quiet", "--no-figures"]
+
+
+def script(name: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def ssvae_runs(tmp_path_factory) -> Path:
+    """A digits SSVAE run where benchmarks/ssvae_mnist.py looks for 50 labels, seed 0."""
+    runs = tmp_path_factory.mktemp("bench")
+    out = runs / "ssvae-50-seed0"
+    args = ["train", "ssvae", "--out", str(out), "--epochs", "2", "--num-labels", "50"]
+    assert main([*args, *SMALL]) == 0
+    return runs
+
+
+def test_the_ssvae_benchmark_summarizes_and_evaluates_existing_runs(ssvae_runs):
+    table = script(
+        "ssvae_mnist.py",
+        "--runs",
+        str(ssvae_runs),
+        "--labels",
+        "50",
+        "--seeds",
+        "0",
+        "--summarize",
+        "--eval-samples",
+        "3",
+    )
+    header, rule, row = table.strip().splitlines()
+    assert "log p(x), IS K=3" in header and "Kingma M2" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "50" and cells[2] == "1" and cells[3].startswith("2 (")
+    assert 0 <= float(cells[1]) <= 100
+    assert float(cells[6]) >= float(cells[5]) - 1.0  # IS log p(x) against the ELBO, in nats
+    assert (ssvae_runs / "ssvae-50-seed0" / "eval.json").exists()
+
+
+def test_the_denormal_benchmark_times_a_trained_run(ssvae_runs):
+    out = script("denormal_steps.py", str(ssvae_runs / "ssvae-50-seed0"), "--repeats", "2")
+    ratio = float(out.strip().splitlines()[-1].split()[-1])
+    assert ratio > 0
