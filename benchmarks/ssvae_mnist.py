@@ -36,6 +36,11 @@ KINGMA_M2 = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
 PYRO_TUTORIAL = {100: 6.81, 600: 5.63, 1000: 5.13, 3000: 4.18}
 
 
+def published(table: dict[int, float], labels: int) -> str:
+    """A published error to two decimals, or nothing where that label count was not run."""
+    return f"{table[labels]:.2f}" if labels in table else ""
+
+
 def run_dir(runs: Path, labels: int, seed: int) -> Path:
     return runs / f"ssvae-{labels}-seed{seed}"
 
@@ -134,7 +139,7 @@ def main() -> None:
         print(
             f"| {labels} | {statistics.mean(errors):.2f}{spread} | {len(rows)} | {epochs} | "
             f"{minutes:.0f} | {elbo:.2f} | {log_likelihood:.2f} | "
-            f"{KINGMA_M2.get(labels, '')} | {PYRO_TUTORIAL.get(labels, '')} |"
+            f"{published(KINGMA_M2, labels)} | {published(PYRO_TUTORIAL, labels)} |"
         )
 
 
