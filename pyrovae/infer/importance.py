@@ -30,12 +30,12 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
-from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .psis import pareto_khat
+from .weights import WeightedSites, enumerated_values, log_weights_from_traces, trace_pair
 
 PROPOSALS = ("guide", "prior")
 
@@ -62,6 +62,10 @@ class LogMarginal:
     log_weights: torch.Tensor | None = None  # (N, K) when asked for
     worst_index: int = -1  # the example with the largest k-hat ...
     worst_log_weights: torch.Tensor | None = None  # ... and its log weights (K,)
+    #: What ``log_likelihood`` estimates: ``"log p(x)"``, or with global latents
+    #: ``"log posterior predictive"``, log E_{q(theta)} p(x_n | theta).
+    estimand: str = "log p(x)"
+    global_sites: tuple[str, ...] = ()  # the global latents conditioned on
 
     def mean(self) -> float:
         """Mean log-likelihood per example (nats)."""
@@ -82,6 +86,7 @@ class LogMarginal:
             "log_likelihood_stderr": self.mean_stderr(),
             "num_samples": self.num_samples,
             "proposal": self.proposal,
+            "estimand": self.estimand,
             "ess_mean": float(self.ess.mean()),
             "ess_median": float(self.ess.median()),
             "ess_min": float(self.ess.min()),
@@ -94,7 +99,9 @@ class LogMarginal:
 def weight_statistics(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """From log weights (N, K): log-mean-exp, its standard error, ESS and k-hat, each (N,).
 
-    The standard error of log p-hat is the delta method's sd(w) / (sqrt(K) mean(w)).
+    The standard error of log p-hat is the delta method's sd(w) / (sqrt(K) mean(w)). Weights
+    equal to within 1e-9 (every latent summed exactly, or a guide equal to the posterior)
+    are bounded, so their k-hat is -inf: PSIS has no tail to fit.
     """
     k = log_weights.shape[-1]
     estimate = torch.logsumexp(log_weights, -1) - math.log(k)
@@ -103,7 +110,10 @@ def weight_statistics(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
     stderr = w.std(-1) / (math.sqrt(k) * mean) if k > 1 else torch.full_like(mean, math.inf)
     normalised = w / w.sum(-1, keepdim=True)
     ess = 1.0 / normalised.pow(2).sum(-1)
-    return estimate, stderr, ess, pareto_khat(log_weights)
+    khat = pareto_khat(log_weights)
+    spread = log_weights.max(-1).values - log_weights.min(-1).values
+    khat = torch.where(spread.to(khat.device) <= 1e-9, -math.inf, khat)
+    return estimate, stderr, ess, khat
 
 
 def initialised_cuda_devices() -> list[int]:
@@ -128,34 +138,6 @@ def plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:
     return max(dims, default=0)
 
 
-def data_dim(trace: poutine.Trace) -> int:
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            for frame in site["cond_indep_stack"]:
-                if frame.name == "data":
-                    return frame.dim
-    raise ValueError(
-        "log_marginal needs the model to observe its data inside pyro.plate('data', N)"
-    )
-
-
-def _site_log_probs(trace: poutine.Trace, skip_enumerated: bool = False) -> list[torch.Tensor]:
-    out = []
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        if skip_enumerated and site["infer"].get("_enumerate_dim") is not None:
-            continue
-        if not any(f.name == "data" for f in site["cond_indep_stack"]):
-            raise ValueError(
-                f"site {name!r} lies outside pyro.plate('data'): a per-example log p(x) needs "
-                "every latent and observed site inside the data plate (global parameters "
-                "belong in modules or pyro.param)"
-            )
-        out.append(site["fn"].log_prob(site["value"]) * site["scale"])
-    return out
-
-
 def log_importance_weights(
     model: Callable,
     guide: Callable,
@@ -163,14 +145,17 @@ def log_importance_weights(
     particles: int,
     nesting: int | None = None,
     proposal: str = "guide",
+    allow_global: bool = False,
 ) -> torch.Tensor:
-    """log w = log p(x, z) - log r(z | x) for ``particles`` draws per example: (B, particles).
+    """log w = log p(x, z) - log r(z | x) for ``particles`` draws per example: (B, particles),
+    with enumerated sites summed exactly (:mod:`pyrovae.infer.weights`).
 
     One vectorized pass: both programs run inside a particle plate left of their own
     plates (``nesting`` deep; traced once when not given). Differentiable (reparameterised
-    draws), so the IWAE objective is built on it.
+    draws), so the IWAE objective is built on it. ``allow_global`` conditions on global
+    latents instead of refusing them (the weights then estimate the posterior predictive).
     """
-    return importance_pass(model, guide, args, particles, nesting, proposal)[0]
+    return importance_pass(model, guide, args, particles, nesting, proposal, allow_global)[0]
 
 
 def importance_pass(
@@ -180,22 +165,40 @@ def importance_pass(
     particles: int,
     nesting: int | None = None,
     proposal: str = "guide",
+    allow_global: bool = False,
 ) -> tuple[torch.Tensor, poutine.Trace]:
     """:func:`log_importance_weights` and the trace that holds the draws z (the guide's, or
     the model's under the prior proposal); a site's draws are (particles, B, ...)."""
+    return weighted_pass(model, guide, args, particles, nesting, proposal, allow_global)[:2]
+
+
+def weighted_pass(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    particles: int,
+    nesting: int | None = None,
+    proposal: str = "guide",
+    allow_global: bool = False,
+) -> tuple[torch.Tensor, poutine.Trace, WeightedSites]:
+    """:func:`importance_pass` and how each site entered the weights."""
+    if proposal not in PROPOSALS:
+        raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     if nesting is None:
         nesting = plate_nesting(model, guide, args)
-    total, trace, model_trace = _joint_log_weights(model, guide, args, particles, nesting, proposal)
-    while total.dim() > nesting + 1:  # enumerated dims, left of the particles: summed exactly
-        total = torch.logsumexp(total, dim=0)
-    lw = per_example(total, nesting, data_dim(model_trace)).expand(args[0].shape[0], particles)
-    return lw, trace
+    model_trace, guide_trace = trace_pair(
+        model, guide if proposal == "guide" else None, args, particles, nesting
+    )
+    lw, sites = log_weights_from_traces(
+        model_trace, guide_trace, nesting, args[0].shape[0], allow_global=allow_global
+    )
+    return lw, guide_trace if guide_trace is not None else model_trace, sites
 
 
 def enumerated_size(
     model: Callable, guide: Callable, args: tuple, nesting: int, proposal: str = "guide"
 ) -> int:
-    """How many joint values the enumerated sites take (1 without any, C for the class of
+    """How many values the enumerated sites hold at once (1 without any, C for the class of
     the semi-supervised VAE): a pass of :func:`log_importance_weights` holds that many
     copies of its activations. One draw, without gradients or the caller's random streams."""
     with (
@@ -203,49 +206,10 @@ def enumerated_size(
         torch.random.fork_rng(devices=initialised_cuda_devices()),
         poutine.block(),
     ):
-        total = _joint_log_weights(model, guide, args, 1, nesting, proposal)[0]
-    return math.prod(total.shape[: max(total.dim() - (nesting + 1), 0)])
-
-
-def _joint_log_weights(
-    model: Callable, guide: Callable, args: tuple, particles: int, nesting: int, proposal: str
-) -> tuple[torch.Tensor, poutine.Trace, poutine.Trace]:
-    """log p(x, z) - log r(z | x) before the enumerated dims are summed: (E..., particles,
-    [plates]), with the trace holding the draws and the model's trace."""
-    particle_dim = -(nesting + 1)
-    plate = pyro.plate("num_particles_vectorized", particles, dim=particle_dim)
-    # Sites the model (or the guide) marks for enumeration get their own dims left of the
-    # particle dim.
-    enumerated = poutine.enum(model, first_available_dim=particle_dim - 1)
-    if proposal == "guide":
-        guide_enumerated = poutine.enum(guide, first_available_dim=particle_dim - 1)
-        guide_trace = prune_subsample_sites(poutine.trace(plate(guide_enumerated)).get_trace(*args))
-        replayed = poutine.replay(plate(enumerated), trace=guide_trace)
-        model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
-        # A site the guide enumerates is summed over (with its prior), not sampled: its
-        # log q does not enter the weight.
-        terms = _site_log_probs(model_trace) + [
-            -lp for lp in _site_log_probs(guide_trace, skip_enumerated=True)
-        ]
-    else:
-        model_trace = prune_subsample_sites(poutine.trace(plate(enumerated)).get_trace(*args))
-        # Under the prior proposal p(z) / r(z) = 1: observations and enumerated sites remain.
-        terms = [
-            site["fn"].log_prob(site["value"]) * site["scale"]
-            for site in model_trace.nodes.values()
-            if site["type"] == "sample"
-            and (site["is_observed"] or site["infer"].get("_enumerate_dim") is not None)
-        ]
-    return sum(terms), guide_trace if proposal == "guide" else model_trace, model_trace
-
-
-def per_example(total: torch.Tensor, nesting: int, data_plate_dim: int) -> torch.Tensor:
-    """Log-densities shaped (K, [plates]) -> (B, K): sum every plate but "data" per example."""
-    total = total.reshape((1,) * (nesting + 1 - total.dim()) + tuple(total.shape))
-    for dim in range(-nesting, 0):  # other plates (e.g. pixels) belong to the example
-        if dim != data_plate_dim:
-            total = total.sum(dim, keepdim=True)
-    return total.reshape(total.shape[0], -1).transpose(0, 1)
+        model_trace, guide_trace = trace_pair(
+            model, guide if proposal == "guide" else None, args, 1, nesting
+        )
+    return enumerated_values(model_trace, guide_trace, nesting)
 
 
 @torch.no_grad()
@@ -282,6 +246,15 @@ def log_marginal(
 
     Returns:
         A :class:`LogMarginal`: ``log_likelihood``, ``stderr``, ``ess``, ``khat``, each (N,).
+        With global latents (sites outside the data plate, drawn by the guide) it estimates
+        the per-example log posterior predictive density log E_{q(theta)} p(x_n | theta),
+        each particle drawing its own theta_k ~ q(theta) and importance-sampling the local
+        latents given it; ``estimand`` and ``global_sites`` say so.
+
+    Raises:
+        ValueError: for what cannot be estimated per example (an observation outside the
+            data plate, an enumerated global site, sequential enumeration, global latents
+            under the prior proposal), naming the site.
     """
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
@@ -290,6 +263,7 @@ def log_marginal(
     probe = next(iter(make_batches(x, 2, shuffle=False, device=device)))
     dim = probe[0][0].numel()
     nesting = plate_nesting(model, guide, probe)
+    sites = _probe_sites(model, guide, probe, nesting, proposal)
     if max_elements is None:
         max_elements = default_max_elements(device)
     # Numbers per particle and example in a pass: D activations for each enumerated value.
@@ -316,7 +290,9 @@ def log_marginal(
                 k = min(particle_chunk, num_samples - start)
                 # Pyro's argument checks on the first pass only: the later ones repeat them.
                 with pyro.validation_enabled(validate and not seen and not start):
-                    weights = log_importance_weights(model, guide, args, k, nesting, proposal)
+                    weights = log_importance_weights(
+                        model, guide, args, k, nesting, proposal, allow_global=True
+                    )
                 chunks.append(weights)
             log_weights = torch.cat(chunks, dim=-1).double()
             stats = (*weight_statistics(log_weights), log_weights.mean(-1))
@@ -343,4 +319,19 @@ def log_marginal(
         log_weights=torch.cat(kept) if keep_log_weights else None,
         worst_index=worst_index,
         worst_log_weights=worst,
+        estimand="log posterior predictive" if sites.global_latents else "log p(x)",
+        global_sites=tuple(sites.global_latents),
     )
+
+
+def _probe_sites(
+    model: Callable, guide: Callable, args: tuple, nesting: int, proposal: str
+) -> WeightedSites:
+    """How the sites enter the weights, from one draw outside the caller's random streams
+    (and the refusals of :func:`~pyrovae.infer.weights.classify_sites`, before any pass)."""
+    with (
+        torch.no_grad(),
+        torch.random.fork_rng(devices=initialised_cuda_devices()),
+        poutine.block(),
+    ):
+        return weighted_pass(model, guide, args, 1, nesting, proposal, allow_global=True)[2]

@@ -30,8 +30,9 @@ from pyro import poutine
 from pyro.infer import ELBO
 from pyro.poutine.util import prune_subsample_sites
 
-from .importance import data_dim, log_importance_weights, per_example, plate_nesting
+from .importance import log_importance_weights, plate_nesting
 from .loss_from_differentiable import LossFromDifferentiableLoss
+from .weights import PARTICLES, log_weights_from_traces
 
 
 class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO, TraceEnum_ELBO
@@ -74,7 +75,7 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
             raise TypeError("dreg=True needs the guide to be a torch.nn.Module (a PyroModule)")
         k = self.num_particles
         particle_dim = -(self._nesting_for(model, guide, args) + 1)
-        plate = pyro.plate("num_particles_vectorized", k, dim=particle_dim)
+        plate = pyro.plate(PARTICLES, k, dim=particle_dim)
         guide_trace = prune_subsample_sites(poutine.trace(plate(guide)).get_trace(*args))
         fixed = {name: p.detach() for name, p in guide.named_parameters()}
 
@@ -85,8 +86,15 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
             """log p(x, z) - log q_{fixed phi}(z | x) at the draws in ``trace``: (B, K)."""
             q = poutine.trace(poutine.replay(plate(fixed_guide), trace=trace)).get_trace(*args)
             p = poutine.trace(poutine.replay(plate(model), trace=trace)).get_trace(*args)
-            p_lw = _per_example(prune_subsample_sites(p), particle_dim)
-            return p_lw - _per_example(prune_subsample_sites(q), particle_dim)
+            q, p = prune_subsample_sites(q), prune_subsample_sites(p)
+            lw, sites = log_weights_from_traces(p, q, -particle_dim - 1, args[0].shape[0])
+            if sites.enumerated or sites.prior_drawn:
+                raise ValueError(
+                    "dreg=True needs every latent site drawn by the guide by "
+                    "reparameterisation; the model has sites the guide does not draw "
+                    f"({sites.enumerated + sites.prior_drawn}): train with dreg=False"
+                )
+            return lw
 
         detached = guide_trace.copy()  # shallow: give each site its own dict
         for name, site in guide_trace.nodes.items():
@@ -99,12 +107,3 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
         value = (torch.logsumexp(lw_z.detach(), -1) - math.log(k)).sum()
         return -(value + surrogate - surrogate.detach())
 
-
-def _per_example(trace: poutine.Trace, particle_dim: int) -> torch.Tensor:
-    """Sum every sample site's log-density into a (B, K) tensor (data plate, particles)."""
-    terms = [
-        site["fn"].log_prob(site["value"]) * site["scale"]
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-    ]
-    return per_example(sum(terms), -particle_dim - 1, data_dim(trace))
