@@ -209,9 +209,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
     fit.add_argument(
         "--objective",
-        choices=[o for o in OBJECTIVES if o != "enum"],  # enum: for models that enumerate
+        choices=["auto", *OBJECTIVES],
         default=DEFAULTS.objective,
-        help="elbo: Pyro's Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: the "
+        help="auto: enum when the program enumerates a site (or leaves a discrete latent to "
+        "the model), elbo otherwise; elbo: Pyro's Trace_ELBO; meanfield: TraceMeanField_ELBO "
+        "(analytic KL); enum: TraceEnum_ELBO (enumerated sites summed exactly); iwae: the "
         "importance-weighted bound with K = --particles (Burda et al. 2016)",
     )
     fit.add_argument(

@@ -32,7 +32,7 @@ class TrainConfig:
     likelihood: str = "auto"
     binarize: str = "auto"
     beta: float = 1.0
-    objective: str = "elbo"
+    objective: str = "auto"  # resolved from the program when training starts
     num_particles: int = 1
     dreg: bool = False
     capture: bool = True

@@ -191,6 +191,8 @@ def train(
         device=config.device,
         capture=config.capture,
     )
+    if isinstance(trainer.objective, str):
+        config.objective = trainer.objective  # "auto" resolved from the program
     if state is not None:
         trainer.load_state_dict(state)
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")

@@ -59,7 +59,9 @@ class SSVAEGuide(LocalPyroModule):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The most probable class under q(y | x): (N,) int64."""
+        """The most probable class under q(y | x): (N,) int64. The same as
+        ``pyrovae.infer.discrete.assign(model, guide, x)["y"]`` (``temperature=1`` there
+        draws y from q(y | x) instead)."""
         return self.class_logits(x).argmax(-1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,11 +1,13 @@
 """Inference: SVI training, objectives, minibatching."""
 
 from .batches import InterleavedBatches, SemiSupervisedData, TensorBatches, make_batches
+from .discrete import assign
 from .em import EMHistory, em, fit_mixture
 from .fit import History, Trainer, TrainingDiverged, collect_params, evaluate_elbo, fit
 from .importance import LogMarginal, log_importance_weights, log_marginal
 from .iwae import IWAE_ELBO
 from .objectives import OBJECTIVES, evaluation_objective, make_objective
+from .program import ProgramReport, check_program, choose_objective
 from .scale import SiteScaleMessenger, scale_latents
 from .semisupervised import SemiSupervisedELBO, balanced_label_indices, split_labeled
 
@@ -14,6 +16,7 @@ __all__ = [
     "IWAE_ELBO",
     "InterleavedBatches",
     "OBJECTIVES",
+    "ProgramReport",
     "LogMarginal",
     "History",
     "SemiSupervisedData",
@@ -22,7 +25,10 @@ __all__ = [
     "TensorBatches",
     "Trainer",
     "TrainingDiverged",
+    "assign",
     "balanced_label_indices",
+    "check_program",
+    "choose_objective",
     "collect_params",
     "em",
     "evaluate_elbo",

@@ -25,6 +25,7 @@ from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .importance import initialised_cuda_devices
 from .objectives import evaluation_objective, make_objective
+from .program import check_program, choose_objective, enumerate_sites
 from .scale import scale_latents
 
 Callback = Callable[["Trainer"], None]
@@ -52,7 +53,8 @@ def collect_params(
     """
     params: dict[int, torch.Tensor] = {}
     for program in (model, guide):
-        program = getattr(program, "__wrapped__", program)  # see through scale_latents
+        while hasattr(program, "__wrapped__"):  # see through scale_latents, enumerate_sites
+            program = program.__wrapped__
         if isinstance(program, torch.nn.Module):
             params.update((id(p), p) for p in program.parameters())
     store = pyro.get_param_store()
@@ -101,7 +103,11 @@ class Trainer:
         batch_size, lr: minibatch size and Adam's learning rate.
         optimizer: ``callable(params) -> torch.optim.Optimizer``; by default Adam(lr) in
             its fused form (one kernel for all parameters) where torch has it.
-        objective: ``"elbo"``, ``"meanfield"``, ``"enum"``, ``"iwae"`` or a ``pyro.infer.ELBO``.
+        objective: ``"auto"`` (the default: ``"enum"`` when the program enumerates a site,
+            ``"elbo"`` otherwise; :func:`~pyrovae.infer.program.choose_objective`),
+            ``"elbo"``, ``"meanfield"``, ``"enum"``, ``"iwae"`` or a ``pyro.infer.ELBO``.
+            The pair is checked against pyrovae's contract on the first batch
+            (:func:`~pyrovae.infer.program.check_program`) before anything trains.
         num_particles: samples per example in the training estimate (vectorized); K of IWAE.
         dreg: doubly reparameterised guide gradients for ``"iwae"`` (Tucker et al. 2019).
         transform: applied to each training batch's x, e.g. dynamic binarization.
@@ -130,7 +136,7 @@ class Trainer:
         batch_size: int = 128,
         lr: float = 1e-3,
         optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
-        objective: str | ELBO = "elbo",
+        objective: str | ELBO = "auto",
         num_particles: int = 1,
         dreg: bool = False,
         transform: Transform | None = None,
@@ -145,17 +151,25 @@ class Trainer:
         if seed is not None:
             pyro.set_rng_seed(seed)
         self.model, self.guide = model, guide
-        scales = getattr(model, "latent_scales", {}) or {}
-        self._model, self._guide = scale_latents(model, guide, scales)
-        self.objective = objective
-        self.elbo = make_objective(objective, num_particles, dreg)
-        # The test ELBO: unweighted, one particle, the plain ELBO for IWAE (or the user's ELBO).
-        self.test_elbo = evaluation_objective(objective)
         self.device = device
         generator = torch.Generator(device=device or "cpu")
         generator.manual_seed(seed if seed is not None else torch.initial_seed())
         self.generator = generator
         self.batches = make_batches(data, batch_size, True, generator, transform, device)
+        #: How the program's sites are treated, from a check of the first batch.
+        self.program = check_program(model, guide, self.batches.peek())
+        objective = choose_objective(objective, self.program)
+        # Discrete latents the guide leaves to the model, unmarked: summed, as log_marginal
+        # sums them, rather than sampled by TraceEnum_ELBO from their prior.
+        self._eval_model = enumerate_sites(model, self.program.unmarked_discrete)
+        scales = getattr(model, "latent_scales", {}) or {}
+        self._model, self._guide = scale_latents(self._eval_model, guide, scales)
+        #: The objective trained with: a name of OBJECTIVES ("auto" resolved) or an ELBO.
+        self.objective = objective
+        nesting = self.program.nesting
+        self.elbo = make_objective(objective, num_particles, dreg, nesting)
+        # The test ELBO: unweighted, one particle, the plain ELBO for IWAE (or the user's ELBO).
+        self.test_elbo = evaluation_objective(objective, nesting)
         self.test_data = test_data
         self.metrics = list(metrics)
         self.callbacks = list(callbacks)
@@ -225,7 +239,7 @@ class Trainer:
                 }
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
-                        self.model,
+                        self._eval_model,
                         self.guide,
                         self.test_data,
                         objective=self.test_elbo,

@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .psis import pareto_khat
-from .weights import WeightedSites, enumerated_values, log_weights_from_traces, trace_pair
+from .weights import (
+    WeightedSites,
+    classify_sites,
+    enumerated_values,
+    log_weights_from_traces,
+    trace_pair,
+)
 
 PROPOSALS = ("guide", "prior")
 
@@ -263,11 +269,11 @@ def log_marginal(
     probe = next(iter(make_batches(x, 2, shuffle=False, device=device)))
     dim = probe[0][0].numel()
     nesting = plate_nesting(model, guide, probe)
-    sites = _probe_sites(model, guide, probe, nesting, proposal)
+    sites, values = _probe(model, guide, probe, nesting, proposal)
     if max_elements is None:
         max_elements = default_max_elements(device)
     # Numbers per particle and example in a pass: D activations for each enumerated value.
-    per_draw = max(dim, 64) * enumerated_size(model, guide, probe, nesting, proposal)
+    per_draw = max(dim, 64) * values
     if batch_size is None:
         batch_size = max(1, min(1000, max_elements // (num_samples * 4), max_elements // per_draw))
     if particle_chunk is None:
@@ -324,14 +330,19 @@ def log_marginal(
     )
 
 
-def _probe_sites(
+def _probe(
     model: Callable, guide: Callable, args: tuple, nesting: int, proposal: str
-) -> WeightedSites:
-    """How the sites enter the weights, from one draw outside the caller's random streams
-    (and the refusals of :func:`~pyrovae.infer.weights.classify_sites`, before any pass)."""
+) -> tuple[WeightedSites, int]:
+    """How the sites enter the weights (refusing, before any pass, what they cannot hold:
+    :func:`~pyrovae.infer.weights.classify_sites`) and how many enumerated values a pass
+    holds (:func:`enumerated_size`), from one draw outside the caller's random streams."""
     with (
         torch.no_grad(),
         torch.random.fork_rng(devices=initialised_cuda_devices()),
         poutine.block(),
     ):
-        return weighted_pass(model, guide, args, 1, nesting, proposal, allow_global=True)[2]
+        model_trace, guide_trace = trace_pair(
+            model, guide if proposal == "guide" else None, args, 1, nesting
+        )
+        sites = classify_sites(model_trace, guide_trace, allow_global=True)
+    return sites, enumerated_values(model_trace, guide_trace, nesting)

@@ -106,4 +106,3 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
         surrogate = (w * lw_fixed_z).sum() + (w.pow(2) * (lw_z - lw_fixed_z)).sum()
         value = (torch.logsumexp(lw_z.detach(), -1) - math.log(k)).sum()
         return -(value + surrogate - surrogate.detach())
-

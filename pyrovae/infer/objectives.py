@@ -3,6 +3,8 @@
 All are Monte Carlo estimates of (minus) the evidence lower bound
 ELBO(x) = E_q[log p(x, z) - log q(z | x)] <= log p(x); they differ in how:
 
+- ``"auto"`` (:func:`~pyrovae.fit`'s default): ``"enum"`` when the program enumerates a
+  site, ``"elbo"`` otherwise (:func:`~pyrovae.infer.program.choose_objective`).
 - ``"elbo"``: :class:`~pyro.infer.Trace_ELBO`, the score-function/reparameterised estimator.
 - ``"meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL terms where the
   prior and guide allow it (lower variance, same expectation).
@@ -27,11 +29,20 @@ OBJECTIVES = {
 
 
 def make_objective(
-    objective: str | ELBO = "elbo", num_particles: int = 1, dreg: bool = False
+    objective: str | ELBO = "elbo",
+    num_particles: int = 1,
+    dreg: bool = False,
+    max_plate_nesting: int | None = None,
 ) -> ELBO:
-    """An ELBO instance from a name in :data:`OBJECTIVES`, or the instance given."""
+    """An ELBO instance from a name in :data:`OBJECTIVES`, or the instance given;
+    ``max_plate_nesting`` (known from a checked program) spares Pyro's guess."""
     if isinstance(objective, ELBO):
         return objective
+    if objective == "auto":
+        raise ValueError(
+            "objective 'auto' is read from a program: pass it to fit / Trainer, or resolve it "
+            "with pyrovae.infer.program.choose_objective(objective, check_program(...))"
+        )
     if objective not in OBJECTIVES:
         raise ValueError(
             f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)} "
@@ -43,10 +54,13 @@ def make_objective(
         return IWAE_ELBO(num_particles=num_particles, dreg=dreg)
     if dreg:
         raise ValueError("dreg=True goes with the 'iwae' objective")
-    return OBJECTIVES[objective](num_particles=num_particles, vectorize_particles=num_particles > 1)
+    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+    return OBJECTIVES[objective](
+        num_particles=num_particles, vectorize_particles=num_particles > 1, **nesting
+    )
 
 
-def evaluation_objective(objective: str | ELBO) -> ELBO:
+def evaluation_objective(objective: str | ELBO, max_plate_nesting: int | None = None) -> ELBO:
     """The objective a test ELBO is measured with: the same family with one particle, and
     the plain ELBO (Trace_ELBO) for an IWAE-trained pair and the ELBO without its
     classification term for a semi-supervised pair, so runs with different objectives
@@ -55,4 +69,4 @@ def evaluation_objective(objective: str | ELBO) -> ELBO:
         return Trace_ELBO()
     if isinstance(objective, SemiSupervisedELBO):  # the ELBO without the classification term
         return TraceEnum_ELBO(max_plate_nesting=objective.max_plate_nesting)
-    return make_objective(objective)
+    return make_objective(objective, max_plate_nesting=max_plate_nesting)

@@ -82,19 +82,42 @@ def trace_pair(
     """Run the guide (None: the prior is the proposal) and the model against it, both in a
     particle plate of ``particles`` left of their ``nesting`` plates, with parallel
     enumeration allocated as ``TraceEnum_ELBO`` allocates it: the guide's enumerated dims
-    first, left of the particle dim, then the model's further left."""
+    first, left of the particle dim, then the model's further left. Discrete model latents
+    that the guide does not sample are enumerated even when unmarked
+    (:func:`mark_for_enumeration`), so they are summed, never drawn blindly from the prior."""
     particle_dim = -(nesting + 1)
     plate = pyro.plate(PARTICLES, particles, dim=particle_dim)
     if guide is None:
+        model = mark_for_enumeration(model, lambda name: True)
         model_enum = EnumMessenger(first_available_dim=particle_dim - 1)
         trace = poutine.trace(model_enum(plate(model))).get_trace(*args)
         return prune_subsample_sites(trace), None
     guide_enum = EnumMessenger(first_available_dim=particle_dim - 1)
     model_enum = EnumMessenger()  # continues the allocator where the guide left it
     guide_trace = prune_subsample_sites(poutine.trace(guide_enum(plate(guide))).get_trace(*args))
+    model = mark_for_enumeration(model, lambda name: name not in guide_trace.nodes)
     replayed = poutine.replay(model_enum(plate(model)), trace=guide_trace)
     model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
     return model_trace, guide_trace
+
+
+def mark_for_enumeration(program: Callable, chosen: Callable[[str], bool]) -> Callable:
+    """``program`` with each unobserved, unmarked sample site whose distribution can be
+    enumerated and whose name ``chosen`` accepts marked ``infer={"enumerate": "parallel"}``,
+    and flagged ``"_auto_enumerated"`` so reports can tell it from the user's own marks."""
+
+    def config(msg: dict) -> dict:
+        fn = msg["fn"]
+        if (
+            msg["is_observed"]
+            or msg["infer"].get("enumerate") is not None
+            or not getattr(fn, "has_enumerate_support", False)
+            or not chosen(msg["name"])
+        ):
+            return {}
+        return {"enumerate": "parallel", "_auto_enumerated": True}
+
+    return poutine.infer_config(program, config)
 
 
 def classify_sites(

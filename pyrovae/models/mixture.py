@@ -43,10 +43,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import infer_discrete
 from torch import nn
 
 from ..distributions import CholeskyNormal, DiagonalNormal
+from ..infer.discrete import assign as assign_discrete
 from ..infer.em import MixtureStatistics, mixture_m_step, mixture_statistics
 from ..infer.kmeans import chunk_rows, kmeans_plusplus, squared_distances
 from ..module import LocalPyroModule
@@ -319,16 +319,15 @@ class GaussianMixture(LocalPyroModule):
 
     @torch.no_grad()
     def assign(self, x: torch.Tensor, temperature: int = 0) -> torch.Tensor:
-        """z_n for rows x (N, D) by ``infer_discrete``: the MAP argmax_k r_nk with temperature 0,
-        a draw from p(z_n | x_n) with temperature 1. Returns (N,) long."""
-        if self.num_components == 1:  # nothing to choose (infer_discrete warns on it)
-            return torch.zeros(x.shape[0], dtype=torch.long, device=self.loc.device)
-        program = infer_discrete(self, first_available_dim=-2, temperature=temperature)
-        out = []
-        for chunk in self.chunks(x):
-            with poutine.block():
-                out.append(poutine.trace(program).get_trace(chunk).nodes["z"]["value"])
-        return torch.cat(out)
+        """z_n for rows x (N, D) by :func:`pyrovae.infer.discrete.assign` (``infer_discrete``
+        on this program with the empty guide): the MAP argmax_k r_nk with temperature 0, a
+        draw from p(z_n | x_n) with temperature 1. Returns (N,) long."""
+        return torch.cat(
+            [
+                assign_discrete(self, empty_guide, chunk, temperature, batch_size=len(chunk))["z"]
+                for chunk in self.chunks(x)
+            ]
+        )
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """MAP assignments argmax_k p(z_n = k | x_n) (N,)."""

@@ -146,17 +146,58 @@ def test_vector_observations_and_weights_are_per_example():
     assert lw.shape == (5, 7)
 
 
-def test_a_latent_outside_the_data_plate_is_refused(x):
+def test_a_global_latent_gives_the_log_posterior_predictive():
+    """mu ~ N(0, 1) global, z_n ~ N(mu, 1), x_n ~ N(z_n, s^2). With q(mu) = N(m, v) and
+    q(z_n | x_n, mu) the exact conditional posterior, each weight is p(x_n | mu_k) =
+    N(x_n; mu_k, 1 + s^2), so the estimate must be the posterior predictive under q,
+    log N(x_n; m, 1 + s^2 + v), within its Monte Carlo error: not log p(x_n)."""
+    torch.set_default_dtype(torch.float64)
+    s, m, v = 0.5, 1.5, 0.3**2
+    x = torch.tensor([-1.0, 0.5, 2.0, 4.0])
+
+    def global_model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("x", dist.Normal(z, s), obs=x)
+
+    def global_guide(x):
+        mu = pyro.sample("mu", dist.Normal(m, math.sqrt(v)))
+        with pyro.plate("data", x.shape[0]):
+            mean = (mu * s**2 + x) / (1 + s**2)
+            pyro.sample("z", dist.Normal(mean, math.sqrt(s**2 / (1 + s**2))))
+
+    k = 4000
+    result = log_marginal(global_model, global_guide, x, num_samples=k, progress=False)
+    assert result.estimand == "log posterior predictive"
+    assert result.global_sites == ("mu",)
+    assert result.summary()["estimand"] == "log posterior predictive"
+    exact = dist.Normal(m, math.sqrt(1 + s**2 + v)).log_prob(x)
+    # The weights are a smooth function of one Gaussian draw: the delta-method error holds;
+    # compare it with its own closed form, sd(w) / (sqrt(K) E w) for w = N(x; mu, 1 + s^2).
+    mu = torch.distributions.Normal(m, math.sqrt(v)).sample((200_000,))
+    w = dist.Normal(mu[:, None], math.sqrt(1 + s**2)).log_prob(x).exp()
+    expected_se = w.std(0) / (math.sqrt(k) * w.mean(0))
+    torch.testing.assert_close(result.stderr, expected_se, rtol=0.15, atol=0)
+    assert ((result.log_likelihood - exact).abs() < 4 * expected_se + 1e-3).all()
+    # log p(x_n) under the prior differs by far more than the error: a different quantity.
+    prior_marginal = dist.Normal(0.0, math.sqrt(2 + s**2)).log_prob(x)
+    assert ((result.log_likelihood - prior_marginal).abs() > 20 * expected_se).any()
+    with pytest.raises(ValueError, match="'mu' is a global latent.*proposal='guide'"):
+        log_marginal(global_model, global_guide, x, proposal="prior", progress=False)
+
+
+def test_a_global_latent_the_guide_does_not_sample_is_refused(x):
     def global_model(x):
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
 
-    def global_guide(x):
-        pyro.sample("mu", dist.Normal(0.0, 1.0))
+    def empty(x):
+        pass
 
-    with pytest.raises(ValueError, match="outside pyro.plate\\('data'\\)"):
-        log_marginal(global_model, global_guide, x, num_samples=4, progress=False)
+    with pytest.raises(ValueError, match="'mu' is a global latent .* the guide does not"):
+        log_marginal(global_model, empty, x, num_samples=4, progress=False)
 
 
 def test_bad_arguments_are_explained(x):

@@ -1,0 +1,143 @@
+"""What a (model, guide) pair is, read from one trace: checked at the first step of ``fit``.
+
+pyrovae's contract for any Pyro program (DESIGN.md): the model observes its data inside
+``pyro.plate("data", B)`` over the batch's B examples; every site the guide samples is a
+latent site of the model; discrete latents the guide does not sample are summed out by
+enumeration; latents outside the data plate are global and drawn by the guide.
+:func:`check_program` traces the pair once on a batch and refuses, with the fix, what
+training would otherwise run with and :func:`~pyrovae.log_marginal` or the figures would
+refuse (or get wrong) later. :func:`choose_objective` reads the objective from the program:
+``TraceEnum_ELBO`` when a site is enumerated, ``Trace_ELBO`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import torch
+from pyro import poutine
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from .importance import initialised_cuda_devices, plate_nesting
+from .weights import DATA, WeightedSites, classify_sites, mark_for_enumeration, trace_pair
+
+SUMMING_OBJECTIVES = ("enum", "iwae")
+
+
+@dataclass
+class ProgramReport:
+    """The sites of a checked pair, by how inference treats them (site names)."""
+
+    sites: WeightedSites
+    #: How many plates deep the programs go (TraceEnum_ELBO's max_plate_nesting).
+    nesting: int = 0
+    #: Marked ``infer={"enumerate": "parallel"}`` in the model, absent from the guide.
+    model_enumerated: list[str] = field(default_factory=list)
+    #: Enumerated by the guide (the semi-supervised VAE's class y).
+    guide_enumerated: list[str] = field(default_factory=list)
+    #: Discrete model latents the guide does not sample and the model does not mark:
+    #: pyrovae enumerates them (:func:`enumerate_sites`) rather than sample them blindly.
+    unmarked_discrete: list[str] = field(default_factory=list)
+
+    @property
+    def enumerated(self) -> list[str]:
+        return self.model_enumerated + self.guide_enumerated + self.unmarked_discrete
+
+
+def check_program(model: Callable, guide: Callable, args: tuple) -> ProgramReport:
+    """Trace the pair once on ``args`` (a batch: x is ``args[0]``, (B, ...)) and refuse
+    what breaks the contract, naming the site or plate and the fix.
+
+    Raises:
+        ValueError: no plate named ``"data"``; a data plate whose size is not the batch's;
+            a guide site the model lacks; an observation outside the data plate; an
+            enumerated site outside the data plate; sequential enumeration; a global latent
+            the guide does not sample.
+    """
+    batch = args[0].shape[0]
+    nesting = plate_nesting(model, guide, args)
+    devices = initialised_cuda_devices()
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), poutine.block():
+        model_trace, guide_trace = trace_pair(model, guide, args, 1, nesting)
+    for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            for frame in site["cond_indep_stack"]:
+                if frame.name == DATA and frame.size != batch:
+                    raise ValueError(
+                        f"the {who}'s pyro.plate('data') has size {frame.size} at site "
+                        f"{name!r}, but the batch has {batch} examples: pyrovae passes "
+                        "minibatches, so size the plate from the data, "
+                        "pyro.plate('data', x.shape[0])"
+                    )
+    if not any(
+        f.name == DATA
+        for site in model_trace.nodes.values()
+        if site["type"] == "sample"
+        for f in site["cond_indep_stack"]
+    ):
+        raise ValueError(
+            "the model has no pyro.plate('data', N): pyrovae needs the examples' plate named "
+            "'data' (with pyro.plate('data', x.shape[0]): ... around the observation) to "
+            "train on minibatches and give per-example numbers; rename your data plate"
+        )
+    sites = classify_sites(model_trace, guide_trace, allow_global=True)
+    report = ProgramReport(sites, nesting)
+    for name in sites.enumerated:
+        if name in guide_trace.nodes:
+            report.guide_enumerated.append(name)
+        elif model_trace.nodes[name]["infer"].get("_auto_enumerated"):
+            report.unmarked_discrete.append(name)
+        else:
+            report.model_enumerated.append(name)
+    return report
+
+
+def choose_objective(objective: str | ELBO, report: ProgramReport) -> str | ELBO:
+    """The objective to train with: ``"auto"`` becomes ``"enum"`` (TraceEnum_ELBO) when a
+    site is enumerated and ``"elbo"`` (Trace_ELBO) otherwise. An objective that would
+    sample an enumerated site, or weigh a global latent per example, is refused."""
+    enumerated = report.enumerated
+    if isinstance(objective, str) and objective == "auto":
+        return "enum" if enumerated else "elbo"
+    samples_sites = (isinstance(objective, str) and objective in ("elbo", "meanfield")) or (
+        isinstance(objective, Trace_ELBO | TraceMeanField_ELBO)
+    )
+    if enumerated and samples_sites:
+        raise ValueError(
+            f"the program enumerates {enumerated} (marked for enumeration, enumerated by the "
+            "guide, or discrete and absent from the guide), but this objective would sample "
+            "them instead of summing them: train with objective='enum' (TraceEnum_ELBO), "
+            "or 'auto', which picks it (--objective enum or auto)"
+        )
+    if report.sites.global_latents and isinstance(objective, str) and objective == "iwae":
+        raise ValueError(
+            f"the program has global latents {report.sites.global_latents} (outside "
+            "pyro.plate('data')): the importance-weighted bound is per example and cannot "
+            "weigh them; train with objective='elbo' or 'auto'"
+        )
+    return objective
+
+
+def enumerate_sites(program: Callable, names: Collection[str]) -> Callable:
+    """``program`` with the named sample sites marked ``infer={"enumerate": "parallel"}``
+    (what ``config_enumerate`` does, for these sites only)."""
+    if not names:
+        return program
+    marked = mark_for_enumeration(program, lambda name: name in names)
+
+    def enumerated(*args, **kwargs):
+        return marked(*args, **kwargs)
+
+    enumerated.__wrapped__ = program  # type: ignore[attr-defined]
+    return enumerated
+
+
+__all__ = [
+    "ProgramReport",
+    "check_program",
+    "choose_objective",
+    "enumerate_sites",
+]
