@@ -56,10 +56,18 @@ def check_program(model: Callable, guide: Callable, args: tuple) -> ProgramRepor
             the guide does not sample.
     """
     batch = args[0].shape[0]
-    nesting = plate_nesting(model, guide, args)
+    try:
+        nesting = plate_nesting(model, guide, args)
+    except ValueError as error:
+        _explain_plate_error(error, batch)
+        raise
     devices = initialised_cuda_devices()
-    with torch.no_grad(), torch.random.fork_rng(devices=devices), poutine.block():
-        model_trace, guide_trace = trace_pair(model, guide, args, 1, nesting)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), poutine.block():
+            model_trace, guide_trace = trace_pair(model, guide, args, 1, nesting)
+    except ValueError as error:
+        _explain_plate_error(error, batch)
+        raise
     for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
         for name, site in trace.nodes.items():
             if site["type"] != "sample":
@@ -93,6 +101,17 @@ def check_program(model: Callable, guide: Callable, args: tuple) -> ProgramRepor
         else:
             report.model_enumerated.append(name)
     return report
+
+
+def _explain_plate_error(error: ValueError, batch: int) -> None:
+    """Pyro's shape error inside the data plate, said with pyrovae's fix."""
+    if "inside plate('data')" in str(error):
+        first_line = str(error).splitlines()[0]
+        raise ValueError(
+            f"{first_line}: the batch has {batch} examples, and pyrovae passes minibatches, "
+            "so size the data plate from the data, pyro.plate('data', x.shape[0]), and "
+            "shape each site's batch dims from x"
+        ) from error
 
 
 def choose_objective(objective: str | ELBO, report: ProgramReport) -> str | ELBO:
