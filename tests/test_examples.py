@@ -66,3 +66,25 @@ def test_train_ssvae_writes_its_figures_and_compares_with_the_classifier_alone(t
         out, {"elbo.png", "accuracy.png", "confusion.png", "conditional.png", "analogies.png"}
     )
     assert "30 labelled" in stdout and "the classifier alone on the 30 labels" in stdout
+
+
+def test_hmm_sums_its_states_exactly_and_decodes_them(tmp_path):
+    out = tmp_path / "hmm"
+    stdout = run(
+        "hmm.py",
+        *("--sequences", "100", "--length", "8", "--epochs", "3", "--quiet", "--out", str(out)),
+        cwd=tmp_path,
+    )
+    assert_figures(out, {"elbo.png", "viterbi.png"})
+    assert "objective read from the program: enum" in stdout
+    numbers = {
+        line.split(":")[0]: float(line.split(":")[1].split()[0])
+        for line in stdout.splitlines()
+        if line.startswith(("test log p(x)", "largest per-sequence"))
+    }
+    # log_marginal's exact sum equals the forward algorithm written by hand (float32).
+    assert numbers["largest per-sequence difference"] < 1e-3
+    assert numbers["test log p(x), log_marginal"] == pytest.approx(
+        numbers["test log p(x), forward algorithm by hand"], abs=1e-3
+    )
+    assert "(standard error 0.0e+00)" in stdout

@@ -42,7 +42,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.distributions import kl_divergence
 from torch.func import functional_call
@@ -196,6 +196,10 @@ class CapturedLoss:
             self.reason = "some trained parameters live outside the model's and guide's modules"
         if enabled and not modules:
             self.reason = "the model and guide are not torch modules"
+        if enabled and isinstance(elbo, TraceEnum_ELBO):
+            # Its Dice contraction reads a mask back to Python, so a capture attempt always
+            # fails, after tracing the whole contraction (11 s for a 30-step HMM).
+            self.reason = "TraceEnum_ELBO's contraction is not capturable (it reads a mask)"
 
     @property
     def enabled(self) -> bool:
