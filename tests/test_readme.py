@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -26,6 +28,12 @@ def test_python_example_runs(tmp_path, monkeypatch):
     assert ssvae["labels"].shape == (360,)
     assert ssvae["images"].shape == (10, 64)
     assert "valid_accuracy" not in ssvae["history"][-1]  # fit alone measures no accuracy
+    hmm = next(ns for ns in namespaces if "viterbi" in ns)
+    assert hmm["exact"].stderr.abs().max() == 0  # every state summed: nothing sampled
+    assert hmm["exact"].log_likelihood.mean() == pytest.approx(
+        hmm["hmm_history"][-1]["train_elbo"], abs=0.5  # the ELBO is log p(x) itself
+    )
+    assert set(hmm["viterbi"]) == {f"s_{t}" for t in range(12)}
 
 
 def test_quick_start_is_two_commands_that_exist():

@@ -6,12 +6,34 @@ in proportion to w_k (sampling importance resampling), so ``posterior`` approxim
 p(z | x) itself rather than q; ``resample=False`` keeps the guide's draws. Groups:
 
 - ``posterior``: each latent site, dims (chain=1, draw, example, *event).
-- ``sample_stats``: ``log_weight`` of the raw guide draws, dims (chain=1, draw, example).
-- ``log_likelihood``: the observed site's importance-sampled log p(x) for every example,
-  dims (chain=1, draw=1, example) -- one estimate per example, for paired comparison of
-  two models (:func:`compare_log_likelihoods`), not for LOO.
-- ``constant_data``: per-example ``log_likelihood_stderr``, ``ess`` and ``khat``.
+- ``sample_stats``: per example (dim ``example``) ``importance_ess``, the importance effective
+  sample size 1 / sum_k wbar_k^2 of the K guide draws (wbar_k = w_k / sum_j w_j), and
+  ``importance_khat``, the Pareto k-hat of their weights (above 0.7 neither the draws nor
+  that ESS can be trusted); per draw (chain=1, draw, example) ``log_weight``, and after
+  resampling ``guide_draw``, which of the K guide draws each stored draw copies (its
+  ``log_weight`` is that guide draw's), without it ``weight``, the normalised wbar_k.
+- ``constant_data``: over all N examples (dim ``all_examples``), ``log_marginal``, the
+  importance-sampled log p(x) (or, with global latents, the log posterior predictive;
+  ``attrs["estimand"]`` says which), its ``log_likelihood_stderr``, ``ess`` and ``khat``.
 - ``observed_data``: the examples.
+
+Resampled draws are not independent: K copies of K guide draws hold about ``importance_ess``
+independent draws' worth of information, not K. They are stored with the copies of one guide
+draw next to each other, so the autocorrelation-based ``ess_bulk``, ``ess_tail`` and
+``mcse_mean`` of ``az.summary`` see the repeats instead of reporting about K: on a conjugate
+model its ``mcse_mean`` matches the actual spread of the resampled mean (the tests check it),
+which is somewhat smaller than the conservative sqrt(var / importance_ess). They remain
+per-quantity estimates made for Markov chains and go wrong where few guide draws carry the
+weight (a small ``importance_ess``, a large ``importance_khat``); ``importance_ess`` is the
+number to quote. With ``resample=False`` the draws are q's, independent, and ArviZ's
+statistics describe q, not the posterior.
+
+There is deliberately no ``log_likelihood`` group, so ``az.loo``, ``az.waic`` and
+``az.compare`` refuse the export (ArviZ's ``TypeError: log likelihood not found``) instead of
+failing inside PSIS-LOO or returning a wrong number: they need log p(x_n | theta_s) for posterior
+draws theta_s of *global* parameters, while a fitted pair has point-estimated networks and one
+estimate of log p(x_n) per example. To compare two models on the same examples, use
+:func:`compare_log_likelihoods` on their ``constant_data["log_marginal"]`` (:data:`NO_LOO`).
 """
 
 from __future__ import annotations
@@ -22,8 +44,23 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..infer.importance import LogMarginal, importance_pass, log_marginal
+from ..infer.importance import (
+    LogMarginal,
+    importance_pass,
+    initialised_cuda_devices,
+    log_marginal,
+    weight_statistics,
+)
 from .views import find_sites
+
+#: Why the export has no ``log_likelihood`` group; stored in ``constant_data.attrs["loo"]``.
+NO_LOO = (
+    "no log_likelihood group: az.loo, az.waic and az.compare need log p(x_n | theta_s) over "
+    "posterior draws theta_s of global parameters, and a fitted (model, guide) pair has point "
+    "estimates and one importance-sampled log p(x_n) per example (log_marginal here). Compare "
+    "two models on the same examples with pyrovae.diagnostics.compare_log_likelihoods(a, b) on "
+    'their constant_data["log_marginal"].'
+)
 
 
 def _arviz():
@@ -32,6 +69,14 @@ def _arviz():
         import arviz
 
     return arviz
+
+
+def resample_indices(log_weights: torch.Tensor, num_draws: int) -> torch.Tensor:
+    """Multinomial resampling: log weights (E, K) -> indices (num_draws, E) into the K draws,
+    drawn with probabilities wbar_k and sorted, so that the copies of one draw are adjacent."""
+    probs = torch.softmax(log_weights.double(), -1)
+    index = torch.multinomial(probs, num_draws, replacement=True)  # (E, num_draws)
+    return index.sort(-1).values.T
 
 
 @torch.no_grad()
@@ -50,10 +95,16 @@ def to_inference_data(
     """An ``arviz.InferenceData`` for rows ``x`` (N, D); see the module docstring.
 
     Args:
-        examples: indices of the examples whose posterior draws are kept.
+        examples: indices of the E examples whose posterior draws are kept.
         num_samples: K, importance draws per example (for the draws and for log p(x)).
-        resample: resample draws by their importance weights (True) or keep q's draws.
+        resample: resample draws by their importance weights (True) or keep q's draws. With
+            the same ``seed`` both keep the same K guide draws: a resampled draw ``k`` of example
+            ``e`` equals the guide draw ``sample_stats["guide_draw"][0, k, e]``.
         marginal: a :func:`~pyrovae.log_marginal` result for ``x`` to reuse (else computed).
+        seed: seeds the guide draws and the resampling, leaving the caller's streams alone.
+
+    The ESS beside each example's draws is ``sample_stats["importance_ess"]``; the
+    ``constant_data`` ``ess`` belongs to the separate pass that estimated ``log_marginal``.
     """
     az = _arviz()
     examples = list(examples)
@@ -61,21 +112,22 @@ def to_inference_data(
         marginal = log_marginal(model, guide, x, num_samples=num_samples, progress=progress)
     sites = find_sites(model, guide, (x[:2],))
     chosen = x[examples]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=initialised_cuda_devices()):
         torch.manual_seed(seed)
         log_weights, trace = importance_pass(model, guide, (chosen,), num_samples)
+        log_weights = log_weights.double()  # (E, K)
         latents = {
             name: site["value"]  # (K, E, *event)
             for name, site in trace.nodes.items()
             if site["type"] == "sample" and not site["is_observed"]
         }
+        columns = torch.arange(len(examples), device=log_weights.device)
         if resample:
-            probs = torch.softmax(log_weights.double(), -1)  # (E, K)
-            index = torch.multinomial(probs, num_samples, replacement=True).T  # (K, E)
-            latents = {
-                name: torch.stack([v[index[:, e], e] for e in range(len(examples))], dim=1)
-                for name, v in latents.items()
-            }
+            index = resample_indices(log_weights, num_samples)  # (K, E)
+            latents = {name: v[index, columns] for name, v in latents.items()}
+            stats = {"guide_draw": index, "log_weight": log_weights.T[index, columns]}
+        else:
+            stats = {"log_weight": log_weights.T, "weight": torch.softmax(log_weights, -1).T}
     posterior = {name: v.cpu().numpy()[None] for name, v in latents.items()}
     dims = {
         name: ["example", *[f"{name}_dim_{i}" for i in range(v.ndim - 3)]]
@@ -83,10 +135,10 @@ def to_inference_data(
     }
     idata = az.from_dict(
         posterior=posterior,
-        sample_stats={"log_weight": log_weights.T.cpu().numpy()[None]},
-        log_likelihood={sites.observed: marginal.log_likelihood.numpy()[None, None]},
+        sample_stats={name: v.cpu().numpy()[None] for name, v in stats.items()},
         observed_data={sites.observed: x.cpu().numpy()},
         constant_data={
+            "log_marginal": marginal.log_likelihood.numpy(),
             "log_likelihood_stderr": marginal.stderr.numpy(),
             "ess": marginal.ess.numpy(),
             "khat": marginal.khat.numpy(),
@@ -94,20 +146,35 @@ def to_inference_data(
         coords={"example": examples},
         dims={
             **dims,
-            "log_weight": ["example"],
-            "log_likelihood_stderr": ["all_examples"],
+            **{name: ["example"] for name in stats},
+            **{name: ["all_examples"] for name in ("log_marginal", "log_likelihood_stderr")},
             "ess": ["all_examples"],
             "khat": ["all_examples"],
             sites.observed: ["all_examples"],
         },
         attrs={"num_samples": num_samples, "resampled": int(resample), "proposal": "guide"},
     )
+    _, _, ess, khat = weight_statistics(log_weights)  # as log_marginal reports them, (E,)
+    idata.sample_stats["importance_ess"] = ("example", ess.cpu().numpy())
+    idata.sample_stats["importance_khat"] = ("example", khat.cpu().numpy())
+    idata.posterior.attrs["draws"] = (
+        f"{num_samples} draws resampled from {num_samples} guide draws by their importance "
+        "weights, copies adjacent; equally weighted, worth sample_stats.importance_ess "
+        "independent draws"
+        if resample
+        else f"{num_samples} draws of the guide q(z | x), to be weighted by sample_stats.weight"
+    )
+    idata.constant_data.attrs["estimand"] = marginal.estimand
+    idata.constant_data.attrs["loo"] = NO_LOO
     return idata
 
 
 def compare_log_likelihoods(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> dict:
     """Paired comparison of two models' per-example log p(x) (N,): mean difference a - b and
-    its standard error sd(a - b) / sqrt(N), in nats per example."""
+    its standard error sd(a - b) / sqrt(N), in nats per example.
+
+    From two exports of :func:`to_inference_data` on the same examples, pass their
+    ``constant_data["log_marginal"]``."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     return {
         "mean_difference": float(diff.mean()),
