@@ -31,7 +31,8 @@ def test_python_example_runs(tmp_path, monkeypatch):
     hmm = next(ns for ns in namespaces if "viterbi" in ns)
     assert hmm["exact"].stderr.abs().max() == 0  # every state summed: nothing sampled
     assert hmm["exact"].log_likelihood.mean() == pytest.approx(
-        hmm["hmm_history"][-1]["train_elbo"], abs=0.5  # the ELBO is log p(x) itself
+        hmm["hmm_history"][-1]["train_elbo"],
+        abs=0.5,  # the ELBO is log p(x) itself
     )
     assert set(hmm["viterbi"]) == {f"s_{t}" for t in range(12)}
 
