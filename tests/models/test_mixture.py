@@ -8,6 +8,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from contract import EnumeratedContract
 from fa_data import one_thread  # noqa: F401 - the fixture, by name
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
@@ -306,3 +307,25 @@ def test_everything_runs_on_cuda(covariance):
     assert model.responsibilities(x).device.type == "cuda"
     assert model.predict(x.cuda()).device.type == "cuda"
     assert model.sample(10)[0].device.type == "cuda"
+
+
+class MixtureContract(EnumeratedContract):
+    """GaussianMixture with its empty guide against scipy's log p(x), through the contract
+    every enumerated pair inherits (tests/contract.py); one class per covariance type."""
+
+    covariance = "full"
+
+    def make_enumerated(self):
+        model = random_model(self.covariance)
+        x = sample_blobs(30)
+        w, mu, cov = (
+            t.detach().numpy() for t in (model.weights, model.loc, model.covariance_matrix)
+        )
+        densities = [multivariate_normal(mu[j], cov[j]).logpdf(x.numpy()) for j in range(3)]
+        exact = logsumexp([np.log(w[j]) + densities[j] for j in range(3)], axis=0)
+        return model, empty_guide, x, torch.as_tensor(exact)
+
+
+for _covariance in COVARIANCE_TYPES:
+    _name = f"TestMixtureContract{_covariance.capitalize()}"
+    globals()[_name] = type(_name, (MixtureContract,), {"covariance": _covariance})
