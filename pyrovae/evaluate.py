@@ -60,6 +60,8 @@ def evaluate(
         "num_examples": len(x),
         "num_samples": num_samples,
         "proposal": "guide",
+        # "log p(x)", or with global latents "log posterior predictive" (see log_marginal).
+        "estimand": summary["estimand"],
         "test_elbo": summary["elbo"],
         "test_log_likelihood": summary["log_likelihood"],
         "test_log_likelihood_stderr": summary["log_likelihood_stderr"],

@@ -136,6 +136,13 @@ class EnumeratedContract:
         else:  # a guide equal to the posterior: one draw's ELBO is log p(x) too
             assert abs(elbo - float(exact.sum())) < 1e-6
 
+    def test_the_importance_weighted_bound_is_exact_too(self):
+        from pyrovae.infer import IWAE_ELBO
+
+        model, guide, x, exact = self.make_enumerated()
+        loss = IWAE_ELBO(num_particles=3).differentiable_loss(model, guide, x)
+        assert abs(-loss.item() - float(exact.sum())) < 1e-6
+
     def test_objective_is_read_from_the_program(self):
         import pytest
 

@@ -78,6 +78,7 @@ def test_an_enumerating_factory_trains_evaluates_plots_and_samples(tmp_path, fac
     assert config["objective"] == "enum" and metrics["objective"] == "enum"
     assert main(["evaluate", str(out), "--num-samples", "50", "--quiet"]) == 0
     report = json.loads((out / "eval.json").read_text())
+    assert report["estimand"] == "log p(x)"
     # Both estimate E_q[log sum_c p(x, c, z) - log q(z | x)] on the same test rows: metrics'
     # from one draw per example, eval's from 50. With c sampled instead (Trace_ELBO) the two
     # differed by 21 nats (the issue's -175.1 against -153.9); their Monte Carlo spread here
