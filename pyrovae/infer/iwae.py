@@ -15,8 +15,9 @@ With ``dreg=True`` the guide's gradient is the doubly reparameterised estimator
 Carlo Objectives", ICLR 2019): sum_k wbar_k^2 d log w_k / d z_k * d z_k / d phi, with
 log q evaluated at parameters held fixed, which removes the score-function term whose
 variance grows with K. The model's gradient is the usual sum_k wbar_k grad log p(x, z_k).
-DReG needs the guide to be a ``torch.nn.Module`` (its parameters are held fixed with
-``torch.func.functional_call``).
+DReG needs every guide site reparameterised; the guide may keep its parameters anywhere (a
+module, Pyro's param store): log q at fixed parameters comes from a replay of the guide
+without gradients.
 """
 
 from __future__ import annotations
@@ -71,20 +72,24 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
 
     def _dreg_loss(self, model: Callable, guide: Callable, args: tuple) -> torch.Tensor:
         """A surrogate whose value is the IWAE loss and whose gradient is DReG's."""
-        if not isinstance(guide, torch.nn.Module):
-            raise TypeError("dreg=True needs the guide to be a torch.nn.Module (a PyroModule)")
         k = self.num_particles
         particle_dim = -(self._nesting_for(model, guide, args) + 1)
         plate = pyro.plate(PARTICLES, k, dim=particle_dim)
         guide_trace = prune_subsample_sites(poutine.trace(plate(guide)).get_trace(*args))
-        fixed = {name: p.detach() for name, p in guide.named_parameters()}
-
-        def fixed_guide(*a):
-            return torch.func.functional_call(guide, fixed, a)
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample" and not getattr(site["fn"], "has_rsample", False):
+                raise ValueError(
+                    f"dreg=True needs reparameterised guide sites, and {name!r} is not "
+                    "(its distribution has no rsample): train with dreg=False"
+                )
 
         def log_weights(trace: poutine.Trace) -> torch.Tensor:
-            """log p(x, z) - log q_{fixed phi}(z | x) at the draws in ``trace``: (B, K)."""
-            q = poutine.trace(poutine.replay(plate(fixed_guide), trace=trace)).get_trace(*args)
+            """log p(x, z) - log q_{fixed phi}(z | x) at the draws in ``trace``: (B, K). The
+            guide reruns without gradients, so its distributions' parameters are constants
+            (phi fixed, wherever the guide keeps its parameters: a module or Pyro's store)
+            and log q keeps only its gradient through the draws z."""
+            with torch.no_grad():
+                q = poutine.trace(poutine.replay(plate(guide), trace=trace)).get_trace(*args)
             p = poutine.trace(poutine.replay(plate(model), trace=trace)).get_trace(*args)
             q, p = prune_subsample_sites(q), prune_subsample_sites(p)
             lw, sites = log_weights_from_traces(p, q, -particle_dim - 1, args[0].shape[0])

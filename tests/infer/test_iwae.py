@@ -84,9 +84,15 @@ def test_fit_and_plain_svi_train_with_iwae(trained_pair, dreg):
     assert torch.isfinite(torch.tensor(svi.step(x)))
 
 
-def test_dreg_needs_a_module_guide():
+def test_dreg_needs_reparameterised_guide_sites():
     def model(x):
-        pass
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", pyro.distributions.Bernoulli(0.5))
+            pyro.sample("x", pyro.distributions.Normal(c, 1.0), obs=x)
 
-    with pytest.raises(TypeError, match="torch.nn.Module"):
-        IWAE_ELBO(3, dreg=True).differentiable_loss(model, lambda x: None, torch.zeros(2, 3))
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", pyro.distributions.Bernoulli(0.3))
+
+    with pytest.raises(ValueError, match="'c' is not"):
+        IWAE_ELBO(3, dreg=True).differentiable_loss(model, guide, torch.zeros(2))
