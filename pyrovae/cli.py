@@ -287,6 +287,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, help="test examples per pass (default: fits the memory budget)"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seeds the importance draws")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_evaluate)
 
@@ -355,7 +356,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
     run = load_run(args.run_dir, device=args.device)
-    evaluate(run, num_samples=args.num_samples, batch_size=args.batch_size, progress=not args.quiet)
+    evaluate(
+        run,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        seed=args.seed,
+    )
 
 
 def _plot(args: argparse.Namespace) -> None:

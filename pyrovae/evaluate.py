@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pyro
 import torch
 
 from .checkpoint import write_json
 from .diagnostics.importance_figures import save_khat_plot, save_weights_plot
 from .families import family
 from .infer import log_marginal
+from .infer.importance import initialised_cuda_devices
 from .run import Run
 
 Log = Callable[[str], None]
@@ -36,13 +38,27 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool = True,
     log: Log = print,
+    seed: int = 0,
 ) -> dict:
-    """Estimate the run's test numbers, write ``RUN_DIR/eval.json`` and print a table."""
+    """Estimate the run's test numbers, write ``RUN_DIR/eval.json`` and print a table.
+
+    The draws are seeded (``seed``, recorded in eval.json), so evaluating a run twice gives
+    the same numbers, and so does ``log_marginal(run.model, run.guide, run.test_inputs(),
+    num_samples=K)`` after ``pyro.set_rng_seed(seed)``; the caller's random streams are left
+    as they were."""
+    with torch.random.fork_rng(devices=initialised_cuda_devices()):
+        pyro.set_rng_seed(seed)
+        report = _evaluate(run, num_samples, batch_size, progress, log)
+    report["seed"] = seed
+    write_json(run.path / "eval.json", report)
+    return report
+
+
+def _evaluate(run: Run, num_samples: int, batch_size: int | None, progress: bool, log: Log) -> dict:
     x = run.test_inputs()
     hooks = family(run.config.model)
     report = hooks.exact_report(run, x)
     if report is not None:
-        write_json(run.path / "eval.json", report)
         log(format_table(report))
         return report
     result = log_marginal(
@@ -74,7 +90,6 @@ def evaluate(
     if callable(exact):
         with torch.no_grad():
             report["test_log_likelihood_exact"] = float(exact(x).mean())
-    write_json(run.path / "eval.json", report)
     figures = run.path / "figures"
     save_khat_plot(result.khat.numpy(), figures / "khat.png")
     if result.worst_log_weights is not None:

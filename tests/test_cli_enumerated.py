@@ -84,9 +84,6 @@ def test_an_enumerating_factory_trains_evaluates_plots_and_samples(tmp_path, fac
     # differed by 21 nats (the issue's -175.1 against -153.9); their Monte Carlo spread here
     # is a few tenths of a nat.
     assert report["test_elbo"] == pytest.approx(metrics["history"][-1]["test_elbo"], abs=1.0)
-    assert report["test_log_likelihood"] >= report["test_elbo"] - 3 * (
-        report["test_log_likelihood_stderr"] + 0.05
-    )
     assert main(["plot", str(out)]) == 0
     assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     from matplotlib.image import imread

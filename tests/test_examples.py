@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from images import assert_png
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(EXAMPLES.glob("*.py"))
@@ -28,7 +29,8 @@ def run(script: str, *args: str, cwd: Path) -> str:
 def assert_figures(out: Path, names: set[str]) -> None:
     for name in names:
         path = out / name
-        assert path.is_file() and path.stat().st_size > 1000, f"{name} missing or empty"
+        assert path.is_file(), f"{name} missing"
+        assert_png(path)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])

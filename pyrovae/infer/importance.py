@@ -96,10 +96,15 @@ class LogMarginal:
             "ess_mean": float(self.ess.mean()),
             "ess_median": float(self.ess.median()),
             "ess_min": float(self.ess.min()),
-            "khat_mean": float(self.khat.mean()),
-            "khat_max": float(self.khat.max()),
+            # -inf marks exactly equal weights (nothing sampled); JSON has no -inf: null then.
+            "khat_mean": _finite_or_none(self.khat.mean()),
+            "khat_max": _finite_or_none(self.khat.max()),
             "khat_share_above_0.7": float((self.khat > 0.7).float().mean()),
         }
+
+
+def _finite_or_none(value: torch.Tensor) -> float | None:
+    return float(value) if torch.isfinite(value) else None
 
 
 def weight_statistics(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
