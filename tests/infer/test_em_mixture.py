@@ -162,6 +162,14 @@ def test_an_empty_component_is_reseeded_at_the_worst_explained_row():
     assert model.reseeded == [2] and model.em_reset
     torch.testing.assert_close(model.loc[2].detach(), x[worst])
     assert model.weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+    # Weight 1/N before renormalising (the others' sum to 1): 1 / (N + 1) after.
+    assert model.weights[2].item() == pytest.approx(1 / 301, rel=1e-9)
+    # Its covariance: the N_k-weighted average of the others' (not reg_covar alone).
+    with torch.no_grad():
+        w, cov = model.weights[:2], model.covariance_matrix
+        average = (w[:, None, None] * cov[:2]).sum(0) / w.sum()
+    torch.testing.assert_close(cov[2], average, rtol=1e-10, atol=1e-12)
+    assert cov[2].diagonal().min() > 100 * model.reg_covar
     history = em(model, x, max_iter=500, tol=1e-8, progress=False)
     assert history.converged and not model.em_reset and model.score(x) > -10
 
