@@ -103,6 +103,27 @@ class LogMarginal:
         }
 
 
+class NonFiniteWeights(ValueError):
+    """Importance weights that give no estimate: NaN or +inf, or zero at every draw."""
+
+
+def check_weights(log_weights: torch.Tensor, offset: int = 0) -> None:
+    """Refuse log weights (B, K) with a NaN or +inf, or an example whose every weight is 0
+    (log w = -inf at all K draws), naming the examples (counted from ``offset``). A weight of
+    zero among others is legitimate (a draw where p(x, z) = 0) and passes."""
+    bad = torch.isnan(log_weights).any(-1) | (log_weights == math.inf).any(-1)
+    bad |= (log_weights == -math.inf).all(-1)
+    if bad.any():
+        rows = (bad.nonzero().flatten() + offset).tolist()
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        raise NonFiniteWeights(
+            f"the importance weights of {len(rows)} example(s) [{shown}] are not finite "
+            "(NaN or +inf, or p(x, z) = 0 at every draw), so log p(x) has no estimate there: "
+            "check those examples for NaN or values outside the likelihood's support, and the "
+            "model and guide for densities that overflow"
+        )
+
+
 def _finite_or_none(value: torch.Tensor) -> float | None:
     return float(value) if torch.isfinite(value) else None
 
@@ -306,6 +327,7 @@ def log_marginal(
                     )
                 chunks.append(weights)
             log_weights = torch.cat(chunks, dim=-1).double()
+            check_weights(log_weights, seen)
             stats = (*weight_statistics(log_weights), log_weights.mean(-1))
             results.append(tuple(t.cpu() for t in stats))
             if keep_log_weights:

@@ -205,3 +205,20 @@ def test_bad_arguments_are_explained(x):
         log_marginal(model, exact_guide, x, proposal="posterior")
     with pytest.raises(ValueError, match="num_samples must be at least 1"):
         log_marginal(model, exact_guide, x, num_samples=0)
+
+
+def test_non_finite_weights_in_a_later_pass_are_refused_naming_the_examples():
+    """Pyro validates the first pass only; the weights of every pass are checked."""
+    x = torch.randn(9, dtype=torch.float64)
+    x[6] = float("nan")  # in the fourth pass of two examples
+    with pytest.raises(ValueError, match=r"1 example\(s\) \[6\] are not finite"):
+        log_marginal(model, exact_guide, x, num_samples=4, batch_size=2, progress=False)
+
+
+def test_a_zero_weight_among_others_is_legitimate_but_all_zero_is_refused():
+    from pyrovae.infer.importance import NonFiniteWeights, check_weights
+
+    lw = torch.tensor([[0.0, -math.inf, -1.0], [-math.inf, -math.inf, -math.inf]])
+    check_weights(lw[:1])
+    with pytest.raises(NonFiniteWeights, match=r"\[13\]"):
+        check_weights(lw, offset=12)
