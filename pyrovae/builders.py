@@ -18,9 +18,12 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from .checkpoint import atomic_write
 from .config import TrainConfig
 from .data import DataSplits, load_dataset, split_arrays
 from .guides import DeltaEncoder, GaussianEncoder, SSVAEGuide
@@ -189,11 +192,60 @@ def load_data(config: TrainConfig) -> DataSplits:
     )
 
 
-def build(config: TrainConfig, prepare: Callable[[TrainConfig, DataSplits], None]) -> Built:
+#: Where a run keeps the data its factory returned (train/test rows, labels, image shape), so
+#: that evaluate, plot, sample and --resume reopen it on the same rows, not on a new call.
+FACTORY_DATA = "factory_data.npz"
+#: How ``config.dataset`` marks a run whose data its factory returned.
+FACTORY_SUFFIX = "(factory data)"
+
+
+def save_splits(path: str | Path, data: DataSplits) -> Path:
+    """Write the splits as a pickle-free ``.npz``, atomically."""
+    arrays = {"train_x": data.train_x.cpu().numpy(), "test_x": data.test_x.cpu().numpy()}
+    for key in ("train_y", "test_y"):
+        value = getattr(data, key)
+        if value is not None:
+            arrays[key] = value.cpu().numpy()
+    if data.image_shape is not None:
+        arrays["image_shape"] = np.asarray(data.image_shape, dtype=np.int64)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
+
+
+def load_splits(path: str | Path, name: str) -> DataSplits:
+    """The splits :func:`save_splits` wrote (read without unpickling anything)."""
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+
+    def tensor(key: str) -> torch.Tensor | None:
+        return torch.from_numpy(arrays[key]) if key in arrays else None
+
+    shape = arrays.get("image_shape")
+    return DataSplits(
+        name,
+        tensor("train_x"),
+        tensor("test_x"),
+        tensor("train_y"),
+        tensor("test_y"),
+        tuple(int(v) for v in shape) if shape is not None else None,
+    )
+
+
+def build(
+    config: TrainConfig,
+    prepare: Callable[[TrainConfig, DataSplits], None],
+    saved: DataSplits | None = None,
+) -> Built:
     """Load the data and build the pair named by ``config.model``.
 
     ``prepare(config, data)`` fills in the settings resolved from the data (input shape,
-    likelihood) before any network is built.
+    likelihood) before any network is built. ``saved`` is a reopened run's own copy of the
+    data its factory returned (:data:`FACTORY_DATA`): the factory then builds the pair
+    only, and what it returns as data is not used.
     """
     if config.model in BUILTIN_MODELS:
         data = load_data(config)
@@ -202,8 +254,10 @@ def build(config: TrainConfig, prepare: Callable[[TrainConfig, DataSplits], None
         return Built(model, guide, data)
     factory = load_factory(config.model)
     wanted = set(inspect.signature(factory).parameters) & set(FACTORY_ARGUMENTS)
-    data = None
-    if wanted & {"input_dim", "image_shape", "data"}:
+    data = saved
+    if saved is not None:
+        prepare(config, saved)
+    elif wanted & {"input_dim", "image_shape", "data"}:
         data = load_data(config)
         prepare(config, data)
     available = {
@@ -215,9 +269,9 @@ def build(config: TrainConfig, prepare: Callable[[TrainConfig, DataSplits], None
         "config": config,
     }
     model, guide, own_data = _check_pair(config.model, factory(**{k: available[k] for k in wanted}))
-    if own_data is not None:
+    if own_data is not None and saved is None:
         data = _as_splits(config.model, own_data, config)
-        config.dataset = f"{config.model} (factory data)"
+        config.dataset = f"{config.model} {FACTORY_SUFFIX}"
         prepare(config, data)
     elif data is None:
         data = load_data(config)

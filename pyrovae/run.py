@@ -22,7 +22,7 @@ import pyro
 import torch
 
 from . import ssvae_run
-from .builders import build
+from .builders import FACTORY_DATA, FACTORY_SUFFIX, build, load_splits, save_splits
 from .checkpoint import CHECKPOINT, load_checkpoint, read_json, save_checkpoint, write_json
 from .config import TrainConfig
 from .data import FILE_EXTENSIONS, DataSplits, binarize_fixed
@@ -100,6 +100,7 @@ def run_files(out: Path) -> list[Path]:
         out / "config.json",
         out / "metrics.json",
         out / "eval.json",
+        out / FACTORY_DATA,
         out / "figures",
     ]
 
@@ -156,7 +157,7 @@ def train(
         return fitted
     if hooks.objective is not None:  # e.g. "enum": z (gmm) or y (ssvae) summed out exactly
         config.objective = hooks.objective
-    built = build(config, _prepare(log))
+    built = build(config, _prepare(log), saved=_saved_data(out, config))
     model, guide = built.model, built.guide
     setup = hooks.setup(config, built.data, guide, out, log)
     data = setup.data
@@ -199,6 +200,8 @@ def train(
     elif overwrite:
         for path in run_files(out):
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    if state is None and config.dataset.endswith(FACTORY_SUFFIX):
+        save_splits(out / FACTORY_DATA, built.data)  # reopened from here, not a new call
     write_json(out / "config.json", config.to_dict())
     try:
         trainer.run(config.epochs)
@@ -221,6 +224,13 @@ def train(
         f"{last['test_elbo']:.2f} nats per example; run saved in {out}"
     )
     return run
+
+
+def _saved_data(out: Path, config: TrainConfig) -> DataSplits | None:
+    """A reopened factory run's own copy of its factory's data, or None."""
+    if config.dataset.endswith(FACTORY_SUFFIX) and (out / FACTORY_DATA).exists():
+        return load_splits(out / FACTORY_DATA, config.dataset)
+    return None
 
 
 def _metrics(config: TrainConfig, history: list[dict]) -> dict:
@@ -246,7 +256,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", log: Log | None = None) -
     config.device = device
     _check_device(device)
     state = load_checkpoint(path / CHECKPOINT, map_location=device)
-    built = build(config, _prepare(log or (lambda message: None)))
+    built = build(config, _prepare(log or (lambda message: None)), saved=_saved_data(path, config))
     for program, key in ((built.model, "model"), (built.guide, "guide")):
         if isinstance(program, torch.nn.Module):
             saved = [v for v in state[key].values() if v.is_floating_point()]

@@ -286,6 +286,31 @@ def test_user_factory_trains_from_the_cli(tmp_path, user_module):
     assert config["input_dim"] == 16 and config["image_shape"] == [1, 4, 4]
 
 
+def test_a_factory_run_with_its_own_data_reopens_on_the_same_rows(tmp_path, user_module):
+    """make_with_data draws new random rows at every call: evaluate, plot, sample and
+    --resume must use the rows the run trained on, kept in the run directory."""
+    import importlib
+
+    import pyro
+
+    out = tmp_path / "own"
+    assert main(["train", f"{user_module}:make_with_data", "--out", str(out), *QUICK]) == 0
+    with np.load(out / "factory_data.npz", allow_pickle=False) as saved:
+        train_x, test_x = saved["train_x"], saved["test_x"]
+    assert train_x.shape == (240, 16) and test_x.shape == (60, 16)
+    run = load_run(out)
+    np.testing.assert_array_equal(run.data.train_x.numpy(), train_x)
+    np.testing.assert_array_equal(run.test_inputs().numpy(), test_x)
+    again = importlib.import_module(user_module).make_with_data()[2]
+    assert not np.allclose(again.numpy()[:5], train_x[:5])  # a new call gives other rows
+    assert main(["evaluate", str(out), "--num-samples", "5", "--quiet"]) == 0
+    assert json.loads((out / "eval.json").read_text())["num_examples"] == 60
+    args = ["--out", str(out), *QUICK, "--epochs", "3", "--resume"]
+    pyro.clear_param_store()  # as in a new process: these PyroModules keep Pyro's store
+    assert main(["train", f"{user_module}:make_with_data", *args]) == 0
+    np.testing.assert_array_equal(load_run(out).data.train_x.numpy(), train_x)
+
+
 def test_classic_style_factory_trains_and_its_param_store_is_restored(tmp_path, user_module):
     import pyro
 
