@@ -4,7 +4,7 @@ The same 784-400-50 MLP VAE (Bernoulli likelihood, Gaussian encoder, Adam at lr 
 the loss divided by the batch size) trains on 60,000 x 784 binary rows held in memory,
 one epoch at a time, in three ways, alternating in one run:
 
-- ``pyrovae``: ``pyrovae.Trainer`` (what ``pyrovae.fit`` runs) on ``pyrovae.models.VAE``
+- ``pyrovae``: ``pyrovae.infer.Trainer`` (what ``pyrovae.fit`` runs) on ``pyrovae.models.VAE``
   and ``pyrovae.guides.GaussianEncoder``;
 - ``torch`` (the named baseline): a hand-written loop, the reparameterised ELBO written
   out by hand with the same networks, batching (randperm, index) and optimizer;

@@ -1,4 +1,5 @@
-"""``pyrovae train | sample | plot``: arguments become a config; the library does the work."""
+"""``pyrovae train | evaluate | sample | plot``: arguments become a config; the library does
+the work."""
 
 from __future__ import annotations
 

@@ -76,4 +76,4 @@ def test_the_quick_start_run_writes_what_the_readme_says(tmp_path):
     for name in re.findall(r"`(\w+)`", figures):
         assert_png(out / "figures" / f"{name}.png")
     quoted = float(re.search(r"100 epochs, test ELBO (\d+\.\d)", text).group(1))
-    assert history[-1]["test_elbo"] == pytest.approx(quoted, abs=1.0)  # one-sample estimate
+    assert history[-1]["test_elbo"] == pytest.approx(quoted, abs=1.5)  # one-sample estimate

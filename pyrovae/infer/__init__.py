@@ -1,4 +1,8 @@
-"""Inference: SVI training, objectives, minibatching."""
+"""Inference for any (model, guide) pair: SVI training (``fit``, ``Trainer``) and the
+objectives it takes (read from the program by default), the contract checked on a first batch,
+importance-sampled log p(x) with enumerated sites summed exactly, discrete posteriors of
+enumerated sites (``assign``), the generic EM driver, minibatching and the semi-supervised
+objective."""
 
 from .batches import InterleavedBatches, SemiSupervisedData, TensorBatches, make_batches
 from .discrete import assign
