@@ -394,7 +394,8 @@ def run_target(key: str, args) -> Report:
         print(f"   (left out by --skip-tests: {', '.join(skipped)})")
     print(f"   tests: {' '.join(tests)}", flush=True)
     start = time.perf_counter()
-    copy = Path(tempfile.mkdtemp(prefix="pyrovae-mutation-"))
+    resume = args.resume is not None
+    copy = Path(args.resume) if resume else Path(tempfile.mkdtemp(prefix="pyrovae-mutation-"))
     env = {
         **os.environ,
         # One thread: the machine is shared, and forking a process with a live OpenMP pool
@@ -404,11 +405,14 @@ def run_target(key: str, args) -> Report:
         "PYTHONHASHSEED": "0",
     }
     try:
-        copy_tree(copy)
-        rewritten = undecorate(copy / target.path)
-        if rewritten:
-            print(f"   decorators moved below the module for: {', '.join(rewritten)}")
-        configure(copy, target, tests, [], args)
+        if resume:  # the copy, its configuration and mutmut's verdicts so far, as they were
+            print(f"   resuming in {copy}")
+        else:
+            copy_tree(copy)
+            rewritten = undecorate(copy / target.path)
+            if rewritten:
+                print(f"   decorators moved below the module for: {', '.join(rewritten)}")
+            configure(copy, target, tests, [], args)
         mutants = enumerate_mutants(copy, target)
         if args.mutants:
             mutants = [
@@ -420,15 +424,16 @@ def run_target(key: str, args) -> Report:
             return report
         if len(chosen) < len(mutants):
             print(f"   {len(chosen)} of {len(mutants)} mutants, evenly spaced (--max-mutants)")
-        report.deselected = failing_tests(copy, tests, env)
-        for node in report.deselected:
-            print(f"   deselected (fails without any mutation): {node}")
-        configure(copy, target, tests, report.deselected, args)
+        if not resume:
+            report.deselected = failing_tests(copy, tests, env)
+            for node in report.deselected:
+                print(f"   deselected (fails without any mutation): {node}")
+            configure(copy, target, tests, report.deselected, args)
         whole_file = len(chosen) == len(mutants) and not (target.functions or args.mutants)
         names = [] if whole_file else [m.name for m in chosen]
         command = ["mutmut", "run", f"--max-children={args.max_children}", *names]
         log = copy / "mutmut.log"
-        with open(log, "w") as out:
+        with open(log, "a") as out:
             process = subprocess.Popen(
                 command, cwd=copy, stdout=out, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,
@@ -455,7 +460,7 @@ def run_target(key: str, args) -> Report:
             print(f"   kept: {copy}")
     finally:
         report.seconds = time.perf_counter() - start
-        if not args.keep:
+        if not (args.keep or resume):
             shutil.rmtree(copy, ignore_errors=True)
     return report
 
@@ -538,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once")
     parser.add_argument("--json", type=Path, help="also write every verdict to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument(
+        "--resume", type=Path, metavar="DIR",
+        help="continue an interrupted run in its kept copy DIR (one module; mutmut skips the "
+        "mutants it has a verdict for)",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print modules and tests, run nothing")
     args = parser.parse_args(argv)
     if args.list:
@@ -545,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: {target.path} {list(target.functions) or ''}")
             print(f"    {' '.join(target.tests)}")
         return 0
+    if args.resume is not None and len(args.modules) != 1:
+        parser.error("--resume continues one module: name it with --modules")
     if shutil.which("mutmut") is None:
         parser.error("mutmut is not installed: pip install -e '.[mutation]'")
     reports = []
