@@ -32,7 +32,7 @@ from pyro.infer import infer_discrete
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
-from .importance import initialised_cuda_devices
+from .importance import initialised_cuda_devices, traced_nesting
 
 #: The plate of the examples, as every pyrovae program names it.
 DATA = "data"
@@ -145,17 +145,7 @@ def _probe(model: Callable, guide: Callable, args: Args) -> tuple[int, list[str]
         guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args))
         replayed = poutine.replay(model, trace=guide_trace)
         model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
-    nesting = max(
-        (
-            -frame.dim
-            for trace in (model_trace, guide_trace)
-            for site in trace.nodes.values()
-            if site["type"] == "sample"
-            for frame in site["cond_indep_stack"]
-            if frame.vectorized
-        ),
-        default=0,
-    )
+    nesting = traced_nesting(model_trace, guide_trace)
     by_guide = [
         name
         for name, site in _latents(guide_trace)

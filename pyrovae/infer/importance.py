@@ -159,9 +159,14 @@ def plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:
     with torch.random.fork_rng(devices=initialised_cuda_devices()), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    return traced_nesting(model_trace, guide_trace)
+
+
+def traced_nesting(*traces: poutine.Trace) -> int:
+    """How many plates deep the sample sites of these traces go (max -frame.dim)."""
     dims = [
         -frame.dim
-        for trace in (model_trace, guide_trace)
+        for trace in traces
         for site in trace.nodes.values()
         if site["type"] == "sample"
         for frame in site["cond_indep_stack"]
