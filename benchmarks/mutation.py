@@ -68,6 +68,7 @@ CONTRACT = (
 # Everything that computes importance weights (importance.py on weights.py).
 IMPORTANCE_TESTS = (
     "tests/infer/test_importance.py",
+    "tests/infer/test_importance_mutants.py",
     "tests/infer/test_importance_fa.py",
     "tests/infer/test_iwae.py",
     "tests/infer/test_psis.py",

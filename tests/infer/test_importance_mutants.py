@@ -1,0 +1,214 @@
+"""The edges of ``log_marginal``'s statistics and refusals, found by mutation testing
+(benchmarks/mutation.py on infer/importance.py): the summary's keys and thresholds, the
+non-finite-weight refusal's whole message, the weight statistics at K = 1, at exactly equal
+and at huge log weights, and how many enumerated values a pass holds under each proposal.
+
+Oracles are exact: weights written by hand, or a pair whose every latent is enumerated so
+that each weight equals p(x_n).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovae.infer.importance import (
+    LogMarginal,
+    NonFiniteWeights,
+    _finite_or_none,
+    check_weights,
+    default_max_elements,
+    enumerated_size,
+    initialised_cuda_devices,
+    log_marginal,
+    plate_nesting,
+    weight_statistics,
+)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    torch.set_default_dtype(torch.float64)  # conftest restores float32 afterwards
+
+
+def result(khat, elbo=True, estimand="log p(x)") -> LogMarginal:
+    khat = torch.tensor(khat, dtype=torch.float64)
+    n = len(khat)
+    return LogMarginal(
+        log_likelihood=torch.arange(n, dtype=torch.float64) - 5.0,
+        stderr=torch.full((n,), 0.5),
+        ess=torch.arange(1, n + 1, dtype=torch.float64) * 10,
+        khat=khat,
+        num_samples=7,
+        proposal="guide" if elbo else "prior",
+        elbo=torch.arange(n, dtype=torch.float64) - 6.0 if elbo else None,
+        estimand=estimand,
+    )
+
+
+def test_summary_has_every_number_with_its_value():
+    r = result([0.1, 0.7, 0.71, 0.2])
+    assert r.summary() == {
+        "elbo": pytest.approx(-4.5),
+        "log_likelihood": pytest.approx(-3.5),
+        "log_likelihood_stderr": pytest.approx(0.25),  # sqrt(4 * 0.25) / 4
+        "num_samples": 7,
+        "proposal": "guide",
+        "estimand": "log p(x)",
+        "ess_mean": pytest.approx(25.0),
+        "ess_median": pytest.approx(20.0),  # torch's median: the lower middle value
+        "ess_min": pytest.approx(10.0),
+        "khat_mean": pytest.approx(0.4275),
+        "khat_max": pytest.approx(0.71),
+        "khat_share_above_0.7": pytest.approx(0.25),  # 0.7 itself is not above
+    }
+
+
+def test_summary_without_an_elbo_and_with_constant_weights():
+    r = result([-math.inf, -math.inf], elbo=False, estimand="log posterior predictive")
+    s = r.summary()
+    assert "elbo" not in s
+    assert s["khat_mean"] is None and s["khat_max"] is None
+    assert s["khat_share_above_0.7"] == 0.0
+    assert s["proposal"] == "prior" and s["estimand"] == "log posterior predictive"
+
+
+def test_finite_or_none():
+    assert _finite_or_none(torch.tensor(0.25)) == 0.25
+    assert isinstance(_finite_or_none(torch.tensor(2)), float)
+    for value in (math.inf, -math.inf, math.nan):
+        assert _finite_or_none(torch.tensor(value)) is None
+
+
+def message(rows: str, count: int) -> str:
+    return re.escape(
+        f"the importance weights of {count} example(s) [{rows}] are not finite "
+        "(NaN or +inf, or p(x, z) = 0 at every draw), so log p(x) has no estimate there: "
+        "check those examples for NaN or values outside the likelihood's support, and the "
+        "model and guide for densities that overflow"
+    )
+
+
+def test_check_weights_names_each_kind_of_bad_row_from_offset_zero():
+    lw = torch.zeros(5, 3)
+    lw[1, 2] = math.nan  # one NaN in a row is enough
+    lw[3, 0] = math.inf  # so is one +inf
+    with pytest.raises(NonFiniteWeights, match=f"^{message('1, 3', 2)}$"):
+        check_weights(lw)
+    ok = torch.zeros(2, 3)
+    ok[0, :2] = -math.inf  # one draw left with weight > 0
+    ok[1, 1] = -1e300
+    check_weights(ok)
+
+
+def test_check_weights_shows_ten_rows_then_an_ellipsis():
+    lw = torch.full((12, 2), -math.inf)
+    with pytest.raises(
+        NonFiniteWeights, match=f"^{message('0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...', 12)}$"
+    ):
+        check_weights(lw)
+    lw = torch.full((10, 2), -math.inf)
+    with pytest.raises(NonFiniteWeights, match=f"^{message('0, 1, 2, 3, 4, 5, 6, 7, 8, 9', 10)}$"):
+        check_weights(lw)
+
+
+def test_weight_statistics_by_hand():
+    lw = torch.log(torch.tensor([[1.0, 2.0, 3.0, 6.0]]))
+    estimate, stderr, ess, khat = weight_statistics(lw)
+    w = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    assert estimate.item() == pytest.approx(math.log(3.0))
+    assert stderr.item() == pytest.approx(float(w.std()) / (2 * 3.0))  # sd / (sqrt(K) mean)
+    assert ess.item() == pytest.approx(144.0 / 50.0)  # (sum w)^2 / sum w^2
+    assert khat.shape == (1,) and khat.item() != -math.inf  # unequal weights: a tail to fit
+
+
+def test_weight_statistics_survive_huge_log_weights():
+    """The weights are exponentiated after subtracting each row's maximum."""
+    lw = torch.log(torch.tensor([[1.0, 2.0, 3.0, 6.0]])) + 1000.0
+    estimate, stderr, ess, _ = weight_statistics(lw)
+    assert estimate.item() == pytest.approx(1000.0 + math.log(3.0))
+    assert stderr.item() == pytest.approx(float(torch.tensor([1.0, 2, 3, 6]).std()) / 6.0)
+    assert ess.item() == pytest.approx(144.0 / 50.0)
+
+
+def test_one_draw_has_no_standard_error():
+    estimate, stderr, ess, _ = weight_statistics(torch.tensor([[-2.5], [1.0]]))
+    assert estimate.tolist() == [-2.5, 1.0]
+    assert stderr.tolist() == [math.inf, math.inf]
+    assert ess.tolist() == [1.0, 1.0]
+    _, stderr, _, _ = weight_statistics(torch.tensor([[-2.5, -2.5]]))
+    assert stderr.tolist() == [0.0]
+
+
+def test_khat_is_minus_inf_only_for_weights_equal_within_1e_9():
+    base = torch.randn(1, 200, generator=torch.Generator().manual_seed(0))
+    equal = torch.full((1, 200), -3.0)
+    equal[0, 5] += 0.9e-9
+    near = torch.full((1, 200), -3.0)
+    near[0, 5] += 1e-6
+    khat = weight_statistics(torch.cat([equal, near, base]))[3]
+    assert khat[0] == -math.inf
+    assert khat[1] > -math.inf and khat[2] > -math.inf
+
+
+def test_default_pass_size_and_cuda_devices():
+    assert default_max_elements() == 2**21
+    assert default_max_elements("cpu") == 2**21
+    assert default_max_elements(torch.device("cuda")) == 2**26
+    if not torch.cuda.is_initialized():
+        assert initialised_cuda_devices() == []
+
+
+# A mixture: c ~ Cat(pi) enumerated in the model, d ~ Cat(rho) drawn by the guide.
+PI = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+
+
+def mixture(x):
+    with pyro.plate("data", x.shape[0]):
+        c = pyro.sample("c", dist.Categorical(PI), infer={"enumerate": "parallel"})
+        d = pyro.sample("d", dist.Categorical(torch.full((2,), 0.5)))
+        pyro.sample("x", dist.Normal(c.double() + d.double(), 1.0), obs=x)
+
+
+def mixture_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("d", dist.Categorical(torch.full((2,), 0.5)))
+
+
+def guide_enumerating_d(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("d", dist.Categorical(torch.full((2,), 0.5)), infer={"enumerate": "parallel"})
+
+
+def test_enumerated_size_counts_per_proposal():
+    x = torch.tensor([0.3, 1.7])
+    nesting = plate_nesting(mixture, mixture_guide, (x,))
+    assert nesting == 1
+    # Guide proposal: d drawn, c summed (3 values); prior proposal: d is a discrete model
+    # latent with no guide to draw it, so it is summed too (3 x 2 values).
+    assert enumerated_size(mixture, mixture_guide, (x,), nesting) == 3
+    assert enumerated_size(mixture, mixture_guide, (x,), nesting, proposal="guide") == 3
+    assert enumerated_size(mixture, mixture_guide, (x,), nesting, proposal="prior") == 6
+    assert enumerated_size(mixture, guide_enumerating_d, (x,), nesting) == 6
+
+
+def test_every_latent_summed_gives_exact_weights_with_minus_inf_khat():
+    x = torch.tensor([0.3, 1.7, -0.4])
+    r = log_marginal(mixture, guide_enumerating_d, x, num_samples=5, progress=False)
+    c = torch.arange(3.0)[:, None, None]
+    d = torch.arange(2.0)[None, :, None]
+    joint = PI.log()[:, None, None] + math.log(0.5) + dist.Normal(c + d, 1.0).log_prob(x)
+    exact = joint.logsumexp(0).logsumexp(0)
+    assert torch.allclose(r.log_likelihood, exact, atol=1e-12)
+    assert torch.allclose(r.elbo, exact, atol=1e-12)
+    assert (r.khat == -math.inf).all()
+    assert r.stderr.abs().max() < 1e-12 and torch.allclose(r.ess, torch.full((3,), 5.0))
+    assert r.summary()["khat_max"] is None
+    prior = log_marginal(mixture, mixture_guide, x, num_samples=5, proposal="prior", progress=False)
+    assert torch.allclose(prior.log_likelihood, exact, atol=1e-12)
+    assert prior.elbo is None and prior.proposal == "prior"
