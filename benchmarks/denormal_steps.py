@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import ssvae_run
 from pyrovae.infer import make_objective
 from pyrovae.infer.denormals import flushed_denormals
-from pyrovae.run import load_run
+from pyrovae.runs import load_run
+from pyrovae.runs.recipes.ssvae import objective as ssvae_objective
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     model, guide = run.model, run.guide
     x = run.test_inputs()[: args.batch_size]
     if run.config.model == "ssvae":
-        elbo = ssvae_run.objective(run.config)
+        elbo = ssvae_objective(run.config)
     else:
         elbo = make_objective(run.config.objective, run.config.num_particles)
 

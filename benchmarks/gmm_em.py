@@ -3,7 +3,7 @@
 Baseline (named): ``sklearn.mixture.GaussianMixture(K, covariance_type=..., max_iter=M,
 tol=0, init_params="k-means++")``: the same algorithm (greedy k-means++ seeds, one M-step on
 the hard assignments, M EM iterations, a final E-step) in numpy. pyrovae runs
-``pyrovae.infer.fit_mixture(x, K, max_iter=M, tol=-inf)``: the E-step from the Pyro program by
+``pyrovae.models.fit_mixture(x, K, max_iter=M, tol=-inf)``: the E-step from the Pyro program by
 enumeration, float64, streamed in chunks. Both run exactly M iterations from their own
 k-means++ seeds on the same data and the same threads; the script prints the seconds of each,
 their final mean log-likelihoods (nats per example; the seeds differ, so they may differ a
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pyrovae.data import load_dataset
-from pyrovae.infer import fit_mixture
+from pyrovae.models import fit_mixture
 
 
 def blobs(n: int, d: int, k: int, seed: int = 0) -> torch.Tensor:

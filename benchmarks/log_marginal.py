@@ -31,7 +31,7 @@ from pyrovae.models import VAE
 
 def load(run_dir: str | None):
     if run_dir:
-        from pyrovae.run import load_run
+        from pyrovae.runs import load_run
 
         run = load_run(run_dir)
         return run.model, run.guide, run.test_inputs()

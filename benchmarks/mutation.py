@@ -23,8 +23,8 @@ reaches counts as not killed.
     nice -n 10 python benchmarks/mutation.py --modules infer/scale.py infer/iwae.py
     nice -n 10 python benchmarks/mutation.py --modules infer/em.py --max-mutants 100
     nice -n 10 python benchmarks/mutation.py --modules infer/iwae.py --mutants '*_dreg_loss*'
-    nice -n 10 python benchmarks/mutation.py --modules 'infer/em.py::mixture_m_step' \
-        --skip-tests tests/infer/test_mixture_m_step.py          # the score without that file
+    nice -n 10 python benchmarks/mutation.py --modules 'models/mixture_stats.py::mixture_m_step' \
+        --skip-tests tests/models/test_mixture_m_step.py         # the score without that file
     python benchmarks/mutation.py --list                             # modules and their tests
 
 While the module and its old tests are unchanged, adding tests cannot revive a killed mutant,
@@ -133,24 +133,31 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "infer/importance.py": Target("pyrovae/infer/importance.py", IMPORTANCE_TESTS),
-    "infer/em.py::mixture_m_step": Target(
-        "pyrovae/infer/em.py",
+    "models/mixture_stats.py::mixture_m_step": Target(
+        "pyrovae/models/mixture_stats.py",
         (
-            "tests/infer/test_mixture_m_step.py",
-            "tests/infer/test_em_mixture.py",
+            "tests/models/test_mixture_m_step.py",
+            "tests/models/test_mixture_em.py",
             "tests/models/test_mixture.py",
         ),
         functions=("mixture_m_step",),
     ),
+    "models/mixture_stats.py": Target(
+        "pyrovae/models/mixture_stats.py",
+        (
+            "tests/models/test_mixture_m_step.py",
+            "tests/models/test_mixture_em.py",
+            "tests/models/test_mixture.py",
+        ),
+    ),
+    "models/mixture_em.py": Target(
+        "pyrovae/models/mixture_em.py",
+        ("tests/models/test_mixture_em.py", "tests/models/test_mixture.py"),
+    ),
+    # The generic driver, on factor analysis and on the mixture (fit_mixture runs through it).
     "infer/em.py": Target(
         "pyrovae/infer/em.py",
-        (
-            "tests/infer/test_em.py",
-            "tests/infer/test_em_mixture.py",
-            "tests/infer/test_mixture_m_step.py",
-            "tests/models/test_mixture.py",
-            "tests/infer/test_kmeans.py",
-        ),
+        ("tests/infer/test_em.py", "tests/models/test_mixture_em.py"),
     ),
     "infer/fit.py": Target(
         "pyrovae/infer/fit.py",

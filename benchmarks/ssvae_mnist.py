@@ -27,9 +27,8 @@ import json
 import statistics
 from pathlib import Path
 
-from pyrovae.config import TrainConfig
-from pyrovae.evaluate import evaluate
-from pyrovae.run import load_run, train
+from pyrovae.runs import config_for, evaluate, load_run, train
+from pyrovae.runs.recipes.ssvae import SemiSupervisedOptions
 
 #: Test error (%) by number of labels: Kingma et al. 2014 Table 1 (M2), Pyro's tutorial.
 KINGMA_M2 = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
@@ -46,8 +45,8 @@ def run_dir(runs: Path, labels: int, seed: int) -> Path:
 
 
 def train_one(args: argparse.Namespace, labels: int, seed: int) -> None:
-    config = TrainConfig(
-        model="ssvae",
+    config = config_for(
+        "ssvae",
         out=str(run_dir(args.runs, labels, seed)),
         dataset="mnist",
         data_dir=args.data_dir,
@@ -70,7 +69,7 @@ def evaluation(path: Path, num_samples: int) -> dict:
     run = load_run(path)
     if report_path.exists():
         report = json.loads(report_path.read_text())
-        same_epoch = report.get("selected_epoch") == (run.selected or {}).get("epoch")
+        same_epoch = report.get("selected_epoch") == run.notes.get("selected", {}).get("epoch")
         if same_epoch and report.get("num_samples") == num_samples:
             return report
     return evaluate(run, num_samples=num_samples, progress=False, log=lambda message: None)
@@ -101,7 +100,7 @@ def main() -> None:
     parser.add_argument(
         "--eval-samples", type=int, default=20, help="K of the importance-sampled log p(x)"
     )
-    parser.add_argument("--alpha", type=float, default=TrainConfig.alpha)
+    parser.add_argument("--alpha", type=float, default=SemiSupervisedOptions().alpha)
     parser.add_argument("--data-dir", default="../shared/data/mnist")
     parser.add_argument("--runs", type=Path, default=Path("runs/ssvae-benchmark"))
     parser.add_argument("--summarize", action="store_true", help="only read existing runs")

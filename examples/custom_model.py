@@ -67,13 +67,13 @@ from torch import nn
 from torch.nn.functional import softplus
 
 import pyrovae
-from pyrovae.config import TrainConfig
 from pyrovae.data import DataSplits, load_dataset
 from pyrovae.diagnostics import write_figures
 from pyrovae.diagnostics.importance_figures import save_khat_plot
 from pyrovae.diagnostics.views import encode
 from pyrovae.module import LocalPyroModule
 from pyrovae.nn import MLP
+from pyrovae.runs import TrainConfig
 
 # ---- the model and its guide ----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ so p(x_n) = sum_k pi_k N(x_n; mu_k, Sigma_k). The rows x_n are images projected 
 top D principal components (fit on the training images), so full covariances stay cheap and
 the first two coordinates are the plane the ellipse figures are drawn in.
 
-1. Choose K. For every K of ``--components``, EM (:func:`pyrovae.infer.fit_mixture`: k-means++
+1. Choose K. For every K of ``--components``, EM (:func:`pyrovae.models.fit_mixture`: k-means++
    seeds, ``--n-init`` restarts, closed-form M-step, the E-step by enumerating the program)
    maximises log p(x); BIC(K) = -2 sum_n log p(x_n) + p_K log N on the training rows, with
    p_K free parameters (Schwarz 1978). The lowest BIC wins.
@@ -63,8 +63,8 @@ from sklearn.metrics import adjusted_rand_score
 import pyrovae
 from pyrovae.data import load_dataset
 from pyrovae.diagnostics import mixture_figures
-from pyrovae.infer import EMHistory, History, Trainer, fit_mixture
-from pyrovae.models import GaussianMixture, empty_guide
+from pyrovae.infer import EMHistory, History, Trainer
+from pyrovae.models import GaussianMixture, empty_guide, fit_mixture
 
 
 @dataclass

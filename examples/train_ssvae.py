@@ -33,10 +33,10 @@ import torch
 
 import pyrovae
 from pyrovae.data import binarize, binarize_fixed, load_dataset
+from pyrovae.diagnostics.ssvae_figures import write_ssvae_figures
 from pyrovae.guides import SSVAEGuide
 from pyrovae.infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, split_labeled
 from pyrovae.models import SSVAE
-from pyrovae.ssvae_run import write_ssvae_figures
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

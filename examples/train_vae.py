@@ -27,7 +27,7 @@ import torch
 
 import pyrovae
 from pyrovae.data import DataSplits, binarize, binarize_fixed, load_dataset
-from pyrovae.diagnostics.report import write_figures
+from pyrovae.diagnostics import write_figures
 from pyrovae.guides import GaussianEncoder
 from pyrovae.models import VAE
 

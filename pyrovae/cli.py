@@ -1,21 +1,19 @@
-"""``pyrovae train | evaluate | sample | plot``: arguments become a config; the library does
-the work."""
+"""``pyrovae train | evaluate | sample | plot``: arguments become a recipe's config; the run
+layer (:mod:`pyrovae.runs`) does the work.
+
+``train``'s options are the fields of :class:`~pyrovae.runs.TrainConfig` and of the named
+recipe's ``Options`` dataclass (each field's ``option`` metadata gives its flag and help), so
+``pyrovae train MODEL --help`` shows that recipe's options only.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .builders import BUILTIN_MODELS
-from .config import TrainConfig
-from .data import DATASETS
-from .infer import OBJECTIVES
-from .likelihoods import LIKELIHOODS
-from .models.mixture import COVARIANCE_TYPES
-
-DEFAULTS = TrainConfig()
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -27,53 +25,49 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def _positive_ints(what: str) -> Callable[[str], list[int]]:
-    """An argparse type for comma-separated positive integers; ``what`` names them, with an
-    example, in the error."""
+def _argparse_type(parse: Callable) -> Callable:
+    """A parser whose ValueError message argparse shows as it is."""
 
-    def parse(text: str) -> list[int]:
+    def convert(text: str):
         try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated integers, got {text!r}"
-            ) from None
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError(f"give {what}; got {text!r}")
-        return values
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    return parse
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
-def _labels(text: str) -> int | None:
-    """``--num-labels``: a positive count, or ``all``."""
-    if text.strip().lower() == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of labelled examples or 'all', got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"give at least 1 labelled example, got {text!r}")
-    return value
+def _add_options(group, fields: Sequence[dataclasses.Field], defaults: object) -> None:
+    """One argument per field with ``option`` metadata, defaulting to ``defaults``' values."""
+    for f in fields:
+        spec = dict(f.metadata.get("option") or {})
+        if not spec:
+            continue
+        flag = spec.pop("flag") or "--" + f.name.replace("_", "-")
+        parse = spec.pop("parse")
+        default = getattr(defaults, f.name)
+        kwargs = {"dest": f.name, "default": default, **spec}
+        if "action" not in spec:
+            kind = parse or type(default)
+            kwargs["type"] = _argparse_type(kind)
+            if isinstance(default, tuple):
+                kwargs["default"] = list(default)
+        group.add_argument(flag, **kwargs)
 
 
-_widths = _positive_ints("positive hidden layer widths, e.g. 400 or 512,256")
-_components = _positive_ints("positive numbers of components, e.g. 10 or 2,4,8,16")
+def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
+    from .runs.config import TrainConfig, common_fields
+    from .runs.registry import RECIPES, recipe_for
 
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    models = "; ".join(f"{name}: {doc}" for name, (_, doc) in BUILTIN_MODELS.items())
+    models = "; ".join(f"{name}: {r.summary}" for name, r in RECIPES.items())
     p = sub.add_parser(
         "train",
         help="fit a model and guide by SVI (a mixture by EM); writes a run directory",
         description=(
-            "Fit a (model, guide) pair by stochastic variational inference and write RUN_DIR: "
-            "checkpoint.pt (after every epoch), config.json, metrics.json (train/test ELBO per "
-            "epoch, nats per example) and figures/. MODEL gmm fits a Gaussian mixture by EM "
-            "instead (or by TraceEnum SVI with --inference svi)."
+            "Fit a (model, guide) pair and write RUN_DIR: checkpoint.pt (after every epoch), "
+            "config.json, metrics.json (train/test ELBO per epoch, nats per example) and "
+            "figures/. `pyrovae train MODEL --help` lists MODEL's own options."
         ),
         formatter_class=_Formatter,
     )
@@ -84,162 +78,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "returning (model, guide) or (model, guide, data)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/MODEL)")
-    data = p.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default=DEFAULTS.dataset,
-        help=f"one of {', '.join(DATASETS)}, or a path to your own .npy, .npz or .csv array "
-        "(rows are examples; labels optional)",
-    )
-    data.add_argument(
-        "--data-dir",
-        help="directory with the dataset's files (MNIST: the four original idx files, gzipped "
-        "or not, or torchvision's MNIST/raw layout); default $PYROVAE_DATA_DIR or ./data",
-    )
-    data.add_argument(
-        "--download",
-        action="store_true",
-        help="let torchvision download missing MNIST / Fashion-MNIST files into --data-dir "
-        "(needs a network and pip install 'pyrovae[download]')",
-    )
-    data.add_argument(
-        "--test-fraction",
-        type=float,
-        default=DEFAULTS.test_fraction,
-        help="share of your own array held out as test data (split by --seed)",
-    )
-    model = p.add_argument_group("model")
-    model.add_argument("--latent-dim", type=int, default=DEFAULTS.latent_dim, help="dimension of z")
-    model.add_argument(
-        "--hidden",
-        dest="hidden_dims",
-        type=_widths,
-        default=DEFAULTS.hidden_dims,
-        help="hidden layer widths of encoder and decoder, comma-separated (e.g. 512,256)",
-    )
-    model.add_argument(
-        "--architecture",
-        choices=["mlp", "conv"],
-        default=DEFAULTS.architecture,
-        help="fully connected or convolutional encoder and decoder",
-    )
-    model.add_argument(
-        "--likelihood",
-        choices=["auto", *LIKELIHOODS],
-        default=DEFAULTS.likelihood,
-        help="p(x | z); auto: Bernoulli for binary data and MNIST, continuous Bernoulli for "
-        "other values in [0, 1], Gaussian otherwise",
-    )
-    model.add_argument(
-        "--binarize",
-        choices=["auto", "dynamic", "none"],
-        default=DEFAULTS.binarize,
-        help="for a Bernoulli on grey values: dynamic resamples training images each epoch "
-        "(test images once, fixed seed); auto does so when needed",
-    )
-    model.add_argument(
-        "--beta", type=float, default=DEFAULTS.beta, help="KL weight (beta-VAE); 1 is the ELBO"
-    )
-    gmm = p.add_argument_group("Gaussian mixture (MODEL gmm)")
-    gmm.add_argument(
-        "--components",
-        type=_components,
-        default=DEFAULTS.components,
-        help="K, or several comma-separated (e.g. 2,4,8,16): each is fit and the lowest "
-        "training BIC wins",
-    )
-    gmm.add_argument(
-        "--covariance",
-        choices=COVARIANCE_TYPES,
-        default=DEFAULTS.covariance,
-        help="covariance of each component (tied: one shared by all)",
-    )
-    gmm.add_argument(
-        "--inference",
-        choices=["em", "svi"],
-        default=DEFAULTS.inference,
-        help="em: closed-form EM with an enumerated E-step; svi: TraceEnum_ELBO by minibatch "
-        "(uses --epochs, --batch-size, --lr)",
-    )
-    gmm.add_argument(
-        "--n-init", type=int, default=DEFAULTS.n_init, help="EM restarts; the best is kept"
-    )
-    gmm.add_argument(
-        "--max-iter", type=int, default=DEFAULTS.max_iter, help="EM iterations per restart"
-    )
-    gmm.add_argument(
-        "--tol",
-        type=float,
-        default=DEFAULTS.tol,
-        help="EM stops once the mean log-likelihood gains less (nats per example)",
-    )
-    gmm.add_argument(
-        "--reg-covar",
-        type=float,
-        default=DEFAULTS.reg_covar,
-        help="added to the diagonal of every covariance",
-    )
-    ssvae = p.add_argument_group("semi-supervised VAE (MODEL ssvae)")
-    ssvae.add_argument(
-        "--num-labels",
-        type=_labels,
-        default=DEFAULTS.num_labels,
-        help="training examples that keep their label, class-balanced and drawn with --seed "
-        "(the others are used without it); 'all' keeps every label",
-    )
-    ssvae.add_argument(
-        "--alpha",
-        type=float,
-        default=DEFAULTS.alpha,
-        help="weight of the classification loss -log q(y | x) per labelled example (Kingma et "
-        "al. 2014, eq. 9)",
-    )
-    ssvae.add_argument(
-        "--validation-size",
-        type=int,
-        help="training examples held out, with their labels, to select the epoch with the best "
-        "accuracy (default: a sixth of the training set, at most 10,000)",
-    )
-    fit = p.add_argument_group("training")
-    fit.add_argument(
-        "--epochs", type=int, default=DEFAULTS.epochs, help="passes over the training data"
-    )
-    fit.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.batch_size, help="examples per step"
-    )
-    fit.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
-    fit.add_argument(
-        "--objective",
-        choices=["auto", *OBJECTIVES],
-        default=DEFAULTS.objective,
-        help="auto: enum when the program enumerates a site (or leaves a discrete latent to "
-        "the model), elbo otherwise; elbo: Pyro's Trace_ELBO; meanfield: TraceMeanField_ELBO "
-        "(analytic KL); enum: TraceEnum_ELBO (enumerated sites summed exactly); iwae: the "
-        "importance-weighted bound with K = --particles (Burda et al. 2016)",
-    )
-    fit.add_argument(
-        "--particles",
-        dest="num_particles",
-        type=int,
-        default=DEFAULTS.num_particles,
-        help="samples of z per example in the training estimate (K of the IWAE bound)",
-    )
-    fit.add_argument(
-        "--dreg",
-        action="store_true",
-        help="with --objective iwae: doubly reparameterised guide gradients (Tucker et al. 2019)",
-    )
-    fit.add_argument(
-        "--eager",
-        dest="capture",
-        action="store_false",
-        help="run the Pyro program on every step instead of replaying the loss graph captured "
-        "on the first step (for a model whose Python changes between steps)",
-    )
-    fit.add_argument(
-        "--seed", type=int, default=DEFAULTS.seed, help="seed for weights, data order and sampling"
-    )
-    fit.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
+    defaults = TrainConfig()
+    fields = {f.name: f for f in common_fields()}
+    groups = {
+        "data": ("dataset", "data_dir", "download", "test_fraction"),
+        "training": (
+            "epochs",
+            "batch_size",
+            "lr",
+            "objective",
+            "num_particles",
+            "dreg",
+            "capture",
+            "seed",
+            "device",
+        ),
+    }
+    recipe = recipe_for(model) if model else None
+    fixed = recipe is not None and recipe.objective is not None
+    for title, names in groups.items():
+        chosen = [fields[n] for n in names]
+        if fixed:  # the recipe's own objective: no --objective, --particles, --dreg
+            chosen = [f for f in chosen if f.name not in ("objective", "num_particles", "dreg")]
+        _add_options(p.add_argument_group(title), chosen, defaults)
+    if recipe is not None:
+        options = recipe.options()
+        title = f"{recipe.name} options" if model in RECIPES else "factory options"
+        _add_options(p.add_argument_group(title), dataclasses.fields(options), options)
     run = p.add_argument_group("run directory")
     run.add_argument(
         "--resume",
@@ -248,9 +113,35 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(only --epochs and --device apply)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
-    run.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    _add_options(run, [fields["figures"]], defaults)
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(handler=_train)
+
+
+def _model_in(argv: Sequence[str]) -> str | None:
+    """The MODEL of ``pyrovae train ...`` (the first positional after ``train``), before the
+    parser that knows its options exists."""
+    from .runs.config import common_fields
+    from .runs.registry import every_recipe
+
+    if "train" not in argv:
+        return None
+    switches = {"--resume", "--overwrite", "--quiet", "-h", "--help"}
+    fields = [*common_fields()]
+    for recipe in every_recipe():
+        fields += dataclasses.fields(recipe.options)
+    for f in fields:
+        spec = f.metadata.get("option") or {}
+        if spec.get("action"):
+            switches.add(spec.get("flag") or "--" + f.name.replace("_", "-"))
+    tokens = list(argv[argv.index("train") + 1 :])
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("-"):
+            return token
+        i += 1 if token in switches or "=" in token else 2
+    return None
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -276,7 +167,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="test ELBO and importance-sampled log-likelihood; writes RUN_DIR/eval.json",
         description="Estimate, for every test example, log p(x) by importance sampling with the "
         "guide as proposal (log-mean-exp of K weights p(x, z)/q(z | x)), with its standard "
-        "error, effective sample size and Pareto k-hat, and the ELBO from the same draws. "
+        "error, effective sample size and Pareto k-hat, and the ELBO from the same draws "
+        "(exactly, without sampling, where the model sums every latent). "
         "Writes RUN_DIR/eval.json and prints a table (nats per example).",
         formatter_class=_Formatter,
     )
@@ -297,8 +189,9 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plot",
         help="(re)write a run's figures",
-        description="Write reconstructions, prior samples, latent traversals, interpolations, "
-        "the latent space coloured by label and the ELBO curves as PNG files.",
+        description="Write the run's figures as PNG files (a VAE: reconstructions, prior "
+        "samples, latent traversals, interpolations, the latent space coloured by label and the "
+        "ELBO curves; other models their own).",
         formatter_class=_Formatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
@@ -309,7 +202,8 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_plot)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``model`` chooses which recipe's options ``train`` takes."""
     parser = argparse.ArgumentParser(
         prog="pyrovae",
         description="Latent-variable models as Pyro programs: train by SVI, evaluate by "
@@ -318,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pyrovae {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _add_train(sub)
+    _train_parser(sub, model)
     _add_evaluate(sub)
     _add_sample(sub)
     _add_plot(sub)
@@ -326,16 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .run import train
+    from .runs.config import common_fields
+    from .runs.registry import config_for, recipe_for
+    from .runs.training import train
 
-    fields = set(TrainConfig.__dataclass_fields__)
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if args.num_labels is None:  # --num-labels all
-        values["num_labels"] = None
-    values.setdefault("out", f"runs/{args.model.replace(':', '_').replace('.', '_')}")
+    names = {f.name for f in common_fields()}
+    names |= {f.name for f in dataclasses.fields(recipe_for(args.model).options)}
+    values = {k: v for k, v in vars(args).items() if k in names - {"model"}}
+    values.setdefault("out", None)
+    if values["out"] is None:
+        values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     train(
-        TrainConfig(**values),
+        config_for(args.model, **values),
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -344,15 +241,14 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from .run import load_run, sample
+    from .runs import load_run, sample
 
     path = sample(load_run(args.run_dir, device=args.device), args.n, args.out, seed=args.seed)
     print(f"wrote {path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
-    from .run import load_run
+    from .runs import evaluate, load_run
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
@@ -367,7 +263,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from .run import load_run, plot
+    from .runs import load_run, plot
 
     run = load_run(args.run_dir, device=args.device)
     for path in plot(run, args.out):
@@ -375,16 +271,19 @@ def _plot(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .errors import USER_ERRORS
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_model_in(argv)).parse_args(argv)
+    from .runs.errors import is_user_error
 
     try:
         args.handler(args)
-    except USER_ERRORS as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,10 +1,19 @@
-"""The errors a user can cause and fix, shown by the CLI as one line without a traceback."""
+"""Errors of the library that both layers raise and catch.
 
-from .builders import ModelSpecError
-from .checkpoint import CheckpointError
-from .data import DataError
-from .infer import TrainingDiverged
-from .run import RunError
+The library (:mod:`pyrovae.infer`, :mod:`pyrovae.models`) raises them; the application layer
+catches them to report a fix to the user. This module imports nothing from pyrovae, so
+anything may import it.
+"""
 
-#: ValueError covers bad settings (e.g. --beta 0) and data outside a likelihood's support.
-USER_ERRORS = (DataError, ModelSpecError, CheckpointError, RunError, TrainingDiverged, ValueError)
+from __future__ import annotations
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; parameters are left at their last finite step.
+
+    Raised by :class:`~pyrovae.infer.Trainer` (the SVI loss) and :func:`~pyrovae.infer.em`
+    (the log-likelihood of an EM iteration).
+    """
+
+
+__all__ = ["TrainingDiverged"]

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from pyrovae.checkpoint import (
+from pyrovae.runs.record import (
     CheckpointError,
     atomic_write,
     load_checkpoint,

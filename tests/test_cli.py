@@ -15,7 +15,7 @@ import torch
 from images import assert_png
 
 from pyrovae.cli import main
-from pyrovae.run import load_run
+from pyrovae.runs import load_run
 
 FIGURES = {
     "elbo.png",
@@ -100,30 +100,44 @@ def test_console_script_runs_as_installed(tmp_path):
     assert state["epoch"] == 1 and len(state["history"]) == 1
 
 
-def test_help_explains_every_option(capsys):
+def help_text(capsys, *argv: str) -> str:
     with pytest.raises(SystemExit) as e:
-        main(["train", "--help"])
+        main([*argv, "--help"])
     assert e.value.code == 0
-    text = capsys.readouterr().out
-    for option in [
-        "--out",
-        "--dataset",
-        "--data-dir",
-        "--epochs",
-        "--batch-size",
-        "--latent-dim",
-        "--lr",
-        "--seed",
-        "--device",
-        "--resume",
-        "--likelihood",
-        "--beta",
-        "--hidden",
-    ]:
+    return capsys.readouterr().out
+
+
+COMMON = ["--out", "--dataset", "--data-dir", "--epochs", "--batch-size", "--lr", "--seed",
+          "--device", "--resume", "--overwrite", "--no-figures"]  # fmt: skip
+
+
+def test_help_explains_every_option_and_each_model_shows_its_own(capsys):
+    text = help_text(capsys, "train")
+    for option in COMMON:
         assert option in text
+    for model in ("vae", "ae", "gmm", "ssvae", "package.module:function"):
+        assert model in text
+    assert "--latent-dim LATENT_DIM" not in text and "--components COMPONENTS" not in text
+    vae = help_text(capsys, "train", "vae")
+    for option in [*COMMON, "--latent-dim", "--likelihood", "--beta", "--hidden", "--objective"]:
+        assert option in vae
+    assert "--components COMPONENTS" not in vae and "--num-labels NUM_LABELS" not in vae
+    gmm = help_text(capsys, "train", "--epochs", "3", "gmm")  # options before MODEL
+    assert "--components" in gmm and "--covariance" in gmm and "--inference" in gmm
+    assert "--latent-dim LATENT_DIM" not in gmm and "--objective" not in gmm  # EM or enum
+    ssvae = help_text(capsys, "train", "ssvae")
+    assert "--num-labels" in ssvae and "--alpha" in ssvae and "--architecture {" not in ssvae
+    assert "--beta" in help_text(capsys, "train", "mymodule:make")
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "train" in capsys.readouterr().out
+
+
+def test_an_option_of_another_model_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "gmm", "--latent-dim", "3"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --latent-dim 3" in capsys.readouterr().err
 
 
 def test_resume_reaches_the_same_numbers_as_an_uninterrupted_run(tmp_path):

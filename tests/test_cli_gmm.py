@@ -13,8 +13,8 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from pyrovae.cli import main
 from pyrovae.data import load_dataset
-from pyrovae.infer import fit_mixture
-from pyrovae.run import load_run
+from pyrovae.models import fit_mixture
+from pyrovae.runs import load_run
 
 MIXTURE_FIGURES = {"components.png", "responsibilities.png", "clusters.png", "em.png"}
 

@@ -11,7 +11,7 @@ from images import assert_png
 from pyrovae.cli import main
 from pyrovae.diagnostics import to_inference_data
 from pyrovae.infer import log_marginal
-from pyrovae.run import load_run
+from pyrovae.runs import load_run
 
 
 @pytest.fixture(scope="module")

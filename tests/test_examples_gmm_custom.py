@@ -22,7 +22,7 @@ from images import assert_png
 from pyrovae.cli import main
 from pyrovae.data import DataSplits, load_dataset
 from pyrovae.infer import log_marginal
-from pyrovae.run import load_run
+from pyrovae.runs import load_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

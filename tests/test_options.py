@@ -18,12 +18,12 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-import pyrovae.run
+import pyrovae.runs.training
 from pyrovae.cli import main
 from pyrovae.guides import GaussianEncoder
 from pyrovae.infer import IWAE_ELBO, Trainer
 from pyrovae.models import VAE
-from pyrovae.run import load_run
+from pyrovae.runs import load_run
 
 QUICK = ["--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"]
 
@@ -38,7 +38,7 @@ def trainers(monkeypatch):
             super().__init__(*args, **kwargs)
             built.append(self)
 
-    monkeypatch.setattr(pyrovae.run, "Trainer", Recording)
+    monkeypatch.setattr(pyrovae.runs.training, "Trainer", Recording)
     return built
 
 

@@ -1,8 +1,20 @@
-"""Diagnostics: what a fitted model learned, as figures computed from traces."""
+"""Diagnostics: what a fitted (model, guide) pair learned, as numbers and figures computed
+from traces; nothing here knows a model's class.
+
+:mod:`~pyrovae.diagnostics.views` finds the observed and latent sites of any pair
+(:func:`find_sites`, :class:`Sites`) and computes what the figures show;
+:mod:`~pyrovae.diagnostics.figures` draws arrays into PNG files (no pyplot state);
+:func:`write_figures` (:mod:`~pyrovae.diagnostics.vae_figures`) writes the figures of a
+VAE-like pair; :mod:`~pyrovae.diagnostics.mixture_figures`,
+:mod:`~pyrovae.diagnostics.ssvae_figures` and :mod:`~pyrovae.diagnostics.importance_figures`
+those of a Gaussian mixture, a semi-supervised VAE and importance sampling. ArviZ export and
+paired model comparison (:func:`to_inference_data`, :func:`compare_log_likelihoods`) and the
+Pareto k-hat (:func:`pareto_khat`) rest on :mod:`pyrovae.infer`'s estimators.
+"""
 
 from ..infer.psis import pareto_khat
 from .arviz import compare_log_likelihoods, to_inference_data
-from .report import write_figures
+from .vae_figures import write_figures
 from .views import Sites, find_sites
 
 __all__ = [

@@ -44,13 +44,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..infer.importance import (
-    LogMarginal,
-    importance_pass,
-    initialised_cuda_devices,
-    log_marginal,
-    weight_statistics,
-)
+from ..infer.importance import LogMarginal, importance_pass, log_marginal, weight_statistics
+from ..rng import initialised_cuda_devices
 from .views import find_sites
 
 #: Why the export has no ``log_likelihood`` group; stored in ``constant_data.attrs["loo"]``.

@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..checkpoint import atomic_write
+from ..atomic import atomic_write
 
 # Figures are built with matplotlib's object API (Figure, not pyplot): no global state, no
 # backend switch, so importing pyrovae leaves a notebook's inline plotting alone.

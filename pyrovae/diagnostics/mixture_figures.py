@@ -1,8 +1,9 @@
-"""Figures of a fitted Gaussian mixture, from arrays: components as ellipses over the data,
-means as images, the BIC curve, responsibilities, clusters against labels, EM's progress.
+"""Figures of a fitted Gaussian mixture: components as ellipses over the data, means as
+images, the BIC curve, responsibilities, clusters against labels, EM's progress.
 
-Like :mod:`pyrovae.diagnostics.figures`, every function takes numpy arrays, writes one PNG
-atomically and returns its path; no pyplot state.
+Like :mod:`pyrovae.diagnostics.figures`, the ``save_*`` functions take numpy arrays, write
+one PNG atomically and return its path; no pyplot state. :func:`write_mixture_figures`
+draws them all from a fitted :class:`~pyrovae.models.GaussianMixture`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.patches import Ellipse
 
-from .figures import _save, _show, subplots, tile
+from .figures import _save, _show, save_elbo_curves, save_image_grid, subplots, tile
 
 
 def _colour(i: int, k: int):
@@ -180,3 +182,107 @@ def save_em_curve(log_likelihood: Sequence[float], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def adjusted_rand_index(assignments: torch.Tensor, labels: torch.Tensor | None) -> float | None:
+    """Adjusted Rand index of the clusters against the labels (1: the same partition, about 0:
+    chance; Hubert & Arabie 1985), or None without labels."""
+    if labels is None:
+        return None
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(labels.cpu().numpy(), assignments.cpu().numpy()))
+
+
+def _projection(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """(centre (D,), basis (2, D), axis labels): the data's own axes if D == 2, else their
+    top two principal components."""
+    d = x.shape[1]
+    if d == 1:
+        raise ValueError("one-dimensional data have no 2-D view")
+    if d == 2:
+        return np.zeros(2), np.eye(2), ("x1", "x2")
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2).fit(x)
+    share = pca.explained_variance_ratio_ * 100
+    labels = (f"PC1 ({share[0]:.0f}% var.)", f"PC2 ({share[1]:.0f}% var.)")
+    return pca.mean_, pca.components_, labels
+
+
+def write_mixture_figures(
+    model,
+    x: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    labels: torch.Tensor | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    history: list[dict] = (),
+    sweep: list[dict] = (),
+) -> list[Path]:
+    """The mixture's figures for test rows x (N, D): the data in 2-D (themselves, or their top
+    two principal components) with every component's 1- and 2-sigma ellipses (the exact
+    marginal of N(mu_k, Sigma_k) under the linear projection); for images the component means
+    and 64 draws from the model; the responsibilities of 200 test rows; the clusters against
+    the labels with the adjusted Rand index; the BIC curve of a sweep; EM's log-likelihood
+    per iteration (or the SVI curves)."""
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    x = x[:5000]
+    with torch.no_grad():
+        assignments = model.predict(x).cpu().numpy()
+        weights = model.weights.double().cpu().numpy()
+        means = model.loc.double().cpu().numpy()
+        tril = model.scale_tril.double().expand(model.num_components, model.dim, model.dim)
+        covariances = (tril @ tril.mT).cpu().numpy()
+        responsibilities = model.responsibilities(x[:200]).cpu().numpy()
+    xs = x.double().cpu().numpy()
+    y = None if labels is None else labels[: len(x)].cpu().numpy()
+    if model.dim >= 2:
+        centre, basis, axis_labels = _projection(xs)
+        written.append(
+            save_component_ellipses(
+                (xs - centre) @ basis.T,
+                assignments,
+                (means - centre) @ basis.T,
+                basis @ covariances @ basis.T,
+                weights,
+                out / "components.png",
+                axis_labels=axis_labels,
+                title=f"{model.num_components} components ({model.covariance} covariances) "
+                f"over {len(xs)} test examples",
+            )
+        )
+    if image_shape is not None:
+        images = means.reshape(-1, *image_shape)
+        written.append(save_component_means(images, weights, out / "means.png"))
+        draws, _ = model.sample(64)
+        written.append(
+            save_image_grid(
+                draws.cpu().numpy().reshape(-1, *image_shape),
+                out / "samples.png",
+                ncols=8,
+                title="x ~ p(x), clipped to [0, 1]",
+            )
+        )
+    written.append(
+        save_responsibilities(
+            responsibilities, out / "responsibilities.png", labels=None if y is None else y[:200]
+        )
+    )
+    if y is not None:
+        ari = adjusted_rand_index(torch.as_tensor(assignments), torch.as_tensor(y))
+        written.append(
+            save_cluster_table(assignments, y, model.num_components, out / "clusters.png", ari=ari)
+        )
+    if len(sweep) > 1:
+        written.append(save_bic_curve(sweep, model.num_components, out / "bic.png"))
+    if history and "train_log_likelihood" in history[0]:
+        curve = [row["train_log_likelihood"] for row in history]
+        written.append(save_em_curve(curve, out / "em.png"))
+    elif history:
+        written.append(
+            save_elbo_curves(history, out / "elbo.png", title="ELBO = log p(x) (z summed out)")
+        )
+    return written

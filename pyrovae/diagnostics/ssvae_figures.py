@@ -1,17 +1,21 @@
-"""Figures of a semi-supervised VAE, from arrays: conditional generation, analogies,
-the accuracy curve and the confusion matrix.
+"""Figures of a semi-supervised VAE: conditional generation, analogies, the accuracy curve
+and the confusion matrix.
 
-Like :mod:`pyrovae.diagnostics.figures`, every function takes numpy arrays, writes one
-PNG atomically and returns its path; no pyplot state.
+Like :mod:`pyrovae.diagnostics.figures`, the ``save_*`` functions take numpy arrays, write
+one PNG atomically and return its path; no pyplot state. :func:`write_ssvae_figures` draws
+them all from a fitted model and guide (a guide with ``predict(x)`` and ``encode(x, y)``, as
+:class:`~pyrovae.guides.SSVAEGuide`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from . import figures
 from .figures import _save, _show, subplots, tile
 
 
@@ -99,3 +103,85 @@ def save_confusion_matrix(counts: np.ndarray, path: str | Path, *, title: str) -
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
     return _save(fig, path)
+
+
+@torch.no_grad()
+def predict(guide: Callable, x: torch.Tensor, batch_size: int = 5000) -> torch.Tensor:
+    """argmax q(y | x) for rows x (N, D), in batches: (N,)."""
+    return torch.cat([guide.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(guide: Callable, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of rows whose most probable class under q(y | x) is the label."""
+    return float((predict(guide, x) == y.to(x.device)).double().mean())
+
+
+def write_ssvae_figures(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    image_shape: tuple[int, int, int] | None,
+    history: list[dict],
+    seed: int = 0,
+) -> list[Path]:
+    """Figures of a fitted SSVAE on test rows x (N, D) with labels (N,): ``elbo.png``,
+    ``accuracy.png``, ``confusion.png`` and, for images, ``conditional.png`` (rows: one
+    z ~ N(0, I) each, columns: y = 0..C-1, E[x | z, y]) and ``analogies.png`` (rows: a test
+    image, its style z = E[q(z | x, y_hat)] under the predicted class, then E[x | z, y] for
+    every class y)."""
+    out = Path(out_dir)
+    written = []
+    if history:
+        written.append(figures.save_elbo_curves(history, out / "elbo.png", title="ELBO"))
+        written.append(save_accuracy_curve(history, out / "accuracy.png"))
+    predictions = predict(guide, x).cpu().numpy()
+    truth = labels.cpu().numpy()
+    counts = confusion_matrix(truth, predictions, model.num_classes)
+    share = float(np.trace(counts) / max(counts.sum(), 1))
+    written.append(
+        save_confusion_matrix(
+            counts,
+            out / "confusion.png",
+            title=f"test accuracy {100 * share:.2f}% ({len(truth)} examples)",
+        )
+    )
+    if image_shape is None:
+        return written
+    c = model.num_classes
+    classes = torch.arange(c, device=x.device)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        z = torch.randn(8, 1, model.latent_dim, device=x.device)
+        grid = model.generate(z.expand(8, c, -1), classes.expand(8, c))
+        written.append(
+            save_class_grid(
+                grid.reshape(8, c, *image_shape).cpu().numpy(),
+                out / "conditional.png",
+                title="E[x | z, y]: one z ~ N(0, I) per row, y = 0..C-1 across",
+            )
+        )
+        rows = _one_per_class(labels, 8)
+        sources = x[rows]
+        styles, _ = guide.encode(sources, guide.predict(sources))
+        grid = model.generate(styles[:, None].expand(-1, c, -1), classes.expand(len(rows), c))
+        written.append(
+            save_class_grid(
+                grid.reshape(len(rows), c, *image_shape).cpu().numpy(),
+                out / "analogies.png",
+                row_images=sources.reshape(len(rows), *image_shape).cpu().numpy(),
+                title="Analogies: the style z of each test image (left), every class y",
+            )
+        )
+    return written
+
+
+def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of ``count`` test rows, of different classes where possible."""
+    labels = labels.cpu()
+    firsts = [int(torch.nonzero(labels == c)[0]) for c in labels.unique()]
+    taken = set(firsts)
+    rest = [i for i in range(len(labels)) if i not in taken]
+    return torch.as_tensor((firsts + rest)[:count])

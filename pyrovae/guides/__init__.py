@@ -1,4 +1,15 @@
-"""Amortized inference networks q(z | x) paired with :mod:`pyrovae.models`."""
+"""Inference networks q(z | x) paired with :mod:`pyrovae.models`: Pyro programs with the
+model's signature that sample its latent sites, trained with it by :mod:`pyrovae.infer`.
+
+:class:`GaussianEncoder` (the VAE's reparameterised Gaussian) and :class:`DeltaEncoder` (a
+point mass: a regularised autoencoder) for one latent vector site "z";
+:class:`LinearGaussianEncoder` (a family containing the exact posterior) and
+:class:`ExactPosteriorGuide` (the exact posterior) for
+:class:`~pyrovae.models.FactorAnalysis`; :class:`SSVAEGuide` (classifier q(y | x), enumerated
+when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE`. A guide
+module may import the model module it is written for; nothing here imports
+:mod:`pyrovae.infer`.
+"""
 
 from .classifier import SSVAEGuide
 from .encoder import DeltaEncoder, GaussianEncoder

@@ -1,48 +1,54 @@
-"""Inference for any (model, guide) pair: SVI training (``fit``, ``Trainer``) and the
-objectives it takes (read from the program by default), the contract checked on a first batch,
-importance-sampled log p(x) with enumerated sites summed exactly, discrete posteriors of
-enumerated sites (``assign``), the generic EM driver, minibatching and the semi-supervised
-objective."""
+"""Inference for any (model, guide) pair of Pyro programs that keeps pyrovae's contract (its
+examples observed inside ``pyro.plate("data", N)``; an optional ``model.latent_scales``).
 
-from .batches import InterleavedBatches, SemiSupervisedData, TensorBatches, make_batches
+The package holds: SVI training (:func:`fit`, :class:`Trainer`, :class:`History`,
+:func:`collect_params`, :func:`evaluate_elbo`) with the objectives it takes by name
+(:data:`OBJECTIVES`, :func:`make_objective`, :class:`IWAE_ELBO`) or reads from the program
+(:func:`choose_objective`) after checking the pair on a first batch (:func:`check_program`,
+:class:`ProgramReport`); importance-sampled log p(x) with enumerated sites summed exactly
+(:func:`log_marginal`, :class:`LogMarginal`, :func:`log_importance_weights`); the discrete
+posterior of enumerated sites (:func:`assign`); the generic EM driver for models with a
+closed-form M-step (:func:`em`, :class:`EMHistory`); the semi-supervised objective and its
+data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`); and
+:class:`TrainingDiverged` (defined in :mod:`pyrovae.errors`). Those names, ``__all__``, are
+the public API; the submodules' other names (minibatching in :mod:`~pyrovae.infer.batches`,
+site scaling in :mod:`~pyrovae.infer.scale`, label indices in
+:mod:`~pyrovae.infer.semisupervised`, ...) are importable from their modules as building
+blocks. Nothing here imports :mod:`pyrovae.models`: models with their own fitting routines
+(``pyrovae.models.fit_mixture``) call into this package, not the reverse.
+"""
+
+from ..errors import TrainingDiverged
+from .batches import SemiSupervisedData
 from .discrete import assign
-from .em import EMHistory, em, fit_mixture
-from .fit import History, Trainer, TrainingDiverged, collect_params, evaluate_elbo, fit
+from .em import EMHistory, em
+from .fit import History, Trainer, collect_params, evaluate_elbo, fit
 from .importance import LogMarginal, log_importance_weights, log_marginal
 from .iwae import IWAE_ELBO
-from .objectives import OBJECTIVES, evaluation_objective, make_objective
+from .objectives import OBJECTIVES, make_objective
 from .program import ProgramReport, check_program, choose_objective
-from .scale import SiteScaleMessenger, scale_latents
-from .semisupervised import SemiSupervisedELBO, balanced_label_indices, split_labeled
+from .semisupervised import SemiSupervisedELBO, split_labeled
 
 __all__ = [
     "EMHistory",
+    "History",
     "IWAE_ELBO",
-    "InterleavedBatches",
+    "LogMarginal",
     "OBJECTIVES",
     "ProgramReport",
-    "LogMarginal",
-    "History",
     "SemiSupervisedData",
     "SemiSupervisedELBO",
-    "SiteScaleMessenger",
-    "TensorBatches",
     "Trainer",
     "TrainingDiverged",
     "assign",
-    "balanced_label_indices",
     "check_program",
     "choose_objective",
     "collect_params",
     "em",
     "evaluate_elbo",
-    "evaluation_objective",
     "fit",
-    "fit_mixture",
     "log_importance_weights",
     "log_marginal",
-    "make_batches",
     "make_objective",
-    "scale_latents",
     "split_labeled",
 ]

@@ -48,7 +48,7 @@ from torch.distributions import kl_divergence
 from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from .importance import initialised_cuda_devices
+from ..rng import initialised_cuda_devices
 
 LOG = logging.getLogger("pyrovae")
 

@@ -32,7 +32,8 @@ from pyro.infer import infer_discrete
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
-from .importance import initialised_cuda_devices, traced_nesting
+from ..rng import initialised_cuda_devices
+from .importance import traced_nesting
 
 #: The plate of the examples, as every pyrovae program names it.
 DATA = "data"

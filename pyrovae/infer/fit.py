@@ -20,19 +20,16 @@ from pyro import poutine
 from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
+from ..errors import TrainingDiverged
+from ..rng import initialised_cuda_devices
 from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
-from .importance import initialised_cuda_devices
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
-from .scale import scale_latents
+from .scale import LATENT_SCALES, scale_latents
 
 Callback = Callable[["Trainer"], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; parameters are left at their last finite step."""
 
 
 class History(list):
@@ -97,7 +94,14 @@ class Trainer:
 
     Args:
         model, guide: Pyro programs with the same signature ``(x, y=None)`` or ``(*batch)``;
-            PyroModules or plain functions using ``pyro.param`` / ``pyro.module``.
+            PyroModules or plain functions using ``pyro.param`` / ``pyro.module``. The model
+            may carry one optional attribute of the pair contract, ``latent_scales``
+            (:data:`~pyrovae.infer.scale.LATENT_SCALES`): a dict {latent site name: scale}
+            whose every site is scaled by its value in *both* model and guide
+            (:func:`~pyrovae.infer.scale.scale_latents`), so the training ELBO's KL term
+            E_q[log p(z) - log q(z | x)] of that site is multiplied by the scale (the
+            beta-VAE's beta: :attr:`pyrovae.models.VAE.latent_scales` is {"z": beta}).
+            Absent or empty, nothing is scaled; the test ELBO is never scaled.
         data: training data, any form of :data:`~pyrovae.infer.batches.Data`.
         test_data: evaluated each epoch (one-sample test ELBO, unweighted objective).
         batch_size, lr: minibatch size and Adam's learning rate.
@@ -162,7 +166,7 @@ class Trainer:
         # Discrete latents the guide leaves to the model, unmarked: summed, as log_marginal
         # sums them, rather than sampled by TraceEnum_ELBO from their prior.
         self._eval_model = enumerate_sites(model, self.program.unmarked_discrete)
-        scales = getattr(model, "latent_scales", {}) or {}
+        scales = getattr(model, LATENT_SCALES, None) or {}
         self._model, self._guide = scale_latents(self._eval_model, guide, scales)
         #: The objective trained with: a name of OBJECTIVES ("auto" resolved) or an ELBO.
         self.objective = objective
@@ -327,5 +331,11 @@ def fit(
 
     Returns the per-epoch history: ``train_elbo`` (running mean of the training bound over
     the epoch) and, with ``test_data``, ``test_elbo``, both in nats per example.
+
+    The pair contract has one optional model attribute, ``model.latent_scales``
+    (:data:`~pyrovae.infer.scale.LATENT_SCALES`): a dict {latent site name: scale}; each
+    named site is scaled by its value in both model and guide while training, so the ELBO's
+    KL term for that site is multiplied by the scale (a beta-VAE's beta). The test ELBO is
+    unscaled. See :class:`Trainer` for the other arguments.
     """
     return Trainer(model, guide, data, **kwargs).run(epochs)

@@ -32,6 +32,7 @@ from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
+from ..rng import initialised_cuda_devices
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .psis import pareto_khat
@@ -146,11 +147,6 @@ def weight_statistics(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
     spread = log_weights.max(-1).values - log_weights.min(-1).values
     khat = torch.where(spread.to(khat.device) <= 1e-9, -math.inf, khat)
     return estimate, stderr, ess, khat
-
-
-def initialised_cuda_devices() -> list[int]:
-    """Devices whose RNG a fork must save: only those CUDA has already initialised."""
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
 
 
 def plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:

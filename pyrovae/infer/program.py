@@ -3,7 +3,10 @@
 pyrovae's contract for any Pyro program (DESIGN.md): the model observes its data inside
 ``pyro.plate("data", B)`` over the batch's B examples; every site the guide samples is a
 latent site of the model; discrete latents the guide does not sample are summed out by
-enumeration; latents outside the data plate are global and drawn by the guide.
+enumeration; latents outside the data plate are global and drawn by the guide. The model
+may carry one optional attribute, ``latent_scales`` (:data:`~pyrovae.infer.scale.LATENT_SCALES`):
+{latent site name: scale}, each such site scaled in model and guide while training, so its KL
+term in the ELBO is multiplied by the scale (a beta-VAE's beta).
 :func:`check_program` traces the pair once on a batch and refuses, with the fix, what
 training would otherwise run with and :func:`~pyrovae.log_marginal` or the figures would
 refuse (or get wrong) later. :func:`choose_objective` reads the objective from the program:
@@ -19,7 +22,8 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
-from .importance import initialised_cuda_devices, plate_nesting
+from ..rng import initialised_cuda_devices
+from .importance import plate_nesting
 from .weights import DATA, WeightedSites, classify_sites, mark_for_enumeration, trace_pair
 
 SUMMING_OBJECTIVES = ("enum", "iwae")

@@ -24,6 +24,10 @@ mean of the diagonal). ``reg_covar`` (scikit-learn's default 1e-6) keeps every c
 positive definite. With a :class:`MixturePrior` the M-step is the MAP update instead (Fraley &
 Raftery, "Bayesian regularization for normal mixture estimation", J. Classif. 24, 2007), and
 the program carries the same log prior as a ``pyro.factor``, so SVI finds the same mode.
+The sums and the M-step are :mod:`pyrovae.models.mixture_stats`; EM from k-means++ seeds
+(:mod:`pyrovae.kmeans`) with restarts is :func:`pyrovae.models.fit_mixture`. Assignments
+(:meth:`GaussianMixture.assign`) come from the same closed-form posterior r_nk. This module
+imports nothing from :mod:`pyrovae.infer`.
 
 Cost. The program's component densities (:class:`DiagonalNormal`, :class:`CholeskyNormal`)
 broadcast K components against a chunk of B rows by float64 matrix products where they can
@@ -46,10 +50,9 @@ from pyro import poutine
 from torch import nn
 
 from ..distributions import CholeskyNormal, DiagonalNormal
-from ..infer.discrete import assign as assign_discrete
-from ..infer.em import MixtureStatistics, mixture_m_step, mixture_statistics
-from ..infer.kmeans import chunk_rows, kmeans_plusplus, squared_distances
+from ..kmeans import chunk_rows, kmeans_plusplus, squared_distances
 from ..module import LocalPyroModule
+from .mixture_stats import MixtureStatistics, mixture_m_step, mixture_statistics
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -319,15 +322,31 @@ class GaussianMixture(LocalPyroModule):
 
     @torch.no_grad()
     def assign(self, x: torch.Tensor, temperature: int = 0) -> torch.Tensor:
-        """z_n for rows x (N, D) by :func:`pyrovae.infer.discrete.assign` (``infer_discrete``
-        on this program with the empty guide): the MAP argmax_k r_nk with temperature 0, a
-        draw from p(z_n | x_n) with temperature 1. Returns (N,) long."""
-        return torch.cat(
-            [
-                assign_discrete(self, empty_guide, chunk, temperature, batch_size=len(chunk))["z"]
-                for chunk in self.chunks(x)
-            ]
-        )
+        """z_n for rows x (N, D) from the closed-form posterior p(z_n = k | x_n) = r_nk, the
+        softmax over k of :meth:`log_joint` (the program, enumerated): the MAP argmax_k r_nk
+        with temperature 0, a draw from p(z_n | x_n) with temperature 1. Returns (N,) long.
+
+        The same answer as :func:`pyrovae.infer.assign` on this program with
+        :func:`empty_guide` (``infer_discrete``: with no continuous latent, the exact MAP or
+        an exact draw), computed here without it.
+
+        Raises:
+            ValueError: temperature is not 0 or 1.
+        """
+        if temperature not in (0, 1) or isinstance(temperature, bool):
+            raise ValueError(
+                f"temperature must be 0 (the MAP) or 1 (a posterior draw), got {temperature!r}"
+            )
+        parts = []
+        for chunk in self.chunks(x):
+            joint = self.log_joint(chunk)  # (K, B): log p(x_n, z_n = k)
+            if temperature == 0:
+                parts.append(joint.argmax(0))
+            else:
+                parts.append(dist.Categorical(logits=joint.T).sample())
+        if not parts:  # x has no rows
+            return torch.zeros(0, dtype=torch.long, device=self.loc.device)
+        return torch.cat(parts)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """MAP assignments argmax_k p(z_n = k | x_n) (N,)."""
@@ -381,7 +400,7 @@ class GaussianMixture(LocalPyroModule):
         whatever N is, and x may stay on the CPU while the model is on a GPU. A component
         whose responsibilities sum to less than eps N (it explains no point) is re-seeded at
         a worst-explained row (lowest log p(x_n)), with weight 1/N and the average covariance
-        of the others; ``reseeded`` lists it and ``em_reset`` tells :func:`~pyrovae.infer.em`
+        of the others; ``reseeded`` lists it and ``em_reset`` tells :func:`~pyrovae.infer.em.em`
         that this one step need not increase the log-likelihood.
 
         Raises:

@@ -24,11 +24,11 @@ from pyrovae.infer.importance import (
     check_weights,
     default_max_elements,
     enumerated_size,
-    initialised_cuda_devices,
     log_marginal,
     plate_nesting,
     weight_statistics,
 )
+from pyrovae.rng import initialised_cuda_devices
 
 
 @pytest.fixture(autouse=True)
@@ -212,3 +212,110 @@ def test_every_latent_summed_gives_exact_weights_with_minus_inf_khat():
     prior = log_marginal(mixture, mixture_guide, x, num_samples=5, proposal="prior", progress=False)
     assert torch.allclose(prior.log_likelihood, exact, atol=1e-12)
     assert prior.elbo is None and prior.proposal == "prior"
+
+
+def test_check_weights_shows_an_ellipsis_from_eleven_rows():
+    lw = torch.full((11, 2), -math.inf)
+    rows = "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ..."
+    with pytest.raises(NonFiniteWeights, match=f"^{message(rows, 11)}$"):
+        check_weights(lw)
+
+
+def normal_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def shifted_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x / 2 + 0.4, 0.6))
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """(rows, particles) of every vectorized pass log_marginal makes."""
+    import pyrovae.infer.importance as importance
+
+    calls: list[tuple[int, int]] = []
+    original = importance.log_importance_weights
+
+    def recording(model, guide, args, particles, *rest, **kwargs):
+        calls.append((args[0].shape[0], particles))
+        return original(model, guide, args, particles, *rest, **kwargs)
+
+    monkeypatch.setattr(importance, "log_importance_weights", recording)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "max_elements", "rows", "chunk"),
+    [
+        # D = 1 counts as 64 numbers per draw; B = max_elements // (4 K) binds, then the chunk.
+        (3, 100, 256, 1, 4),
+        # ... B = max_elements // 64 binds; every particle in one pass.
+        (6, 1, 256, 4, 1),
+        # ... at most one particle per pass, even when none fits.
+        (2, 10, 64, 1, 1),
+        # ... at most 1000 examples per pass.
+        (1003, 1, None, 1000, 1),
+    ],
+)
+def test_pass_sizes_follow_the_memory_budget(passes, n, k, max_elements, rows, chunk):
+    x = torch.linspace(-2, 2, n)
+    log_marginal(
+        normal_model, shifted_guide, x, num_samples=k, max_elements=max_elements, progress=False
+    )
+    assert passes[0] == (rows, chunk)
+    assert sum(r * p for r, p in passes) == n * k  # every example drawn K times, once
+    assert all(isinstance(r, int) for r, _ in passes)
+
+
+def test_pass_sizes_count_each_enumerated_value(passes):
+    """c takes 3 values: a pass holds 3 copies of the activations, 3 x 64 numbers per draw."""
+    x = torch.linspace(-2, 2, 9)
+    log_marginal(mixture, mixture_guide, x, num_samples=1, max_elements=768, progress=False)
+    assert passes[0] == (4, 1)  # 768 // (3 * 64)
+
+
+def test_the_progress_bar_counts_examples_and_is_silent_when_asked(capfd):
+    x = torch.linspace(-2, 2, 9)
+    log_marginal(normal_model, shifted_guide, x, num_samples=5, batch_size=4, progress=False)
+    assert capfd.readouterr().err == ""
+    log_marginal(normal_model, shifted_guide, x, num_samples=5, batch_size=4, progress=True)
+    err = capfd.readouterr().err
+    assert "log p(x), K=5" in err and "9/9" in err
+    assert re.search(r"(?<![A-Za-z])ex/s|s/ex(?![A-Za-z])", err)
+
+
+def narrowing_guide(x):
+    """The exact posterior's mean, with a scale that shrinks as |x| grows: heavy-tailed
+    weights where |x| is large."""
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x / 2, math.sqrt(0.5) / (1 + x.abs())))
+
+
+def test_the_worst_example_is_found_across_passes():
+    # The outlier at index 4 (in the second of three passes) has the largest k-hat.
+    x = torch.tensor([0.1, -0.3, 0.2, 0.0, 4.5, -0.1, 0.3, 0.2, -0.2])
+    r = log_marginal(
+        normal_model,
+        narrowing_guide,
+        x,
+        num_samples=400,
+        batch_size=3,
+        keep_log_weights=True,
+        progress=False,
+    )
+    khat = torch.nan_to_num(r.khat, nan=-math.inf)
+    assert int(khat.argmax()) == 4, "the outlier must be the worst, in the middle pass"
+    assert r.worst_index == 4
+    assert torch.equal(r.worst_log_weights, r.log_weights[4])
+
+
+def test_log_weights_are_kept_only_when_asked():
+    x = torch.linspace(-2, 2, 5)
+    assert (
+        log_marginal(normal_model, shifted_guide, x, num_samples=3, progress=False).log_weights
+        is None
+    )

@@ -14,7 +14,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from pyrovae.infer import scale_latents
+from pyrovae.infer.scale import scale_latents
 
 
 def model(x: torch.Tensor, shift: float = 0.0) -> None:

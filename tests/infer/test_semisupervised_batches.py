@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.infer import (
-    InterleavedBatches,
-    SemiSupervisedData,
-    balanced_label_indices,
-    make_batches,
-    split_labeled,
-)
+from pyrovae.infer import SemiSupervisedData, split_labeled
+from pyrovae.infer.batches import InterleavedBatches, make_batches
+from pyrovae.infer.semisupervised import balanced_label_indices
 
 
 def data(n_labeled: int = 7, n_unlabeled: int = 25) -> SemiSupervisedData:

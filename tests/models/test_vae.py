@@ -7,7 +7,7 @@ from pyro.infer import TraceMeanField_ELBO
 from sklearn.datasets import load_digits
 
 from pyrovae.guides import DeltaEncoder, GaussianEncoder
-from pyrovae.infer import scale_latents
+from pyrovae.infer.scale import scale_latents
 from pyrovae.models import VAE
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyrovae.infer.em import MixtureStatistics, mixture_m_step
 from pyrovae.models import GaussianMixture, MixturePrior
 from pyrovae.models.mixture import COVARIANCE_TYPES
+from pyrovae.models.mixture_stats import MixtureStatistics, mixture_m_step
 
 K, D, N = 3, 2, 7
 REG = 1e-3

@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from pyrovae.infer.kmeans import kmeans
+from pyrovae.kmeans import kmeans
 
 
 def blobs(dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,9 +13,9 @@ from pyro.infer import TraceEnum_ELBO
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 import pyrovae
-from pyrovae.infer.em import em, fit_mixture
-from pyrovae.infer.kmeans import kmeans_plusplus
-from pyrovae.models import GaussianMixture
+from pyrovae.infer.em import em
+from pyrovae.kmeans import kmeans_plusplus
+from pyrovae.models import GaussianMixture, fit_mixture
 from pyrovae.models.mixture import COVARIANCE_TYPES, MixturePrior, empty_guide
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,6 +14,9 @@ The rows never need to be on the compute device at once: distances are computed 
 chunk, and what is kept is O(trials N): the closest squared distance of every row, that
 distance were each candidate added, and the rows' squared norms (8 bytes each in float64:
 about 0.5 GB for N = 10,000,000 with K <= 20).
+
+This module imports nothing from pyrovae: the Gaussian mixture (:mod:`pyrovae.models`) seeds
+EM with it, and any other layer may use it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,138 @@
+"""A run directory on disk: its files, the :class:`Run` rebuilt from them, and safe I/O.
+
+A run directory holds::
+
+    config.json      the settings, including those resolved from the data
+    checkpoint.pt    model, guide and optimizer state, epoch, RNG states, history
+    metrics.json     per-epoch numbers (nats per example, higher is better) and their units
+    eval.json        what ``pyrovae evaluate`` estimated
+    figures/*.png    what ``pyrovae plot`` draws
+    ...              files a recipe adds (:attr:`~pyrovae.runs.recipe.Recipe.files`)
+
+Every file is written atomically (:func:`pyrovae.atomic.atomic_write`: a temporary name in the
+same directory renamed over the target), so an interrupt never leaves a half-written
+checkpoint or JSON file. Checkpoints are read with ``torch.load(..., weights_only=True)``:
+tensors, numbers, strings, lists and dicts only, never arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import atomic_write
+from ..data import DataSplits
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not one of ours."""
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({e}); the run directory is damaged"
+        ) from e
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write a checkpoint (a dict of tensors, numbers, strings, lists, dicts) atomically."""
+    payload = {"format_version": FORMAT_VERSION, **state}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, without unpickling objects."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train a run first (pyrovae train)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for damaged or foreign files
+        raise CheckpointError(
+            f"cannot read the checkpoint {path}: {e}. It is damaged or not a pyrovae checkpoint."
+        ) from e
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a pyrovae checkpoint (format version {FORMAT_VERSION} expected)"
+        )
+    return state
+
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+EVAL = "eval.json"
+FIGURES = "figures"
+#: Where a run keeps data that no dataset name reloads (what a factory returned).
+DATA_COPY = "factory_data.npz"
+
+
+class RunError(RuntimeError):
+    """A run directory cannot be used as asked (missing, already trained, damaged)."""
+
+
+@dataclass
+class Run:
+    """A run rebuilt from disk (or just trained): the pair, its data and its record.
+
+    ``test_x`` holds the test rows as the model sees them (binarized once, with a fixed seed,
+    where the recipe binarizes); ``notes`` what the recipe recorded about the run (e.g. the
+    epoch it selected)."""
+
+    path: Path
+    config: TrainConfig
+    model: Callable
+    guide: Callable
+    data: DataSplits
+    test_x: torch.Tensor
+    history: list[dict] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def test_inputs(self) -> torch.Tensor:
+        """The test rows as the model sees them, on the run's device."""
+        return self.test_x.to(self.config.device)
+
+
+def run_files(out: Path, extra: Iterable[str] = ()) -> list[Path]:
+    """Every file a run directory may hold: the common ones and ``extra`` (recipes' own)."""
+    names = [CHECKPOINT, CONFIG, METRICS, EVAL, DATA_COPY, FIGURES, *extra]
+    return [out / name for name in dict.fromkeys(names)]
+
+
+def remove_run(out: Path, extra: Iterable[str] = ()) -> None:
+    """Delete a run's files (``--overwrite``), leaving anything else in the directory."""
+    for path in run_files(out, extra):
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def finite_json(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value

@@ -1,0 +1,113 @@
+"""Each model name finds its recipe; the recipes' hooks say what differs, and none changes the
+config it is given."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pyrovae.data import DataSplits
+from pyrovae.runs import RECIPES, config_for, recipe_for
+from pyrovae.runs.config import TrainConfig
+from pyrovae.runs.recipes.ae import AutoencoderRecipe
+from pyrovae.runs.recipes.factory import FactoryRecipe
+from pyrovae.runs.recipes.mixture import MixtureRecipe
+from pyrovae.runs.recipes.ssvae import SemiSupervisedRecipe
+from pyrovae.runs.recipes.vae import VAERecipe
+from pyrovae.runs.registry import read_config
+from pyrovae.runs.training import _metrics
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [
+        ("vae", VAERecipe),
+        ("ae", AutoencoderRecipe),
+        ("gmm", MixtureRecipe),
+        ("ssvae", SemiSupervisedRecipe),
+        ("my_models:make", FactoryRecipe),
+    ],
+)
+def test_each_model_name_finds_its_recipe(model, kind):
+    assert type(recipe_for(model)) is kind
+    assert model not in RECIPES or RECIPES[model].name == model
+
+
+def metrics_note(model: str, **options) -> str:
+    config = config_for(model, **options)
+    return _metrics(recipe_for(model), config, [])["units"]
+
+
+def test_metrics_notes_name_what_the_numbers_mean():
+    assert "point-mass guide" in metrics_note("ae")
+    assert "point-mass" not in metrics_note("vae")
+    assert "beta = 2.5" in metrics_note("vae", beta=2.5) and "beta" not in metrics_note("vae")
+    ssvae = metrics_note("ssvae", alpha=7.0)
+    assert "alpha = 7.0" in ssvae and "valid_accuracy" in ssvae
+
+
+def test_only_an_em_mixture_refuses_to_resume():
+    assert "does not resume" in recipe_for("gmm").refuse_resume(config_for("gmm"))
+    assert recipe_for("gmm").refuse_resume(config_for("gmm", inference="svi")) is None
+    assert recipe_for("vae").refuse_resume(config_for("vae")) is None
+
+
+def test_options_belong_to_their_recipe():
+    assert config_for("gmm", components=[2, 4]).components == (2, 4)
+    assert config_for("vae", latent_dim=3).latent_dim == 3
+    with pytest.raises(ValueError, match=r"unknown settings \['components'\] for model 'vae'"):
+        config_for("vae", components=[2])
+    with pytest.raises(AttributeError, match="has no setting 'components'"):
+        config_for("vae").components  # noqa: B018
+    # ssvae's networks read [x, one_hot(y)]: it has no --architecture to get wrong.
+    assert "architecture" not in {f.name for f in dataclasses.fields(recipe_for("ssvae").options)}
+
+
+def test_a_config_json_round_trips_and_old_ones_still_open():
+    config = config_for("gmm", components=[3], out="runs/x").with_options(num_components=3)
+    values = config.to_dict()
+    assert values["components"] == [3] and values["num_components"] == 3
+    assert read_config(values) == config
+    old = {**config_for("vae").to_dict(), "components": [10], "alpha": 50.0}  # before recipes
+    assert read_config(old) == config_for("vae")
+    with pytest.raises(ValueError, match="unknown settings"):
+        read_config({**values, "no_such_setting": 1})
+
+
+def data(x: torch.Tensor, y: torch.Tensor | None = None) -> DataSplits:
+    return DataSplits("toy", x, x[:4], y, None if y is None else y[:4], None)
+
+
+@pytest.mark.parametrize(
+    ("model", "x", "resolved"),
+    [
+        ("vae", torch.rand(20, 3), {"likelihood": "continuous-bernoulli", "binarize": "none"}),
+        ("vae", torch.randn(20, 3), {"likelihood": "gaussian", "binarize": "none"}),
+        ("ae", (torch.rand(20, 3) > 0.5).float(), {"likelihood": "bernoulli"}),
+        ("ssvae", torch.rand(20, 3), {"num_classes": 2}),
+        ("gmm", torch.randn(20, 3), {}),
+    ],
+)
+def test_hooks_return_a_new_config_and_leave_the_given_one_alone(model, x, resolved):
+    config = config_for(model)
+    before = config.to_dict()
+    y = torch.arange(20) % 2
+    built = recipe_for(model).build(config, saved=data(x, y))
+    assert config.to_dict() == before  # frozen, and nothing replaced behind the caller's back
+    assert built.config.input_dim == 3
+    for name, value in resolved.items():
+        assert getattr(built.config, name) == value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.config.epochs = 3
+
+
+def test_every_recipe_option_has_a_help_and_a_validating_default():
+    for recipe in (*RECIPES.values(), recipe_for("a:b")):
+        options = recipe.options()
+        options.validate()
+        TrainConfig(options=options).validate()
+        for f in dataclasses.fields(options):
+            if f.metadata.get("option"):
+                assert f.metadata["option"]["help"], f"{recipe.name}.{f.name} has no help"
