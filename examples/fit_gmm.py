@@ -263,7 +263,7 @@ def save_figures(
         images = pixels.reshape(-1, *features.image_shape)
         weights = em_model.weights.detach().numpy()
         paths.append(mixture_figures.save_component_means(images, weights, out / "means.png"))
-    responsibilities = em_model.responsibilities(test[:200]).numpy()
+    responsibilities = em_model.posterior(test[:200]).numpy()
     paths.append(
         mixture_figures.save_responsibilities(
             responsibilities,

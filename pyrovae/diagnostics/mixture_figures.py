@@ -236,7 +236,7 @@ def write_mixture_figures(
         means = model.loc.double().cpu().numpy()
         tril = model.scale_tril.double().expand(model.num_components, model.dim, model.dim)
         covariances = (tril @ tril.mT).cpu().numpy()
-        responsibilities = model.responsibilities(x[:200]).cpu().numpy()
+        responsibilities = model.posterior(x[:200]).cpu().numpy()
     xs = x.double().cpu().numpy()
     y = None if labels is None else labels[: len(x)].cpu().numpy()
     if model.dim >= 2:

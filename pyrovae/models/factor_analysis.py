@@ -165,7 +165,7 @@ class FactorAnalysis(LocalPyroModule):
         return log_likelihood
 
     @torch.no_grad()
-    def initialize_from_data(self, x: torch.Tensor) -> FactorAnalysis:
+    def initialize(self, x: torch.Tensor) -> FactorAnalysis:
         """Set b, W, psi from rows x (N, D) by principal components; returns ``self``.
 
         With eigenvalues lambda_1 >= ... >= lambda_D and eigenvectors U of the sample

@@ -283,10 +283,11 @@ class GaussianMixture(LocalPyroModule):
         trace.compute_log_prob(site_filter=lambda name, site: name in ("z", "x"))
         return trace.nodes["z"]["log_prob"] + trace.nodes["x"]["log_prob"]  # (K, 1) + (K, N)
 
-    def responsibilities(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """r_nk = p(z_n = k | x_n) (N, K) by enumerating the program; rows sum to 1."""
+    def posterior(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """The exact posterior of z: r_nk = p(z_n = k | x_n) (N, K) for rows x (N, D), the
+        responsibilities, by enumerating the program; rows sum to 1."""
         with torch.no_grad():
-            return torch.cat([self.posterior(c)[1].T for c in self.chunks(x, chunk_size)])
+            return torch.cat([self.expectation(c)[1].T for c in self.chunks(x, chunk_size)])
 
     def log_prob(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """log p(x_n) = logsumexp_k [log pi_k + log N(x_n; mu_k, Sigma_k)] for x (N, D): (N,),
@@ -375,8 +376,9 @@ class GaussianMixture(LocalPyroModule):
         self.em_reset = bool(self.reseeded)
         self.set_parameters(weights, means, covariances)
 
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x_n) (N,) and r^T (K, N) for rows x (N, D), from :meth:`log_joint`.
+    def expectation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The E-step's quantities: log p(x_n) (N,) and r^T (K, N) for rows x (N, D), from
+        :meth:`log_joint`.
 
         One exp pass: r_nk = exp(a_nk) / sum_j exp(a_nj) with a = log-joint minus its maximum,
         clamped below at log(tiny) + 1: exp would otherwise crawl through subnormal results
@@ -410,7 +412,7 @@ class GaussianMixture(LocalPyroModule):
         check_shape(x, self.dim)
         centres = self.loc.detach().clone() if self.per_component() else self._centre()[None]
         try:
-            stats = mixture_statistics(self, x, self.posterior, centres, chunk_size)
+            stats = mixture_statistics(self, x, self.expectation, centres, chunk_size)
         except ValueError:  # Pyro's validation refused a value: say which rows, if NaN
             check_finite(x)
             raise

@@ -67,11 +67,11 @@ class MixtureStatistics:
 def mixture_statistics(
     model: MixtureModel,
     x: torch.Tensor,
-    posterior: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    expectation: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     centres: torch.Tensor,
     chunk_size: int | None = None,
 ) -> MixtureStatistics:
-    """Stream rows x (N, D) through ``posterior(chunk) -> (score (B,), r^T (K, B))`` chunk by
+    """Stream rows x (N, D) through ``expectation(chunk) -> (score (B,), r^T (K, B))`` chunk by
     chunk and sum the statistics about ``centres``.
 
     With ``model.per_component()`` (full covariances, D > K) the centres are the K current
@@ -90,7 +90,7 @@ def mixture_statistics(
     worst, worst_rows = like.new_full((k,), math.inf), like.new_zeros(k, d)
     per_component = model.per_component()
     for chunk in model.chunks(x, chunk_size):
-        score, resp = posterior(chunk)
+        score, resp = expectation(chunk)
         total += score.double().sum()
         nk += resp.double().sum(-1)
         if per_component:

@@ -70,7 +70,7 @@ def test_em_step_returns_the_log_likelihood_before_its_update():
 
 def test_em_works_in_float32():
     x = sample_fa(500).float()
-    model = FactorAnalysis(8, 2).initialize_from_data(x)
+    model = FactorAnalysis(8, 2).initialize(x)
     history = em(model, x, max_iter=50, tol=1e-4, progress=False)
     assert model.W.dtype == torch.float32
     assert all(math.isfinite(v) for v in history.log_likelihood)

@@ -319,3 +319,56 @@ def test_log_weights_are_kept_only_when_asked():
         log_marginal(normal_model, shifted_guide, x, num_samples=3, progress=False).log_weights
         is None
     )
+
+
+def global_model(x):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def global_guide(x):
+    pyro.sample("mu", dist.Normal(0.3, 0.5))
+
+
+def test_global_latents_are_refused_unless_allowed_in_every_entry_point():
+    from pyrovae.infer.importance import importance_pass, log_importance_weights, weighted_pass
+
+    x = torch.linspace(-1, 1, 4)
+    for entry in (log_importance_weights, importance_pass, weighted_pass):
+        with pytest.raises(ValueError, match="'mu' is a global latent"):
+            entry(global_model, global_guide, (x,), 3)
+    lw = log_importance_weights(global_model, global_guide, (x,), 3, allow_global=True)
+    assert lw.shape == (4, 3)
+
+
+def test_an_unknown_proposal_is_named_in_every_entry_point():
+    from pyrovae.infer.importance import importance_pass, log_importance_weights, weighted_pass
+
+    x = torch.linspace(-1, 1, 4)
+    expected = re.escape("proposal must be one of ('guide', 'prior'), got 'posterior'")
+    for entry in (log_importance_weights, importance_pass, weighted_pass):
+        with pytest.raises(ValueError, match=f"^{expected}$"):
+            entry(normal_model, shifted_guide, (x,), 3, proposal="posterior")
+
+
+def test_the_pass_returns_the_trace_that_holds_the_draws():
+    from pyrovae.infer.importance import importance_pass, weighted_pass
+
+    x = torch.linspace(-1, 1, 4)
+    lw, trace, _ = weighted_pass(normal_model, shifted_guide, (x,), 5)  # guide by default
+    assert lw.shape == (4, 5) and "x" not in trace.nodes  # the guide's trace
+    assert trace.nodes["z"]["value"].shape == (5, 4)
+    _, trace = importance_pass(normal_model, shifted_guide, (x,), 5, proposal="prior")
+    assert trace.nodes["x"]["is_observed"]  # the model's trace: z drawn from the prior
+    assert trace.nodes["z"]["value"].shape == (5, 4)
+
+
+def test_plate_depth_without_plates_is_zero():
+    from pyro import poutine
+
+    from pyrovae.infer.importance import traced_nesting
+
+    assert traced_nesting() == 0
+    trace = poutine.trace(lambda: pyro.sample("a", dist.Normal(0.0, 1.0))).get_trace()
+    assert traced_nesting(trace) == 0

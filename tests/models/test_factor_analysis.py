@@ -178,7 +178,7 @@ def test_ppca_initialization_is_the_maximum_likelihood():
     at the PPCA maximum tr(C^-1 S) = D, so the gap is exactly D/2 (log c + 1/c - 1)."""
     x = sample_fa()
     n, d = x.shape
-    model = FactorAnalysis(d, 2, isotropic=True).double().initialize_from_data(x)
+    model = FactorAnalysis(d, 2, isotropic=True).double().initialize(x)
     c = n / (n - 1)
     gap = d / 2 * (math.log(c) + 1 / c - 1)
     pca_score = PCA(n_components=2).fit(x.numpy()).score(x.numpy())
@@ -188,7 +188,7 @@ def test_ppca_initialization_is_the_maximum_likelihood():
 
 def test_factor_analysis_initialization_is_sensible():
     x = sample_fa()
-    model = FactorAnalysis(8, 2).double().initialize_from_data(x)
+    model = FactorAnalysis(8, 2).double().initialize(x)
     sklearn_score = SkFactorAnalysis(n_components=2).fit(x.numpy()).score(x.numpy())
     with torch.no_grad():
         torch.testing.assert_close(model.b, x.mean(0))

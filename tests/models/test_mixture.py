@@ -157,7 +157,7 @@ def test_responsibilities_and_predictions_match_scikit_learn(covariance):
     model = random_model(covariance)
     x = sample_blobs(300, seed=1)
     sk = to_sklearn(model)
-    r = model.responsibilities(x, chunk_size=64)
+    r = model.posterior(x, chunk_size=64)
     assert r.shape == (300, 3)
     torch.testing.assert_close(r.sum(-1), torch.ones(300, dtype=torch.float64))
     np.testing.assert_allclose(r.numpy(), sk.predict_proba(x.numpy()), rtol=0, atol=1e-10)
@@ -186,7 +186,7 @@ def test_sampled_assignments_follow_the_responsibilities():
     model = random_model("full")
     with torch.no_grad():
         between = (0.5 * (model.loc[0] + model.loc[1])).unsqueeze(0)
-    r = model.responsibilities(between)[0]
+    r = model.posterior(between)[0]
     assert (r > 0.05).sum() >= 2, "the row should be ambiguous"
     m = 4000
     z = model.assign(between.expand(m, 3), temperature=1)
@@ -304,7 +304,7 @@ def test_everything_runs_on_cuda(covariance):
     assert np.diff(values).min() >= -1e-10
     cpu = copy.deepcopy(model).cpu()
     torch.testing.assert_close(model.log_prob(x).cpu(), cpu.log_prob(x))
-    assert model.responsibilities(x).device.type == "cuda"
+    assert model.posterior(x).device.type == "cuda"
     assert model.predict(x.cuda()).device.type == "cuda"
     assert model.sample(10)[0].device.type == "cuda"
 
