@@ -115,6 +115,7 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     _add_options(run, [fields["figures"]], defaults)
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    _add_factory_path(run)
     p.set_defaults(handler=_train)
 
 
@@ -144,6 +145,18 @@ def _model_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _add_factory_path(parser) -> None:
+    parser.add_argument(
+        "--factory-path",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a run trained with your own package.module:function imports it from the "
+        "installed environment, or from DIR (repeatable); never implicitly from the working "
+        "or the run directory. Pass only directories whose code you trust",
+    )
+
+
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
@@ -158,6 +171,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the draws")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    _add_factory_path(p)
     p.set_defaults(handler=_sample)
 
 
@@ -182,6 +196,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seeds the importance draws")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_factory_path(p)
     p.set_defaults(handler=_evaluate)
 
 
@@ -199,6 +214,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         "--out", metavar="DIR", help="where to write the figures (default: RUN_DIR/figures)"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    _add_factory_path(p)
     p.set_defaults(handler=_plot)
 
 
@@ -237,13 +253,19 @@ def _train(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.quiet,
         log=log,
+        factory_path=tuple(args.factory_path),
     )
 
 
 def _sample(args: argparse.Namespace) -> None:
     from .runs import load_run, sample
 
-    path = sample(load_run(args.run_dir, device=args.device), args.n, args.out, seed=args.seed)
+    path = sample(
+        load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path)),
+        args.n,
+        args.out,
+        seed=args.seed,
+    )
     print(f"wrote {path}")
 
 
@@ -252,7 +274,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
-    run = load_run(args.run_dir, device=args.device)
+    run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
     evaluate(
         run,
         num_samples=args.num_samples,
@@ -265,7 +287,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _plot(args: argparse.Namespace) -> None:
     from .runs import load_run, plot
 
-    run = load_run(args.run_dir, device=args.device)
+    run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
     for path in plot(run, args.out):
         print(f"wrote {path}")
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: every test starts seeded, with an empty param store and validation on."""
+"""Shared fixtures: every test starts seeded, with an empty param store and validation on;
+``one_thread`` for tiny problems; ``variant`` and its parametrisation for the pair contract
+(tests/contract.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 #: ../shared/data beside the repository: the original MNIST-family files.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -24,7 +27,32 @@ def fresh_pyro_state():
 
 
 @pytest.fixture
+def one_thread():
+    """These problems are tiny (D = 8): waking a second thread costs more than the arithmetic.
+    On a busy two-core machine SVI and EM ran 10x and scikit-learn's SVDs 100x slower with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared data folder {SHARED_DATA} is absent (it holds the MNIST files)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def variant():
+    """How a contract test (tests/contract.py) calls its pair: None for a pair called one way;
+    a class listing ``variants`` gets one run per variant (:func:`pytest_generate_tests`)."""
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One run of each contract test per entry of its class's ``variants``."""
+    variants = getattr(metafunc.cls, "variants", ())
+    if variants and "variant" in metafunc.fixturenames:
+        metafunc.parametrize("variant", variants, ids=str)

@@ -1,19 +1,7 @@
-"""Shared by the factor-analysis and EM tests: one fixed data set and a one-thread fixture."""
+"""Shared by the factor-analysis and EM tests: one fixed data set (the one-thread fixture,
+``one_thread``, is in conftest.py)."""
 
-import pytest
 import torch
-from threadpoolctl import threadpool_limits
-
-
-@pytest.fixture
-def one_thread():
-    """These problems are tiny (D = 8): waking a second thread costs more than the arithmetic.
-    On a busy two-core machine SVI and EM ran 10x and scikit-learn's SVDs 100x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def sample_fa(n=2000, d=8, latent=2, seed=0, dtype=torch.float64) -> torch.Tensor:

@@ -40,6 +40,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         "config.json",
         "metrics.json",
         "figures",
+        ".lock",  # the lock a training process holds (released when it exits)
     }
     config = json.loads((out / "config.json").read_text())
     assert config["likelihood"] == "continuous-bernoulli" and config["binarize"] == "none"
@@ -346,19 +347,23 @@ def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):
     if not script.exists():
         pytest.skip("the pyrovae command is not installed beside this Python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # found from cwd alone
-    for command in (
-        ["train", "my_models:make", "--out", "r", *QUICK],
-        ["evaluate", "r", "--num-samples", "4"],
-    ):
-        result = subprocess.run(
-            [str(script), *command],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(script), *command], capture_output=True, text=True, env=env, cwd=tmp_path,
             timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
+        )  # fmt: skip
+
+    result = run("train", "my_models:make", "--out", "r", *QUICK)
+    assert result.returncode == 0, result.stderr
+    # Reopening imports the factory only from the installed environment or --factory-path,
+    # never from the working directory by itself; it says which file it imported.
+    refused = run("evaluate", "r", "--num-samples", "4")
+    assert refused.returncode == 2 and "--factory-path" in refused.stderr
+    assert refused.stderr.count("\n") == 1  # one line, no traceback
+    result = run("evaluate", "r", "--num-samples", "4", "--factory-path", ".")
+    assert result.returncode == 0, result.stderr
+    assert f"importing the factory my_models:make from {tmp_path / 'my_models.py'}" in result.stderr
     report = json.loads((tmp_path / "r" / "eval.json").read_text())
     assert report["num_samples"] == 4 and report["num_examples"] == 360
     assert np.isfinite(report["test_log_likelihood"])

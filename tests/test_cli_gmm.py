@@ -44,6 +44,7 @@ def test_a_components_sweep_picks_the_true_k_by_bic_and_evaluate_is_exact(tmp_pa
         "config.json",
         "metrics.json",
         "figures",
+        ".lock",
     }
     config, metrics = read(out / "config.json"), read(out / "metrics.json")
     assert config["num_components"] == 3 == metrics["components"]

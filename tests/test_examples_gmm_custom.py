@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pyro
 import pytest
-from contract import PairContract
+from contract import Pair, PairContract
 from images import assert_png
 
 from pyrovae.cli import main
@@ -87,7 +87,7 @@ class TestPoissonFactorAnalysisFollowsThePairContract(PairContract):
 
     def make_pair(self):
         model, guide = custom_model().factory(64, 3, (16,), digits())
-        return model, guide, digits().train_x[:64]
+        return Pair(model, guide, (digits().train_x[:64],))
 
 
 def assert_figures(folder: Path, names: set[str]) -> None:
@@ -150,6 +150,7 @@ def test_custom_model_factory_trains_and_evaluates_from_the_cli(tmp_path, monkey
         "config.json",
         "metrics.json",
         "figures",
+        ".lock",
     }
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "custom_model:factory" and config["latent_dim"] == 3

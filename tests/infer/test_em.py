@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from fa_data import one_thread, sample_fa  # noqa: F401 - one_thread: the fixture, by name
+from fa_data import sample_fa
 from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
 

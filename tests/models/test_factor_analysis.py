@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from contract import PairContract
-from fa_data import one_thread, sample_fa  # noqa: F401 - one_thread: the fixture, by name
+from contract import Pair, PairContract
+from fa_data import sample_fa
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from sklearn.decomposition import PCA
@@ -44,14 +44,27 @@ def log_weights(model, guide, x) -> torch.Tensor:
 class TestFactorAnalysisContract(PairContract):
     def make_pair(self):
         x = sample_fa(64, dtype=torch.float32)
-        return FactorAnalysis(8, 2), LinearGaussianEncoder(8, 2), x
+        return Pair(FactorAnalysis(8, 2), LinearGaussianEncoder(8, 2), (x,))
 
 
 class TestProbabilisticPCAContract(PairContract):
     def make_pair(self):
         x = sample_fa(64, dtype=torch.float32)
         model = FactorAnalysis(8, 2, isotropic=True)
-        return model, LinearGaussianEncoder(8, 2, full_covariance=False), x
+        return Pair(model, LinearGaussianEncoder(8, 2, full_covariance=False), (x,))
+
+
+class TestFactorAnalysisWithItsExactPosteriorContract(PairContract):
+    """q(z | x) = p(z | x): every importance weight is p(x), the Gaussian marginal, and the
+    guide reads the model's parameters (it has none of its own)."""
+
+    def make_pair(self):
+        model = random_model(d=8, latent=2)
+        x = sample_fa(40)
+        covariance = model.W @ model.W.T + torch.diag(model.noise_variance)
+        with torch.no_grad():
+            exact = MultivariateNormal(model.b, covariance).log_prob(x)
+        return Pair(model, ExactPosteriorGuide(model), (x,), exact=exact)
 
 
 @pytest.mark.parametrize("isotropic", [False, True])

@@ -8,8 +8,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from contract import EnumeratedContract
-from fa_data import one_thread  # noqa: F401 - the fixture, by name
+from contract import Pair, PairContract
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from pyro.poutine.util import site_is_subsample
@@ -68,18 +67,27 @@ def is_site(site: dict) -> bool:
     return site["type"] == "sample" and not site_is_subsample(site)
 
 
-class TestMixturePairContract:
-    """tests/contract.py's PairContract for (GaussianMixture, empty_guide): z is enumerated,
-    so the objective is TraceEnum_ELBO (Trace_ELBO would sample z) and the guide samples
-    nothing."""
+class TestMixtureContract(PairContract):
+    """GaussianMixture with its empty guide (tests/contract.py), one run per covariance type:
+    z is enumerated, so the objective is TraceEnum_ELBO (Trace_ELBO would sample z) and the
+    guide samples nothing; a float64 mixture with random parameters, against scipy's
+    log p(x)."""
 
-    @pytest.fixture(params=COVARIANCE_TYPES)
-    def pair(self, request):
-        x = sample_blobs(64, dtype=torch.float32)
-        return GaussianMixture(3, 3, request.param), empty_guide, x
+    variants = COVARIANCE_TYPES
 
-    def test_sites(self, pair):
-        model, guide, x = pair
+    def make_pair(self, covariance):
+        model = random_model(covariance)
+        x = sample_blobs(30)
+        w, mu, cov = (
+            t.detach().numpy() for t in (model.weights, model.loc, model.covariance_matrix)
+        )
+        densities = [multivariate_normal(mu[j], cov[j]).logpdf(x.numpy()) for j in range(3)]
+        exact = logsumexp([np.log(w[j]) + densities[j] for j in range(3)], axis=0)
+        return Pair(model, empty_guide, (x,), "enum", torch.as_tensor(exact))
+
+    def test_sites(self, variant):
+        pair = self.make_pair(variant)
+        model, guide, x = pair.model, pair.guide, pair.x
         model_trace = poutine.trace(model).get_trace(x)
         sites = [n for n, s in model_trace.nodes.items() if is_site(s)]
         assert sites == ["z", "x"] and model_trace.nodes["x"]["is_observed"]
@@ -88,43 +96,6 @@ class TestMixturePairContract:
             assert [f.name for f in model_trace.nodes[name]["cond_indep_stack"]] == ["data"]
         guide_trace = poutine.trace(guide).get_trace(x)
         assert not [s for s in guide_trace.nodes.values() if is_site(s)]
-
-    def test_loss_is_finite_and_differentiable(self, pair):
-        model, guide, x = pair
-        loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x)
-        assert torch.isfinite(loss)
-        loss.backward()
-        grads = [p.grad for p in model.parameters()]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads)
-
-    def test_instances_never_share_a_tensor(self, pair):
-        model, guide, x = pair
-        other = GaussianMixture(3, 3, model.covariance)
-        for m in (model, other):
-            TraceEnum_ELBO(max_plate_nesting=1).loss(m, guide, x)
-        assert not {p.data_ptr() for p in model.parameters()} & {
-            p.data_ptr() for p in other.parameters()
-        }
-        assert not list(pyro.get_param_store().keys()), "parameters leaked into the global store"
-
-    def test_state_dict_round_trip_gives_the_same_loss(self, pair):
-        model, guide, x = pair
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.1 * torch.randn_like(p))
-        copy_ = GaussianMixture(3, 3, model.covariance)
-        copy_.load_state_dict(copy.deepcopy(model.state_dict()))
-        elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        assert elbo.loss(model, guide, x) == elbo.loss(copy_, guide, x)
-
-    def test_trains_under_plain_svi_step(self, pair):
-        model, guide, x = pair
-        elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo)
-        start = elbo.loss(model, guide, x)
-        for _ in range(50):
-            svi.step(x)
-        assert elbo.loss(model, guide, x) < start
 
 
 @pytest.mark.parametrize("k, d", [(3, 3), (2, 5)])
@@ -307,25 +278,3 @@ def test_everything_runs_on_cuda(covariance):
     assert model.posterior(x).device.type == "cuda"
     assert model.predict(x.cuda()).device.type == "cuda"
     assert model.sample(10)[0].device.type == "cuda"
-
-
-class MixtureContract(EnumeratedContract):
-    """GaussianMixture with its empty guide against scipy's log p(x), through the contract
-    every enumerated pair inherits (tests/contract.py); one class per covariance type."""
-
-    covariance = "full"
-
-    def make_enumerated(self):
-        model = random_model(self.covariance)
-        x = sample_blobs(30)
-        w, mu, cov = (
-            t.detach().numpy() for t in (model.weights, model.loc, model.covariance_matrix)
-        )
-        densities = [multivariate_normal(mu[j], cov[j]).logpdf(x.numpy()) for j in range(3)]
-        exact = logsumexp([np.log(w[j]) + densities[j] for j in range(3)], axis=0)
-        return model, empty_guide, x, torch.as_tensor(exact)
-
-
-for _covariance in COVARIANCE_TYPES:
-    _name = f"TestMixtureContract{_covariance.capitalize()}"
-    globals()[_name] = type(_name, (MixtureContract,), {"covariance": _covariance})

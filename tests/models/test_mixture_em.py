@@ -8,7 +8,6 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from fa_data import one_thread  # noqa: F401 - the fixture, by name
 from pyro.infer import TraceEnum_ELBO
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 

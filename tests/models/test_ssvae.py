@@ -9,6 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from contract import Pair, PairContract
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.nn.functional import cross_entropy
 
@@ -54,6 +55,23 @@ def elbo_by_hand(model: SSVAE, guide: SSVAEGuide, x: torch.Tensor, seed: int) ->
     )
     per_example = (log_q_y.exp() * inner).sum(0) - (log_q_y.exp() * log_q_y).sum(0)
     return per_example.sum()
+
+
+class TestSSVAEContract(PairContract):
+    """The SSVAE (tests/contract.py) on unlabelled rows, y enumerated by the guide
+    (TraceEnum_ELBO), and on labelled rows, y observed (Trace_ELBO: with nothing to enumerate,
+    TraceEnum_ELBO warns, and pyrovae's "auto" picks the plain ELBO); a labelled batch never
+    reads the classifier q(y | x)."""
+
+    variants = ("unlabelled", "labelled")
+
+    def make_pair(self, variant):
+        model, guide = small_pair()
+        x = binary_rows(16)
+        if variant == "unlabelled":
+            return Pair(model, guide, (x,), "enum")
+        y = torch.randint(C, (16,))
+        return Pair(model, guide, (x, y), "elbo", untouched=("guide.classifier",))
 
 
 def test_enumeration_gives_the_elbo_summed_over_classes_by_hand():
