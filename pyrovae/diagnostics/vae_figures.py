@@ -20,11 +20,12 @@ def _images(x: torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _project_2d(codes: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
-    """Codes (N, L) as 2-D points: the codes themselves if L == 2, else the top-2 PCA scores."""
+    """Codes (N, L) as 2-D points: the codes themselves if L == 2 (or there are too few
+    codes for a PCA), else the top-2 PCA scores."""
     if codes.shape[1] == 1:
         return np.c_[codes, np.zeros(len(codes))], ("z1", "")
-    if codes.shape[1] == 2:
-        return codes, ("z1", "z2")
+    if codes.shape[1] == 2 or len(codes) < 2:
+        return codes[:, :2], ("z1", "z2")
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=2).fit(codes)
@@ -33,8 +34,10 @@ def _project_2d(codes: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
 
 
 def _pairs(labels: torch.Tensor | None, n: int, count: int) -> tuple[list[int], list[int]]:
-    """Index pairs for interpolation: examples of different classes when labels exist."""
+    """Up to ``count`` index pairs of the ``n`` test rows for interpolation (fewer when there
+    are fewer rows): examples of different classes when labels exist."""
     if labels is None:
+        count = min(count, n // 2)
         return list(range(0, 2 * count, 2)), list(range(1, 2 * count, 2))
     starts, ends = [], []
     for i in range(n):

@@ -136,4 +136,5 @@ def active_dims(codes: torch.Tensor, k: int) -> list[int]:
     A unit is "active" when Cov_x(E_q[z_d | x]) is large (Burda et al. 2016, sec. 5.2);
     inactive units sit at the prior and traversing them changes nothing.
     """
-    return codes.var(dim=0).argsort(descending=True)[:k].tolist()
+    # The population variance: defined (zero) for a single test row too.
+    return codes.var(dim=0, correction=0).argsort(descending=True)[:k].tolist()

@@ -17,6 +17,7 @@ tensors, numbers, strings, lists and dicts only, never arbitrary pickled objects
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -57,10 +58,26 @@ def read_json(path: str | Path) -> Any:
         ) from e
 
 
+#: Free space (bytes) below which a failed write is put down to a full disk.
+DISK_FULL_BYTES = 1 << 20
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write a checkpoint (a dict of tensors, numbers, strings, lists, dicts) atomically."""
+    """Write a checkpoint (a dict of tensors, numbers, strings, lists, dicts) atomically.
+
+    A full disk is raised as ``OSError(ENOSPC)`` (torch reports it as an opaque
+    ``RuntimeError`` from its zip writer); the previous checkpoint is left whole."""
     payload = {"format_version": FORMAT_VERSION, **state}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    try:
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    except RuntimeError as e:
+        if _free_bytes(Path(path).parent) < DISK_FULL_BYTES:
+            raise OSError(errno.ENOSPC, f"no space left on the device holding {path}") from e
+        raise
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,0 +1,316 @@
+"""Faults injected into runs, as an adversary or bad luck would: concurrent trainers on one
+directory, a failure or interrupt before the first checkpoint, --overwrite that fails, a full
+disk, a kill during a checkpoint write, a mixed or damaged run directory, a malicious pickle
+and a malicious module beside a run. Each test reproduces the failure the issue
+"Runs that cannot be mixed, stranded or turned against their reader" describes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyrovae.cli import main
+from pyrovae.runs import load_run
+from pyrovae.runs.lock import RunLock
+from pyrovae.runs.record import RunError
+
+QUICK = ["--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"]
+
+# A factory whose model returns NaN from the step given by the environment on (the first step
+# is the capture check), and which can sleep in its first epoch so a second process can try
+# the same directory meanwhile.
+FACTORY = """
+import os
+import time
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyrovae.guides import GaussianEncoder
+from pyrovae.models import VAE
+
+calls = {"n": 0}
+
+
+class Flaky(VAE):
+    def forward(self, x, y=None):
+        calls["n"] += 1
+        if calls["n"] == 2 and os.environ.get("SLOW_FIRST_EPOCH"):
+            time.sleep(float(os.environ["SLOW_FIRST_EPOCH"]))
+        super().forward(x, y)
+        nan_from = int(os.environ.get("NAN_FROM_CALL", "0"))
+        if nan_from and calls["n"] >= nan_from:
+            pyro.factor("broken", torch.tensor(float("-inf")))  # an infinite loss
+
+
+def make(input_dim, latent_dim, hidden_dims):
+    kwargs = dict(input_dim=input_dim, latent_dim=latent_dim, hidden_dims=hidden_dims)
+    return (
+        Flaky(likelihood="continuous-bernoulli", **kwargs),
+        GaussianEncoder(**kwargs),
+    )
+"""
+
+
+@pytest.fixture
+def factory(tmp_path, monkeypatch) -> str:
+    (tmp_path / "flaky_pair.py").write_text(textwrap.dedent(FACTORY))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("flaky_pair", None)
+    yield "flaky_pair:make"
+    sys.modules.pop("flaky_pair", None)
+
+
+def files(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir()} if path.exists() else set()
+
+
+def test_a_second_trainer_into_a_locked_directory_fails_at_once_naming_the_holder(tmp_path):
+    out = tmp_path / "run"
+    with RunLock(out):
+        started = time.perf_counter()
+        with pytest.raises(RunError, match=rf"being trained by process {os.getpid()}"):
+            with RunLock(out):
+                pass
+        assert time.perf_counter() - started < 5
+    with RunLock(out):  # released on exit: the next one gets it
+        pass
+
+
+def test_two_processes_training_one_directory_never_mix(tmp_path, factory):
+    """The second process (train, then --resume) is refused while the first trains; the
+    directory holds the first one's run only."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SLOW_FIRST_EPOCH": "15"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pyrovae", "train", factory, "--out", str(out), "--epochs",
+         "1", "--seed", "1", *QUICK],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (out / ".lock").exists() or not (out / ".lock").read_text().strip():
+            assert first.poll() is None, first.stderr.read()
+            assert time.time() < deadline, "the first trainer never took the lock"
+            time.sleep(0.2)
+        for extra in ([], ["--resume"]):
+            second = subprocess.run(
+                [sys.executable, "-m", "pyrovae", "train", factory, "--out", str(out),
+                 "--epochs", "1", "--seed", "2", *QUICK, *extra],
+                env={**env, "SLOW_FIRST_EPOCH": ""}, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert second.returncode == 2, second.stderr
+            assert f"being trained by process {first.pid}" in second.stderr
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    finally:
+        first.kill()
+        first.wait()
+        first.stderr.close()
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+    assert load_run(out, factory_path=(str(tmp_path),)).config.seed == 1
+
+
+def test_a_failure_before_the_first_checkpoint_leaves_nothing_behind(
+    tmp_path, factory, monkeypatch
+):
+    out = tmp_path / "run"
+    monkeypatch.setenv("NAN_FROM_CALL", "4")  # past the first-step checks, inside epoch 1
+    assert main(["train", factory, "--out", str(out), "--epochs", "2", *QUICK]) == 2
+    assert not out.exists()
+    monkeypatch.delenv("NAN_FROM_CALL")
+    sys.modules.pop("flaky_pair", None)
+    assert main(["train", factory, "--out", str(out), "--epochs", "1", *QUICK]) == 0  # no refusal
+
+
+def test_an_interrupt_in_the_first_epoch_strands_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    import pyrovae.runs.training as training
+
+    class Interrupted(training.Trainer):
+        def run(self, epochs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "Trainer", Interrupted)
+    args = ["train", "vae", "--out", str(out), "--epochs", "1", "--hidden", "16", "--no-figures"]
+    assert main(args) == 130
+    assert not out.exists()
+    printed = capsys.readouterr().out
+    assert "nothing was saved" in printed and "--resume" not in printed
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(
+    tmp_path, factory, monkeypatch
+):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    old = (out / "checkpoint.pt").read_bytes()
+    monkeypatch.setenv("NAN_FROM_CALL", "4")
+    args = ["train", factory, "--out", str(out), "--epochs", "1", "--overwrite", "--eager"]
+    args += QUICK
+    assert main(args) == 2
+    assert (out / "checkpoint.pt").read_bytes() == old  # the old run, whole
+    assert json.loads((out / "config.json").read_text())["model"] == "vae"
+    assert not [p for p in out.iterdir() if p.name.endswith((".tmp", ".staged"))]
+
+
+def test_a_full_disk_is_named_and_the_last_checkpoint_survives(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    import pyrovae.runs.record as record
+
+    def full(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(record.torch, "save", full)
+    monkeypatch.setattr(record, "_free_bytes", lambda path: 0)
+    assert main(["train", "vae", "--out", str(out), "--epochs", "2", "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "--resume" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_a_readable_checkpoint(tmp_path):
+    """kill -9 while the checkpoint of epoch 2 is written: the one of epoch 1 stays whole, the
+    temporary file left behind is removed by the next write."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, torch
+        import pyrovae.runs.record as record
+        real = torch.save
+        calls = {{"n": 0}}
+        def save(obj, path, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                with open(path, "wb") as f:
+                    f.write(b"half a checkpoint")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(obj, path, *a, **k)
+        record.torch.save = save
+        from pyrovae.cli import main
+        main(["train", "vae", "--out", {str(tmp_path / "run")!r}, "--epochs", "3",
+              "--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL
+    out = tmp_path / "run"
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    stale = [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert stale, "the killed write left its temporary file"
+    for path in stale:
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    assert main(["train", "vae", "--out", str(out), "--epochs", "2", "--resume", "--quiet"]) == 0
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_mixed_run_directory_is_named_not_loaded(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "vae", "--out", str(a), "--epochs", "1", *QUICK]) == 0
+    args = ["train", "vae", "--out", str(b), "--epochs", "1", "--hidden", "16", "--latent-dim"]
+    assert main([*args, "3", "--quiet", "--no-figures"]) == 0
+    (a / "checkpoint.pt").write_bytes((b / "checkpoint.pt").read_bytes())
+    assert main(["evaluate", str(a), "--num-samples", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "disagree on latent_dim (2 against 3)" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("latent_dim", -3, "--latent-dim must be at least 1, got -3"),
+        ("latent_dim", "ten", "latent_dim must be int, got 'ten'"),
+        ("no_such_setting", 1, "unknown settings ['no_such_setting']"),
+    ],
+)
+def test_a_damaged_config_is_named_in_one_line(tmp_path, capsys, key, value, message):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, key: value}))
+    capsys.readouterr()
+    assert main(["plot", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "config.json is not a usable run configuration" in err
+    assert err.count("\n") == 1
+
+
+def test_cuda_asked_without_cuda_is_named_not_called_damaged(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    capsys.readouterr()
+    for args in (["train", "vae", "--out", str(out), "--epochs", "2", "--resume", "--device",
+                  "cuda", "--quiet"], ["evaluate", str(out), "--device", "cuda"]):  # fmt: skip
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "CUDA is not available on this machine" in err and "damaged" not in err
+
+
+def test_a_malicious_pickle_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"format_version": 1, "model": Evil()}, out / "checkpoint.pt")
+    assert main(["evaluate", str(out), "--num-samples", "2", "--quiet"]) == 2
+    assert not marker.exists()
+    assert "cannot read the checkpoint" in capsys.readouterr().err
+
+
+def test_a_module_beside_a_run_or_in_the_working_directory_is_never_imported(
+    tmp_path, monkeypatch, capsys
+):
+    """A factory run someone sent, with a module of the factory's name beside it: reopening
+    imports nothing from the working or the run directory unless --factory-path says so."""
+    out = tmp_path / "shared_run"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "their_pair.py").write_text(
+        "from pyrovae.guides import GaussianEncoder\nfrom pyrovae.models import VAE\n"
+        "def make(input_dim, latent_dim, hidden_dims):\n"
+        "    k = dict(input_dim=input_dim, latent_dim=latent_dim, hidden_dims=hidden_dims)\n"
+        "    return VAE(likelihood='continuous-bernoulli', **k), GaussianEncoder(**k)\n"
+    )
+    monkeypatch.chdir(tmp_path / "theirs")
+    before = list(sys.path)
+    assert main(["train", "their_pair:make", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    sys.path[:] = before  # as in a new process: training put its directory on the path
+    sys.modules.pop("their_pair", None)
+    marker = tmp_path / "pwned"
+    evil = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\ndef make(**k):\n    pass\n"
+    (out / "their_pair.py").write_text(evil)
+    monkeypatch.chdir(out)  # the reader opens the run from inside it
+    capsys.readouterr()
+    assert main(["evaluate", ".", "--num-samples", "2", "--quiet"]) == 2
+    assert not marker.exists()
+    assert "--factory-path" in capsys.readouterr().err
+    theirs = str(tmp_path / "theirs")
+    assert main(["evaluate", ".", "--num-samples", "2", "--quiet", "--factory-path", theirs]) == 0
+    assert not marker.exists()
+    assert f"importing the factory their_pair:make from {theirs}" in capsys.readouterr().err
+    sys.modules.pop("their_pair", None)
+
+
+def test_an_os_error_other_than_a_full_disk_keeps_its_traceback():
+    from pyrovae.runs.errors import is_user_error
+
+    assert not is_user_error(OSError(errno.EIO, "input/output error"))
