@@ -23,6 +23,7 @@ reliable).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,34 +74,45 @@ class LogMarginal:
     #: ``"log posterior predictive"``, log E_{q(theta)} p(x_n | theta).
     estimand: str = "log p(x)"
     global_sites: tuple[str, ...] = ()  # the global latents conditioned on
+    #: (N,) bool: examples left out for non-finite weights (``on_nonfinite="mask"``), or None.
+    masked: torch.Tensor | None = None
+
+    def _kept(self, values: torch.Tensor) -> torch.Tensor:
+        return values if self.masked is None else values[~self.masked]
 
     def mean(self) -> float:
-        """Mean log-likelihood per example (nats)."""
-        return float(self.log_likelihood.mean())
+        """Mean log-likelihood per example (nats), over the examples not masked."""
+        return float(self._kept(self.log_likelihood).mean())
 
     def mean_stderr(self) -> float:
         """Standard error of :meth:`mean` from the per-example standard errors."""
-        return float(self.stderr.pow(2).sum().sqrt() / len(self.stderr))
+        stderr = self._kept(self.stderr)
+        return float(stderr.pow(2).sum().sqrt() / len(stderr))
 
     def summary(self) -> dict[str, float | int | str]:
         """JSON-ready numbers: means, ESS and k-hat summaries."""
         elbo = {}
         if self.elbo is not None:
-            elbo = {"elbo": float(self.elbo.mean())}
+            elbo = {"elbo": float(self._kept(self.elbo).mean())}
+        masked = {}
+        if self.masked is not None and bool(self.masked.any()):
+            masked = {"masked_examples": self.masked.nonzero().flatten().tolist()}
+        ess, khat = self._kept(self.ess), self._kept(self.khat)
         return {
             **elbo,
+            **masked,
             "log_likelihood": self.mean(),
             "log_likelihood_stderr": self.mean_stderr(),
             "num_samples": self.num_samples,
             "proposal": self.proposal,
             "estimand": self.estimand,
-            "ess_mean": float(self.ess.mean()),
-            "ess_median": float(self.ess.median()),
-            "ess_min": float(self.ess.min()),
+            "ess_mean": float(ess.mean()),
+            "ess_median": float(ess.median()),
+            "ess_min": float(ess.min()),
             # -inf marks exactly equal weights (nothing sampled); JSON has no -inf: null then.
-            "khat_mean": _finite_or_none(self.khat.mean()),
-            "khat_max": _finite_or_none(self.khat.max()),
-            "khat_share_above_0.7": float((self.khat > 0.7).float().mean()),
+            "khat_mean": _finite_or_none(khat.mean()),
+            "khat_max": _finite_or_none(khat.max()),
+            "khat_share_above_0.7": float((khat > 0.7).float().mean()),
         }
 
 
@@ -108,12 +120,21 @@ class NonFiniteWeights(ValueError):
     """Importance weights that give no estimate: NaN or +inf, or zero at every draw."""
 
 
+class NonFiniteWeightsWarning(UserWarning):
+    """Examples left out of an estimate for weights that give none (``on_nonfinite="mask"``)."""
+
+
+def nonfinite_rows(log_weights: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: rows of log weights (B, K) that give no estimate (see :func:`check_weights`)."""
+    bad = torch.isnan(log_weights).any(-1) | (log_weights == math.inf).any(-1)
+    return bad | (log_weights == -math.inf).all(-1)
+
+
 def check_weights(log_weights: torch.Tensor, offset: int = 0) -> None:
     """Refuse log weights (B, K) with a NaN or +inf, or an example whose every weight is 0
     (log w = -inf at all K draws), naming the examples (counted from ``offset``). A weight of
     zero among others is legitimate (a draw where p(x, z) = 0) and passes."""
-    bad = torch.isnan(log_weights).any(-1) | (log_weights == math.inf).any(-1)
-    bad |= (log_weights == -math.inf).all(-1)
+    bad = nonfinite_rows(log_weights)
     if bad.any():
         rows = (bad.nonzero().flatten() + offset).tolist()
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
@@ -258,6 +279,7 @@ def log_marginal(
     max_elements: int | None = None,
     keep_log_weights: bool = False,
     progress: bool = True,
+    on_nonfinite: str = "raise",
     device: torch.device | str | None = None,
 ) -> LogMarginal:
     """Importance-sampled log p(x) for every example of ``x``; see the module docstring.
@@ -276,6 +298,10 @@ def log_marginal(
             is the number of joint values of the enumerated sites (:func:`enumerated_size`).
         keep_log_weights: also return the (N, K) log weights (for PSIS plots, ArviZ).
         progress: a tqdm bar over examples.
+        on_nonfinite: what an example whose weights give no estimate (a NaN or +inf weight,
+            or every weight 0) does: ``"raise"`` :class:`NonFiniteWeights` naming the
+            examples (the default), or ``"mask"``: leave them out of :meth:`LogMarginal.mean`
+            and the summary (``masked`` says which) with a warning naming them.
 
     Returns:
         A :class:`LogMarginal`: ``log_likelihood``, ``stderr``, ``ess``, ``khat``, each (N,).
@@ -293,6 +319,8 @@ def log_marginal(
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if on_nonfinite not in ("raise", "mask"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'mask', got {on_nonfinite!r}")
     probe = next(iter(make_batches(x, 2, shuffle=False, device=device)))
     dim = probe[0][0].numel()
     nesting = plate_nesting(model, guide, probe)
@@ -308,6 +336,7 @@ def log_marginal(
     validate = is_validation_enabled()
     results: list[tuple[torch.Tensor, ...]] = []
     kept: list[torch.Tensor] = []
+    bad_rows: list[torch.Tensor] = []
     seen, worst_index, worst_khat, worst = 0, -1, -math.inf, None
     batches = make_batches(x, batch_size, shuffle=False, device=device)
     total = getattr(batches, "num_examples", None)
@@ -328,12 +357,15 @@ def log_marginal(
                     )
                 chunks.append(weights)
             log_weights = torch.cat(chunks, dim=-1).double()
-            check_weights(log_weights, seen)
+            if on_nonfinite == "raise":
+                check_weights(log_weights, seen)
+            bad = nonfinite_rows(log_weights)
+            bad_rows.append(bad.cpu())
             stats = (*weight_statistics(log_weights), log_weights.mean(-1))
             results.append(tuple(t.cpu() for t in stats))
             if keep_log_weights:
                 kept.append(log_weights.cpu())
-            khat = torch.nan_to_num(stats[3], nan=-math.inf)
+            khat = torch.nan_to_num(stats[3], nan=-math.inf).masked_fill(bad, -math.inf)
             i = int(khat.argmax())
             if khat[i] > worst_khat or worst is None:
                 worst_index, worst_khat, worst = seen + i, float(khat[i]), log_weights[i].cpu()
@@ -342,6 +374,17 @@ def log_marginal(
     estimate, stderr, ess, khat, mean_lw = (
         torch.cat(parts) for parts in zip(*results, strict=True)
     )
+    masked = torch.cat(bad_rows) if on_nonfinite == "mask" else None
+    if masked is not None and bool(masked.any()):
+        rows = masked.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        warnings.warn(
+            f"log_marginal: {len(rows)} of {len(masked)} example(s) [{shown}] have importance "
+            "weights that give no estimate (NaN or +inf, or p(x, z) = 0 at every draw); they "
+            "are left out of the mean and the summary (LogMarginal.masked)",
+            NonFiniteWeightsWarning,
+            stacklevel=2,
+        )
     return LogMarginal(
         estimate,
         stderr,
@@ -355,6 +398,7 @@ def log_marginal(
         worst_log_weights=worst,
         estimand="log posterior predictive" if sites.global_latents else "log p(x)",
         global_sites=tuple(sites.global_latents),
+        masked=masked,
     )
 
 

@@ -222,3 +222,25 @@ def test_a_zero_weight_among_others_is_legitimate_but_all_zero_is_refused():
     check_weights(lw[:1])
     with pytest.raises(NonFiniteWeights, match=r"\[13\]"):
         check_weights(lw, offset=12)
+
+
+def test_non_finite_weights_can_be_masked_with_a_warning_naming_them():
+    from pyrovae.infer.importance import NonFiniteWeightsWarning
+
+    torch.set_default_dtype(torch.float64)  # conftest restores float32
+    x = torch.linspace(-3, 3, 9)
+    x[6] = float("nan")  # in the fourth pass of two examples
+    with pytest.warns(NonFiniteWeightsWarning, match=r"1 of 9 example\(s\) \[6\]"):
+        r = log_marginal(
+            model, exact_guide, x, num_samples=4, batch_size=2, progress=False,
+            on_nonfinite="mask",
+        )  # fmt: skip
+    assert r.masked.tolist() == [i == 6 for i in range(9)]
+    kept = torch.cat([x[:6], x[7:]])
+    assert r.mean() == pytest.approx(float(exact_log_p(kept).mean()), abs=1e-10)
+    summary = r.summary()
+    assert summary["masked_examples"] == [6]
+    assert math.isfinite(summary["log_likelihood"]) and math.isfinite(summary["elbo"])
+    assert r.worst_index != 6
+    with pytest.raises(ValueError, match="on_nonfinite must be 'raise' or 'mask'"):
+        log_marginal(model, exact_guide, x, on_nonfinite="ignore")
