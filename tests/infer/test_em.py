@@ -1,6 +1,7 @@
 """EM: monotone, reaches scikit-learn's maximum likelihood, stops by tol, generic over models."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -118,3 +119,32 @@ def test_em_refuses_a_nan_log_likelihood():
 def test_em_shows_progress(capsys):
     em(Scripted(), None, max_iter=3, tol=0.0, progress=True)
     assert "log-likelihood" in capsys.readouterr().err
+
+
+class Climbing:
+    """A model whose log-likelihood climbs by 1 per EM step: it never converges."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def em_step(self, x):
+        self.steps += 1
+        return float(self.steps)
+
+
+def test_em_defaults_stop_at_500_iterations_and_show_a_bar(capfd):
+    history = em(Climbing(), torch.zeros(3))
+    assert history.iterations == 500 and not history.converged
+    err = capfd.readouterr().err
+    assert re.search(r"(^|\r)em: ", err), "the bar is labelled em"
+    assert "500/500" in err and "iter" in err
+    em(Climbing(), torch.zeros(3), max_iter=3, progress=False)
+    assert capfd.readouterr().err == ""
+
+
+def test_em_names_a_model_without_an_m_step():
+    class NoStep:
+        pass
+
+    with pytest.raises(TypeError, match=r"NoStep has none\. Fit it by SVI with pyrovae\.fit"):
+        em(NoStep(), torch.zeros(3))
