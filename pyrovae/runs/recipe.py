@@ -1,0 +1,237 @@
+"""What a model family brings to a run: :class:`Recipe`, the hooks the orchestration asks.
+
+The orchestration (:mod:`pyrovae.runs.training`, :mod:`~pyrovae.runs.reopen`,
+:mod:`~pyrovae.runs.evaluation`) treats every family alike and writes every file itself; a
+recipe answers questions about its family. Each hook takes what it needs and returns its
+answer; none changes the (frozen) config it is given, and none writes to the run directory
+(``fit`` hands each result to the ``save`` it is given instead).
+
+A recipe declares:
+
+- ``name``, ``summary``: its model name on the command line and a line for ``--help``;
+- ``options``: a frozen dataclass of its options (fields made options with
+  :func:`~pyrovae.runs.config.setting`, resolved fields without), with ``validate()``;
+- ``objective``: the objective it always trains with, or None for ``--objective``;
+- ``files``: files of its own in a run directory (ssvae: ``best.pt``).
+
+and implements ``pair`` (the model and guide for a resolved config). The other hooks have
+defaults for a pair trained by SVI on the unlabelled training rows, evaluated by importance
+sampling, with the VAE's figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..data import DataSplits
+from ..diagnostics import views, write_figures
+from ..infer import LogMarginal
+from .config import NoOptions, TrainConfig
+from .data import describe, load_data, with_shape
+from .estimates import importance_report, importance_rows
+from .record import Run
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Built:
+    """A pair built for a config, and the config with what was resolved from the data."""
+
+    config: TrainConfig
+    model: Callable
+    guide: Callable
+    data: DataSplits
+    messages: tuple[str, ...] = ()
+    #: The data came from no dataset name (a factory returned them): the run keeps a copy.
+    keep_data: bool = False
+    #: The user code the build imported ("module from file"), said when a run is reopened.
+    code: str | None = None
+
+
+@dataclass
+class TrainingPlan:
+    """What :class:`~pyrovae.infer.Trainer` is given, besides the pair and the settings."""
+
+    #: The splits the run uses (e.g. with a validation split carved from the training rows).
+    data: DataSplits
+    #: The training data in any form :func:`~pyrovae.infer.batches.make_batches` accepts.
+    train_data: Any
+    #: An objective name of :data:`~pyrovae.infer.OBJECTIVES` or a ``pyro.infer.ELBO``.
+    objective: Any
+    metrics: list[Callable] = field(default_factory=list)
+    callbacks: list[Callable] = field(default_factory=list)
+    messages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fit by the recipe's own algorithm (not SVI), as the run directory records it."""
+
+    config: TrainConfig
+    model: Callable
+    guide: Callable
+    history: list[dict]
+    #: metrics.json (with its ``units`` and ``history``).
+    metrics: dict
+    #: What the checkpoint calls its epoch (EM: the iterations of the kept fit).
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """After the last epoch: notes on the run, entries for metrics.json, lines to log."""
+
+    notes: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    messages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``eval.json``'s numbers, and the importance-sampling result behind them (None when
+    the recipe computed them exactly)."""
+
+    report: dict
+    result: LogMarginal | None = None
+
+
+class Recipe:
+    """A model family's hooks; see the module docstring."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    options: ClassVar[type] = NoOptions
+    objective: ClassVar[str | None] = None
+    files: ClassVar[tuple[str, ...]] = ()
+
+    # ---- building ---------------------------------------------------------------------------
+
+    def build(
+        self,
+        config: TrainConfig,
+        saved: DataSplits | None = None,
+        code_path: tuple[str, ...] | None = None,
+    ) -> Built:
+        """Load the data (or use ``saved``, a run's own copy), resolve the settings that
+        depend on them, and build the pair. ``code_path`` is None when training; when a run
+        is reopened, the only directories besides the installed environment that code named
+        in its config may be imported from (a factory's)."""
+        data = saved if saved is not None else load_data(config)
+        config = with_shape(config, data)
+        config, messages = self.resolve(config, data)
+        model, guide = self.pair(config)
+        return Built(config, model, guide, data, (describe(data), *messages))
+
+    def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
+        """The config with the settings resolved from the data, and lines explaining them."""
+        return config, []
+
+    def pair(self, config: TrainConfig) -> tuple[Callable, Callable]:
+        """The (model, guide) pair for a resolved config."""
+        raise NotImplementedError(f"the recipe {self.name!r} builds no pair")
+
+    def test_inputs(self, config: TrainConfig, data: DataSplits) -> torch.Tensor:
+        """The test rows as the model sees them."""
+        return data.test_x
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def refuse_resume(self, config: TrainConfig) -> str | None:
+        """Why a saved run cannot continue, or None."""
+        return None
+
+    def fit(
+        self,
+        config: TrainConfig,
+        data: DataSplits,
+        *,
+        save: Callable[[Fitted], None],
+        progress: bool,
+        log: Log,
+    ) -> Fitted | None:
+        """Fit by an algorithm of the family's own, handing every result worth keeping to
+        ``save``; return the final one. None: train by SVI."""
+        return None
+
+    def plan(
+        self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
+    ) -> TrainingPlan:
+        """What SVI trains on and with (``out``: where the run's own files go)."""
+        return TrainingPlan(data, (data.train_x,), config.objective)
+
+    def transform(self, config: TrainConfig) -> Callable | None:
+        """A per-epoch transform of the training rows (e.g. dynamic binarization), or None."""
+        return None
+
+    def initialize(self, config: TrainConfig, model: Callable, data: DataSplits) -> None:
+        """Set a fresh model's parameters from the data (not on resume)."""
+
+    def finish(self, run: Run) -> Finished:
+        """After the last epoch: notes, metrics entries, messages."""
+        return Finished()
+
+    def closing(self, run: Run) -> str:
+        """The last line of ``train``'s log."""
+        last = run.history[-1]
+        return (
+            f"done: epoch {last['epoch']}, train ELBO {last['train_elbo']:.2f}, test ELBO "
+            f"{last['test_elbo']:.2f} nats per example; run saved in {run.path}"
+        )
+
+    def units(self, config: TrainConfig) -> str:
+        """The family's clause of metrics.json's ``units`` note ("" for none)."""
+        return ""
+
+    # ---- a run reopened ---------------------------------------------------------------------
+
+    def reopen(self, run: Run) -> Run:
+        """A run rebuilt from its directory, completed with what it needs beyond its
+        checkpoint (a new :class:`Run`; the one given is not changed)."""
+        return run
+
+    def figures(self, run: Run, out_dir: Path) -> list[Path]:
+        """Write the run's figures into ``out_dir``; return their paths."""
+        return write_figures(
+            run.model,
+            run.guide,
+            run.test_inputs(),
+            out_dir,
+            labels=run.data.test_y,
+            image_shape=run.data.image_shape,
+            history=run.history,
+            seed=run.config.seed,
+        )
+
+    def draw(self, run: Run, n: int) -> tuple[np.ndarray, str]:
+        """``n`` images from the model (flattened, (n, D)) and a title; seeded by the caller."""
+        x = run.test_inputs()
+        sites = views.find_sites(run.model, run.guide, (x[:8],))
+        means = views.prior_means(run.model, (x[:1].expand(n, -1),), sites)
+        return means.cpu().numpy(), f"{n} samples: E[x | z], z ~ p(z)"
+
+    def evaluate(
+        self, run: Run, x: torch.Tensor, *, num_samples: int, batch_size: int | None, progress: bool
+    ) -> Evaluation:
+        """``eval.json``'s numbers for test rows x: by default the importance-sampled
+        log-likelihood and the ELBO from the same draws."""
+        report, result = importance_report(
+            run.model,
+            run.guide,
+            x,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            progress=progress,
+            device=run.config.device,
+        )
+        return Evaluation(report, result)
+
+    def table(self, report: dict) -> list[tuple[str, str]]:
+        """``eval.json``'s numbers as rows (name, value) of the printed table."""
+        return importance_rows(report)

@@ -1,0 +1,92 @@
+"""Options and hooks shared by recipes whose model observes x through a likelihood of
+:data:`pyrovae.likelihoods.LIKELIHOODS` through networks of given widths (vae, ae, ssvae, a
+factory's data treatment)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ...data import DataSplits
+from ...likelihoods import LIKELIHOODS
+from ..config import OptionsBase, TrainConfig, setting
+from ..data import binarized_test_inputs, dynamic_binarization, resolve_likelihood
+from ..recipe import Recipe
+
+
+def positive_ints(what: str) -> Callable[[str], list[int]]:
+    """A parser for comma-separated positive integers; ``what`` names them, with an example,
+    in the error (raised as ValueError, which argparse reports as an invalid value)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+        if not values or min(values) < 1:
+            raise ValueError(f"give {what}; got {text!r}")
+        return values
+
+    parse.__name__ = "comma-separated integers"
+    return parse
+
+
+@dataclass(frozen=True)
+class ObservedOptions(OptionsBase):
+    """The latent size, network widths, likelihood and binarization."""
+
+    latent_dim: int = setting(10, "dimension of z")
+    hidden_dims: tuple[int, ...] = setting(
+        (400,),
+        "hidden layer widths of encoder and decoder, comma-separated (e.g. 512,256)",
+        flag="--hidden",
+        parse=positive_ints("positive hidden layer widths, e.g. 400 or 512,256"),
+    )
+    likelihood: str = setting(
+        "auto",
+        "p(x | z); auto: Bernoulli for binary data and MNIST, continuous Bernoulli for other "
+        "values in [0, 1], Gaussian otherwise",
+        choices=("auto", *LIKELIHOODS),
+    )
+    binarize: str = setting(
+        "auto",
+        "for a Bernoulli on grey values: dynamic resamples training images each epoch (test "
+        "images once, fixed seed); auto does so when needed",
+        choices=("auto", "dynamic", "none"),
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_dim < 1:
+            raise ValueError(f"--latent-dim must be at least 1, got {self.latent_dim}")
+        if not all(h >= 1 for h in self.hidden_dims):
+            raise ValueError(f"--hidden must be positive widths, got {list(self.hidden_dims)}")
+
+
+ARCHITECTURE = setting(
+    "mlp", "fully connected or convolutional encoder and decoder", choices=("mlp", "conv")
+)
+BETA = setting(1.0, "KL weight (beta-VAE); 1 is the ELBO")
+
+
+def beta_clause(beta: float) -> str:
+    """metrics.json's note on a KL weight other than 1."""
+    return "" if beta == 1.0 else f"train_elbo is the beta-weighted bound (beta = {beta})"
+
+
+class ObservedRecipe(Recipe):
+    """Resolves ``--likelihood`` and ``--binarize`` from the data, and binarizes the test rows
+    once and the training rows every epoch where that is asked."""
+
+    def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
+        chosen = resolve_likelihood(config.likelihood, config.binarize, data)
+        config = config.with_options(likelihood=chosen.likelihood, binarize=chosen.binarize)
+        return config, [f"likelihood: {chosen.likelihood} ({chosen.why})"]
+
+    def test_inputs(self, config: TrainConfig, data: DataSplits) -> torch.Tensor:
+        return binarized_test_inputs(config.binarize, data)
+
+    def transform(self, config: TrainConfig) -> Callable | None:
+        return dynamic_binarization if config.binarize == "dynamic" else None

@@ -1,0 +1,302 @@
+"""``pyrovae train ssvae``: the semi-supervised VAE (M2, Kingma et al. 2014).
+
+- The data: a validation split carved from the training rows (seeded; kept apart for model
+  selection, as in Kingma et al. 2014), then a class-balanced subset of ``--num-labels``
+  training rows keeps its labels and the other training rows are used without them.
+- The objective: :class:`~pyrovae.infer.SemiSupervisedELBO` with ``--alpha``.
+- Each epoch: the accuracy of argmax q(y | x) on the validation rows, in the progress bar
+  and ``metrics.json``; the model and guide with the best validation accuracy so far are
+  saved to ``best.pt``, and that is the model ``evaluate``, ``plot`` and ``sample`` use.
+- ``evaluate``: y summed exactly in every importance weight; the ELBO is TraceEnum_ELBO's
+  (q(y | x) and one z per class); ``test_accuracy`` is the share of test examples whose
+  argmax q(y | x) is the label.
+- Figures: conditional generation, analogies, the accuracy curve, the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+from ...data import DataError, DataSplits, binarize_fixed, class_count
+from ...diagnostics.ssvae_figures import accuracy, write_ssvae_figures
+from ...guides import SSVAEGuide
+from ...infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, evaluate_elbo, split_labeled
+from ...models import SSVAE
+from ..config import TrainConfig, setting
+from ..recipe import Evaluation, Finished, TrainingPlan
+from ..record import Run, load_checkpoint, save_checkpoint
+from .observed import ObservedOptions, ObservedRecipe
+
+#: The model and guide with the best validation accuracy (beside checkpoint.pt, the last).
+BEST = "best.pt"
+
+
+def labels(text: str) -> int | None:
+    """``--num-labels``: a positive count, or ``all`` (None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a number of labelled examples or 'all', got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"give at least 1 labelled example, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SemiSupervisedOptions(ObservedOptions):
+    num_labels: int | None = setting(
+        100,
+        "training examples that keep their label, class-balanced and drawn with --seed (the "
+        "others are used without it); 'all' keeps every label",
+        parse=labels,
+    )
+    alpha: float = setting(
+        50.0,
+        "weight of the classification loss -log q(y | x) per labelled example (Kingma et al. "
+        "2014, eq. 9)",
+    )
+    validation_size: int | None = setting(
+        None,
+        "training examples held out, with their labels, to select the epoch with the best "
+        "accuracy (default: a sixth of the training set, at most 10,000)",
+        parse=int,
+    )
+    #: Resolved: C, from the labels.
+    num_classes: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ValueError(f"--num-labels must be at least 1, got {self.num_labels}")
+        if self.alpha < 0:
+            raise ValueError(f"--alpha must be >= 0, got {self.alpha}")
+        if self.validation_size is not None and self.validation_size < 1:
+            raise ValueError(f"--validation-size must be at least 1, got {self.validation_size}")
+
+
+def check_labels(data: DataSplits) -> int:
+    """The number of classes; raises DataError when the data have no labels, or labels that
+    are not the class indices 0..C-1 with an example of each (:func:`~pyrovae.data.class_count`)."""
+    if data.train_y is None or data.test_y is None:
+        raise DataError(
+            f"{data.name} has no labels, and the semi-supervised VAE needs some: use a labelled "
+            "dataset (digits, mnist, fashion-mnist) or a .npz/.csv file with a label column; for "
+            "unlabelled data train a vae"
+        )
+    return int(class_count(data))
+
+
+def validation_size(config: TrainConfig, num_train: int) -> int:
+    """``--validation-size``, or by default a sixth of the training rows, at most 10,000 (the
+    50,000 / 10,000 split of MNIST in Kingma et al. 2014)."""
+    size = config.validation_size if config.validation_size is not None else num_train // 6
+    if config.validation_size is None:
+        size = min(size, 10_000)
+    if not 1 <= size < num_train:
+        raise ValueError(
+            f"--validation-size {size} must be between 1 and the {num_train - 1} training rows "
+            "that leave one to train on"
+        )
+    return size
+
+
+def with_validation(config: TrainConfig, data: DataSplits) -> DataSplits:
+    """The data with a validation split: the dataset's own, or rows drawn from the training
+    split with ``config.seed``."""
+    check_labels(data)
+    if data.valid_x is not None and data.valid_y is not None:
+        return data
+    n = len(data.train_x)
+    order = np.random.default_rng(config.seed).permutation(n)
+    size = validation_size(config, n)
+    valid = torch.as_tensor(np.sort(order[:size]))
+    train = torch.as_tensor(np.sort(order[size:]))
+    return dataclasses.replace(
+        data,
+        train_x=data.train_x[train],
+        train_y=data.train_y[train],
+        valid_x=data.train_x[valid],
+        valid_y=data.train_y[valid],
+    )
+
+
+def objective(config: TrainConfig) -> SemiSupervisedELBO:
+    return SemiSupervisedELBO(alpha=config.alpha)
+
+
+def valid_inputs(config: TrainConfig, data: DataSplits) -> torch.Tensor:
+    """Validation rows as the model sees them (binarized once, seed 1, when training
+    binarizes dynamically)."""
+    x = data.valid_x
+    return binarize_fixed(x, seed=1) if config.binarize == "dynamic" else x
+
+
+def validation_metric(guide: Callable, x: torch.Tensor, y: torch.Tensor) -> Callable:
+    """A :class:`~pyrovae.infer.Trainer` metric: ``{"valid_accuracy": ...}``."""
+
+    def metric(trainer: Trainer) -> dict:
+        return {"valid_accuracy": accuracy(guide, x, y)}
+
+    return metric
+
+
+def best_saver(out: Path) -> Callable[[Trainer], None]:
+    """A callback that saves model and guide to ``best.pt`` whenever the validation accuracy
+    beats every earlier epoch's (ties: the earlier epoch stays)."""
+
+    def save(trainer: Trainer) -> None:
+        history = trainer.history
+        current = history[-1]["valid_accuracy"]
+        if all(current > r["valid_accuracy"] for r in history[:-1]):
+            state = trainer.state_dict()
+            best = {"model": state["model"], "guide": state["guide"]}
+            save_checkpoint(out / BEST, {**best, "epoch": trainer.epoch, "valid_accuracy": current})
+
+    return save
+
+
+def load_best(path: Path, model: torch.nn.Module, guide: torch.nn.Module, device: str) -> dict:
+    """Load ``best.pt`` into model and guide; returns its epoch and validation accuracy."""
+    state = load_checkpoint(path / BEST, map_location=device)
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    return {"epoch": state["epoch"], "valid_accuracy": state["valid_accuracy"]}
+
+
+def describe_split(train: SemiSupervisedData, data: DataSplits) -> str:
+    """One line: how many labelled, unlabelled and validation rows the run uses."""
+    counts = torch.bincount(train.labeled_y.cpu())
+    low, high = int(counts.min()), int(counts.max())
+    per_class = f"{low}" if low == high else f"{low}-{high}"
+    unlabeled = 0 if train.unlabeled_x is None else len(train.unlabeled_x)
+    return (
+        f"labels: {len(train.labeled_y)} labelled training examples ({per_class} per class), "
+        f"{unlabeled} unlabelled, {len(data.valid_x)} held out for validation"
+    )
+
+
+class SemiSupervisedRecipe(ObservedRecipe):
+    """See the module docstring."""
+
+    name = "ssvae"
+    summary = (
+        "semi-supervised VAE (M2): y ~ Cat(1/C), z ~ N(0, I), x ~ p(x | decoder(z, y)); y "
+        "observed for --num-labels examples, summed out for the rest"
+    )
+    options = SemiSupervisedOptions
+    objective = "enum"
+    files = (BEST,)
+
+    def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
+        config, messages = super().resolve(config, data)
+        return config.with_options(num_classes=check_labels(data)), messages
+
+    def pair(self, config: TrainConfig) -> tuple[SSVAE, SSVAEGuide]:
+        """M2 over ``num_classes`` classes and its guide: classifier q(y | x) and encoder
+        q(z | x, y), MLPs with the widths of ``hidden_dims``."""
+        kwargs = dict(
+            input_dim=config.input_dim,
+            num_classes=config.num_classes,
+            latent_dim=config.latent_dim,
+            hidden_dims=tuple(config.hidden_dims),
+        )
+        image_shape = tuple(config.image_shape) if config.image_shape else None
+        model = SSVAE(likelihood=config.likelihood, image_shape=image_shape, **kwargs)
+        return model, SSVAEGuide(**kwargs)
+
+    def plan(
+        self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
+    ) -> TrainingPlan:
+        data = with_validation(config, data)
+        train_data = split_labeled(data.train_x, data.train_y, config.num_labels, seed=config.seed)
+        valid_x = valid_inputs(config, data).to(config.device)
+        return TrainingPlan(
+            data,
+            train_data,
+            objective(config),
+            metrics=[validation_metric(guide, valid_x, data.valid_y)],
+            callbacks=[best_saver(out)],
+            messages=(describe_split(train_data, data),),
+        )
+
+    def finish(self, run: Run) -> Finished:
+        selected = load_best(run.path, run.model, run.guide, run.config.device)
+        test_accuracy = accuracy(run.guide, run.test_inputs(), run.data.test_y)
+        message = (
+            f"selected epoch {selected['epoch']} (validation accuracy "
+            f"{100 * selected['valid_accuracy']:.2f}%): test accuracy {100 * test_accuracy:.2f}%"
+        )
+        return Finished(
+            notes={"selected": selected},
+            metrics={"selected": selected, "test_accuracy": test_accuracy},
+            messages=(message,),
+        )
+
+    def units(self, config: TrainConfig) -> str:
+        return (
+            "y is summed out exactly where unlabelled; train_elbo is minus the training "
+            f"objective (labelled and unlabelled batches, minus alpha = {config.alpha} times the "
+            "cross-entropy of q(y | x) on labelled batches); valid_accuracy: argmax q(y | x) on "
+            "the validation split; selected: the epoch with the best valid_accuracy (best.pt)"
+        )
+
+    def reopen(self, run: Run) -> Run:
+        notes = dict(run.notes)
+        if (run.path / BEST).exists():
+            notes["selected"] = load_best(run.path, run.model, run.guide, run.config.device)
+        data = with_validation(run.config, run.data)
+        return dataclasses.replace(run, data=data, notes=notes)
+
+    def figures(self, run: Run, out_dir: Path) -> list[Path]:
+        return write_ssvae_figures(
+            run.model,
+            run.guide,
+            run.test_inputs(),
+            run.data.test_y,
+            out_dir,
+            image_shape=run.data.image_shape,
+            history=run.history,
+            seed=run.config.seed,
+        )
+
+    def evaluate(
+        self, run: Run, x: torch.Tensor, *, num_samples: int, batch_size: int | None, progress: bool
+    ) -> Evaluation:
+        """The importance-sampled numbers with y summed exactly, the ELBO with q(y | x)
+        (TraceEnum_ELBO: the importance weights sum y exactly, so their mean is not the ELBO
+        the model was trained on), and the test accuracy of argmax q(y | x)."""
+        evaluation = super().evaluate(
+            run, x, num_samples=num_samples, batch_size=batch_size, progress=progress
+        )
+        report = dict(evaluation.report)
+        report["method"] = (
+            "y summed exactly over the classes, z importance-sampled from q(z | x, y)"
+        )
+        report["test_elbo"] = evaluate_elbo(
+            run.model,
+            run.guide,
+            (x,),
+            objective=TraceEnum_ELBO(max_plate_nesting=1),
+            device=x.device,
+        )
+        report["test_accuracy"] = accuracy(run.guide, x, run.data.test_y)
+        report["elbo_gap"] = report["test_log_likelihood"] - report["test_elbo"]
+        selected = run.notes.get("selected")
+        if selected is not None:
+            report["selected_epoch"] = selected["epoch"]
+            report["valid_accuracy"] = selected["valid_accuracy"]
+        return Evaluation(report, evaluation.result)
+
+    def table(self, report: dict) -> list[tuple[str, str]]:
+        rows = super().table(report)
+        row = ("test accuracy, argmax q(y | x)", f"{100 * report['test_accuracy']:.2f}%")
+        return [*rows[:2], row, *rows[2:]]

@@ -1,0 +1,49 @@
+"""``pyrovae train vae``: the variational autoencoder (and beta-VAE) with a Gaussian encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...guides import GaussianEncoder
+from ...models import VAE
+from ..config import TrainConfig
+from .observed import ARCHITECTURE, BETA, ObservedOptions, ObservedRecipe, beta_clause
+
+
+@dataclass(frozen=True)
+class VAEOptions(ObservedOptions):
+    architecture: str = ARCHITECTURE
+    beta: float = BETA
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.beta > 0:
+            raise ValueError(f"--beta must be positive, got {self.beta}")
+
+
+def network_kwargs(config: TrainConfig) -> dict:
+    """The shapes the VAE's decoder and its encoders share."""
+    return dict(
+        input_dim=config.input_dim,
+        latent_dim=config.latent_dim,
+        hidden_dims=tuple(config.hidden_dims),
+        architecture=config.architecture,
+        image_shape=tuple(config.image_shape) if config.image_shape else None,
+    )
+
+
+class VAERecipe(ObservedRecipe):
+    """z ~ N(0, I), x ~ p(x | decoder(z)), q(z | x) Gaussian; ``--beta`` weights the KL."""
+
+    name = "vae"
+    summary = "variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)); --beta for beta-VAE"
+    options = VAEOptions
+
+    def pair(self, config: TrainConfig) -> tuple[VAE, GaussianEncoder]:
+        kwargs = network_kwargs(config)
+        return VAE(likelihood=config.likelihood, beta=config.beta, **kwargs), GaussianEncoder(
+            **kwargs
+        )
+
+    def units(self, config: TrainConfig) -> str:
+        return beta_clause(config.beta)

@@ -1,0 +1,152 @@
+"""A run reopened from its directory: :func:`load_run`, and what is done with it (``plot``,
+``sample``). Reopening reads ``config.json`` and the checkpoint (tensors only, never pickled
+objects) and builds the pair by its recipe; for a factory run that means importing the
+factory named in ``config.json``, so open only runs whose code you trust.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyro
+import torch
+
+from ..data import DataSplits
+from ..diagnostics import figures
+from ..infer import collect_params, make_objective
+from .data import load_splits
+from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
+from .config import TrainConfig, check_types
+from .registry import read_config, recipe_for
+
+Log = Callable[[str], None]
+
+
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(
+            f"--device {device}: CUDA is not available on this machine; use --device cpu"
+        )
+
+
+def open_data(path: Path) -> DataSplits | None:
+    """A run's own copy of data no dataset name reloads (a factory's), or None."""
+    if not (path / DATA_COPY).exists():
+        return None
+    return load_splits(path / DATA_COPY, read_json(path / CONFIG)["dataset"])
+
+
+def load_run(
+    run_dir: str | Path,
+    device: str = "cpu",
+    log: Log | None = None,
+    factory_path: tuple[str, ...] = (),
+) -> Run:
+    """Rebuild a run's model, guide and data from ``config.json`` and ``checkpoint.pt``.
+
+    A factory run imports the factory its config names from the installed environment or
+    ``factory_path`` only (never implicitly from the working or the run directory), and says
+    which file it imported (on ``log``, else standard error)."""
+    path = Path(run_dir)
+    if not (path / CONFIG).exists():
+        raise RunError(
+            f"{path} is not a pyrovae run (no config.json); train one with pyrovae train"
+        )
+    config = checked_config(path).replace(device=device)
+    check_device(device)
+    state = load_checkpoint(path / CHECKPOINT, map_location=device)
+    _check_agreement(path, config, state)
+    recipe = recipe_for(config.model)
+    built = recipe.build(config, saved=open_data(path), code_path=tuple(factory_path))
+    for message in built.messages if log else ():
+        log(message)
+    if built.code:
+        (log or _to_stderr)(f"{path}: importing the {built.code}")
+    for program, key in ((built.model, "model"), (built.guide, "guide")):
+        if isinstance(program, torch.nn.Module):
+            try:
+                program.load_state_dict(state[key])
+            except (KeyError, RuntimeError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+                raise RunError(
+                    f"{path / CHECKPOINT} does not fit the {key} that {CONFIG} describes "
+                    f"({first}); the run directory is mixed or damaged"
+                ) from None
+            program.to(device)
+    test_x = recipe.test_inputs(built.config, built.data)
+    run = Run(
+        path, built.config, built.model, built.guide, built.data, test_x, list(state["history"])
+    )
+    run = recipe.reopen(run)
+    if state.get("params"):
+        # Programs in Pyro's classic style create their pyro.param sites when first run.
+        objective = make_objective(config.objective)
+        collect_params(objective, run.model, run.guide, (run.test_inputs()[:8],))
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                store.get_param(name).unconstrained().copy_(value)
+    return run
+
+
+def checked_config(path: Path) -> TrainConfig:
+    """A run's config.json, checked before anything is built: known keys, types and values
+    that can work; a damaged one is named in one line."""
+    try:
+        config = read_config(read_json(path / CONFIG))
+        check_types(config)
+        config.validate()
+    except (TypeError, ValueError) as e:
+        raise RunError(
+            f"{path / CONFIG} is not a usable run configuration: {e}; the run directory is "
+            "damaged (retrain, or restore config.json)"
+        ) from None
+    return config
+
+
+#: Settings a reopened or resumed run may change: they need not match the checkpoint's copy.
+PER_CALL = ("device", "epochs", "out")
+
+
+def _check_agreement(path: Path, config: TrainConfig, state: dict) -> None:
+    """config.json against the copy of it the checkpoint holds: a mixed directory (one file
+    from each of two runs) is named, not loaded."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return
+    ours = {k: v for k, v in config.to_dict().items() if k not in PER_CALL}
+    for key, value in ours.items():
+        if key in saved and saved[key] != value:
+            raise RunError(
+                f"{path / CONFIG} and {path / CHECKPOINT} disagree on {key} ({value!r} against "
+                f"{saved[key]!r}): they come from different runs; retrain, or restore the "
+                "matching files"
+            )
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
+    """Write the run's figures (default ``RUN_DIR/figures``); returns their paths."""
+    return recipe_for(run.config.model).figures(run, Path(out_dir or run.path / "figures"))
+
+
+def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
+    """A grid of ``n`` images from the model (a VAE: E[x | z], z ~ p(z); a mixture: draws
+    x ~ p(x)), written to ``out_path`` (PNG)."""
+    if run.data.image_shape is None:
+        raise RunError(
+            f"{run.path} was trained on data that are not images (no image shape); "
+            "sampling to a picture needs image data"
+        )
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        images, title = recipe_for(run.config.model).draw(run, n)
+    grid = images.reshape(n, *run.data.image_shape)
+    return figures.save_image_grid(grid, out_path, title=title)

@@ -1,0 +1,303 @@
+"""``pyrovae train``: build a run, train it with a checkpoint every epoch, resume it.
+
+The same steps for every family, asking its :class:`~pyrovae.runs.recipe.Recipe` what differs
+and writing every file of the run directory here (:mod:`pyrovae.runs.record`), EM included:
+
+1. settings checked; with ``resume`` the saved config (only ``epochs`` and ``device`` apply);
+2. the pair built, with the settings resolved from the data (``recipe.build``);
+3. a recipe with an algorithm of its own (``recipe.fit``, the mixture's EM) hands each
+   result worth keeping to :func:`_save_fitted`; otherwise SVI by :class:`~pyrovae.infer.Trainer`
+   on ``recipe.plan``'s data and objective, saving after every epoch;
+4. ``recipe.finish`` (e.g. the ssvae's selected epoch), the figures, the closing line.
+
+The directory is touched only once a first fit, or a first loss evaluation, has succeeded, so
+a bad input leaves nothing behind; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pyro
+import torch
+
+from ..infer import Trainer
+from .config import TrainConfig
+from .data import absolute_paths, save_splits
+from .lock import LOCK, RunLock
+from .recipe import Fitted, Recipe
+from .record import (
+    CHECKPOINT,
+    CONFIG,
+    DATA_COPY,
+    METRICS,
+    Run,
+    RunError,
+    finite_json,
+    read_json,
+    remove_run,
+    run_files,
+    save_checkpoint,
+    write_json,
+)
+from .registry import every_recipe, read_config, recipe_for
+from .reopen import check_device, open_data, plot
+
+Log = Callable[[str], None]
+
+#: A new run's first checkpoint and config, written before anything of an old run is removed.
+STAGED_CHECKPOINT = ".checkpoint.pt.staged"
+STAGED_CONFIG = ".config.json.staged"
+
+
+def extra_files() -> tuple[str, ...]:
+    """Files of any recipe's own: an overwrite removes them whatever the old run was."""
+    return tuple(name for recipe in every_recipe() for name in recipe.files)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Log = print,
+    factory_path: tuple[str, ...] = (),
+) -> Run:
+    """Train the run described by ``config`` into ``config.out``; see the module docstring.
+
+    With ``resume`` the saved configuration is used (only ``epochs`` and ``device`` are taken
+    from ``config``) and training continues from the last checkpoint, reaching the same
+    numbers as an uninterrupted run with the same seed on CPU; a factory run's factory is
+    then imported from the installed environment or ``factory_path`` only.
+
+    The directory is locked while training (:class:`~pyrovae.runs.lock.RunLock`: a second
+    process into it fails at once). Nothing is written before the first checkpoint; a failure
+    before it leaves the directory as it was (removed, if this call created it), and
+    ``overwrite`` replaces an old run only once the new one has its first checkpoint.
+    """
+    out = Path(config.out)
+    with RunLock(out) as lock:
+        try:
+            return _train(config, out, resume, overwrite, progress, log, factory_path)
+        except BaseException:
+            if lock.created and not (out / CHECKPOINT).exists():
+                _remove_created(out)
+            raise
+
+
+def _remove_created(out: Path) -> None:
+    """Remove a directory this call created and wrote nothing lasting into (lock, temporaries)."""
+    for path in out.iterdir():
+        if path.name == LOCK or path.name.endswith((".tmp", ".staged")):
+            path.unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # something else is in it now: leave it
+        pass
+
+
+def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
+    state = None
+    if resume:
+        config, state = _resumed(config, out)
+        check_device(config.device)
+    elif any(p.exists() for p in run_files(out, extra_files())) and not overwrite:
+        raise RunError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
+    config.validate()
+    check_device(config.device)
+    if not resume:
+        config = absolute_paths(config)
+    recipe = recipe_for(config.model)
+    pyro.set_rng_seed(config.seed)
+    if resume:
+        built = recipe.build(config, saved=open_data(out), code_path=factory_path)
+    else:
+        built = recipe.build(config)
+    config = built.config
+    for message in built.messages:
+        log(message)
+    writer = RunWriter(out, first=not resume, overwrite=overwrite and not resume)
+    writer.data_copy = built.data if built.keep_data and not resume else None
+    fitted = recipe.fit(
+        config, built.data, save=lambda f: _save_fitted(writer, f), progress=progress, log=log
+    )
+    if fitted is not None:
+        run = Run(
+            out,
+            fitted.config,
+            fitted.model,
+            fitted.guide,
+            built.data,
+            recipe.test_inputs(fitted.config, built.data),
+            list(fitted.history),
+        )
+        return _finish(recipe, run, log, write_metrics=False)
+    if recipe.objective is not None:  # e.g. "enum": z (gmm) or y (ssvae) summed out exactly
+        config = config.replace(objective=recipe.objective)
+    model, guide = built.model, built.guide
+    plan = recipe.plan(config, built.data, guide, out)
+    for message in plan.messages:
+        log(message)
+    data = plan.data
+    for program in (model, guide):
+        if isinstance(program, torch.nn.Module):
+            program.to(config.device)
+    if state is None:
+        recipe.initialize(config, model, data)
+    test_x = recipe.test_inputs(config, data)
+    saved = {"config": config}
+
+    def save_epoch(trainer: Trainer) -> None:
+        current = saved["config"]
+        checkpoint = {**trainer.state_dict(), "config": current.to_dict()}
+        writer.save(checkpoint, current, _metrics(recipe, current, trainer.history))
+
+    trainer = Trainer(
+        model,
+        guide,
+        plan.train_data,
+        test_data=(test_x,),
+        batch_size=config.batch_size,
+        lr=config.lr,
+        objective=plan.objective,
+        num_particles=config.num_particles,
+        dreg=config.dreg,
+        transform=recipe.transform(config),
+        seed=config.seed,
+        metrics=plan.metrics,
+        callbacks=[save_epoch, *plan.callbacks],
+        progress=progress,
+        device=config.device,
+        capture=config.capture,
+    )
+    if isinstance(trainer.objective, str):
+        config = config.replace(objective=trainer.objective)  # "auto" resolved from the program
+        saved["config"] = config
+    if state is not None:
+        trainer.load_state_dict(state)
+        log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
+    try:
+        trainer.run(config.epochs)
+    except KeyboardInterrupt:
+        if writer.started:
+            log(
+                f"\ninterrupted; {out / CHECKPOINT} holds epoch {trainer.epoch}. Continue with "
+                f"pyrovae train {config.model} --out {out} --epochs {config.epochs} --resume"
+            )
+        else:
+            log(f"\ninterrupted before the first epoch ended; nothing was saved in {out}")
+        raise
+    run = Run(out, config, model, guide, data, test_x, list(trainer.history))
+    return _finish(recipe, run, log, write_metrics=True)
+
+
+class RunWriter:
+    """Writes a run's checkpoint, config.json and metrics.json, each atomically.
+
+    The first write of a new run stages the checkpoint and config.json under temporary names
+    before it touches anything: only then is an old run removed (``overwrite``), a copy of
+    data no dataset name reloads written, and the staged files renamed into place. A full
+    disk or an interrupt before that leaves the old run (or nothing) behind, never a mix.
+    """
+
+    def __init__(self, out: Path, *, first: bool, overwrite: bool) -> None:
+        self.out, self.overwrite = out, overwrite
+        self.started = not first
+        self.data_copy = None
+
+    def save(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
+        try:
+            if self.started:
+                save_checkpoint(self.out / CHECKPOINT, checkpoint)
+                write_json(self.out / CONFIG, config.to_dict())
+            else:
+                self._first(checkpoint, config)
+            write_json(self.out / METRICS, finite_json(metrics))
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise RunError(
+                    f"no space left on the device holding {self.out}; the last complete "
+                    "checkpoint is intact: free some space and continue with --resume"
+                ) from e
+            raise
+
+    def _first(self, checkpoint: dict, config: TrainConfig) -> None:
+        staged_checkpoint = save_checkpoint(self.out / STAGED_CHECKPOINT, checkpoint)
+        staged_config = write_json(self.out / STAGED_CONFIG, config.to_dict())
+        if self.overwrite:
+            remove_run(self.out, extra_files())
+        if self.data_copy is not None:
+            save_splits(self.out / DATA_COPY, self.data_copy)
+        os.replace(staged_checkpoint, self.out / CHECKPOINT)
+        os.replace(staged_config, self.out / CONFIG)
+        self.started = True
+
+
+def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
+    """The saved config (with this call's epochs and device) and the last checkpoint."""
+    from .record import load_checkpoint
+
+    if not (out / CHECKPOINT).exists():
+        raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
+    saved = read_config(read_json(out / CONFIG))
+    saved = saved.replace(epochs=config.epochs, device=config.device, out=str(out))
+    refusal = recipe_for(saved.model).refuse_resume(saved)
+    if refusal:
+        raise RunError(refusal)
+    check_device(saved.device)  # before reading: a good checkpoint is not "damaged"
+    state = load_checkpoint(out / CHECKPOINT, map_location=saved.device)
+    if state["epoch"] >= saved.epochs:
+        raise RunError(
+            f"{out} has already trained {state['epoch']} epochs; to train longer pass "
+            f"--epochs N with N > {state['epoch']}"
+        )
+    return saved, state
+
+
+def _save_fitted(writer: RunWriter, fitted: Fitted) -> None:
+    """A recipe's own fit so far (the mixture saves its best model after every K of a sweep)."""
+    state = {
+        "model": {k: v.detach().cpu() for k, v in _state_dict(fitted.model).items()},
+        "guide": {k: v.detach().cpu() for k, v in _state_dict(fitted.guide).items()},
+        "epoch": fitted.epoch,
+        "history": fitted.history,
+        "config": fitted.config.to_dict(),
+    }
+    writer.save(state, fitted.config, fitted.metrics)
+
+
+def _state_dict(program: Callable) -> dict:
+    return program.state_dict() if isinstance(program, torch.nn.Module) else {}
+
+
+def _finish(recipe: Recipe, run: Run, log: Log, *, write_metrics: bool) -> Run:
+    finished = recipe.finish(run)
+    run.notes.update(finished.notes)
+    if write_metrics and finished.metrics:
+        metrics = _metrics(recipe, run.config, run.history)
+        write_json(run.path / METRICS, {**metrics, **finished.metrics})
+    for message in finished.messages:
+        log(message)
+    if run.config.figures:
+        paths = plot(run)
+        log(f"figures: {', '.join(p.name for p in paths)} in {run.path / 'figures'}")
+    log(recipe.closing(run))
+    return run
+
+
+def _metrics(recipe: Recipe, config: TrainConfig, history: list[dict]) -> dict:
+    """metrics.json of an SVI run: what its numbers are, the objective and the history."""
+    note = "nats per example, higher is better; test_elbo is a one-sample estimate of the ELBO"
+    if config.objective == "iwae":
+        note += f"; train_elbo is the IWAE bound with K = {config.num_particles}"
+    clause = recipe.units(config)
+    if clause:
+        note += f"; {clause}"
+    return {"units": note, "objective": config.objective, "history": history}
