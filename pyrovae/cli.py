@@ -259,13 +259,14 @@ def _train(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from .runs import load_run, sample
+    from .runs.limits import check_sample_count
+    from .runs.paths import check_out_file
 
-    path = sample(
-        load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path)),
-        args.n,
-        args.out,
-        seed=args.seed,
-    )
+    check_out_file(args.out)
+    run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
+    if run.data.image_shape is not None:
+        check_sample_count(args.n, run.data.image_shape)
+    path = sample(run, args.n, args.out, seed=args.seed)
     print(f"wrote {path}")
 
 
@@ -274,6 +275,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
     evaluate(
         run,
@@ -286,8 +289,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _plot(args: argparse.Namespace) -> None:
     from .runs import load_run, plot
+    from .runs.paths import check_out_dir
 
+    if args.out is not None:
+        check_out_dir(args.out)
     run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
+    if args.out is None:
+        check_out_dir(run.path / "figures")
     for path in plot(run, args.out):
         print(f"wrote {path}")
 

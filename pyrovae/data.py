@@ -74,7 +74,8 @@ class DataSplits:
 
     @property
     def num_classes(self) -> int | None:
-        """Largest train/test label + 1, or None without labels."""
+        """Largest train/test label + 1, or None without labels (:func:`class_count` checks
+        that the labels are the class indices 0..C-1)."""
         labels = [y for y in (self.train_y, self.test_y) if y is not None and y.numel() > 0]
         return max(int(y.max()) for y in labels) + 1 if labels else None
 
@@ -134,6 +135,38 @@ def load_dataset(
         f"{name}: {problem}; use a dataset name ({', '.join(DATASETS)}) or a file ending in "
         f"{', '.join(FILE_EXTENSIONS)}, one example per row"
     )
+
+
+def class_count(data: DataSplits) -> int | None:
+    """C, the number of classes, for labels that are class indices 0..C-1 with an example of
+    every class (the train, validation and test labels together); None without labels.
+
+    A model with one output per class (the semi-supervised VAE) needs this: labels 0, 5 and 9
+    would make ten classes of which seven never occur, and one stray label 255 would make 256.
+    Raises :class:`DataError` naming the labels outside 0..C-1 (C the number of distinct
+    labels) and the fix."""
+    labels = [y for y in (data.train_y, data.valid_y, data.test_y) if y is not None]
+    if not labels:
+        return None
+    values = torch.unique(torch.cat([y.reshape(-1).cpu() for y in labels])).tolist()
+    count = len(values)
+    outside = [v for v in values if not 0 <= v < count]
+    if outside:
+        missing = sorted(set(range(count)) - set(values))
+        lie, have = ("lies", "has") if len(outside) == 1 else ("lie", "have")
+        raise DataError(
+            f"{data.name}: labels must be the class indices 0..C-1, each with an example; of "
+            f"its {count} distinct labels, {_some(outside)} {lie} outside 0..{count - 1} (and "
+            f"{_some(missing)} {have} no example): relabel them to 0..{count - 1}, e.g. "
+            "y = numpy.unique(y, return_inverse=True)[1]"
+        )
+    return count
+
+
+def _some(values: list[int], shown: int = 10) -> str:
+    """The first ``shown`` values, comma-separated, and how many there are when more."""
+    text = ", ".join(str(v) for v in values[:shown])
+    return text if len(values) <= shown else f"{text}, ... ({len(values)} in all)"
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import TrainingDiverged
+from .progress import progress_bar
 
 
 @dataclass
@@ -96,7 +96,7 @@ def em(
         )
     history = EMHistory()
     compare = False  # whether the value may be compared with the previous one
-    with tqdm(total=max_iter, disable=not progress, desc=desc, unit="iter") as bar:
+    with progress_bar(total=max_iter, disable=not progress, desc=desc, unit="iter") as bar:
         for _ in range(max_iter):
             value = float(step(x))
             if not math.isfinite(value):
@@ -107,7 +107,7 @@ def em(
             history.log_likelihood.append(value)
             history.iterations += 1
             bar.update(1)
-            bar.set_postfix_str(f"log-likelihood {value:.6f}")
+            bar.set_postfix_str(f"log-likelihood {value:.6f}", refresh=False)
             if callback is not None:
                 callback(history)
             if compare and value - history.log_likelihood[-2] < tol:

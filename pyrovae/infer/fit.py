@@ -18,7 +18,6 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
-from tqdm.auto import tqdm
 
 from ..errors import TrainingDiverged
 from ..rng import initialised_cuda_devices
@@ -27,6 +26,7 @@ from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
+from .progress import progress_bar
 from .scale import LATENT_SCALES, scale_latents
 
 Callback = Callable[["Trainer"], None]
@@ -215,7 +215,7 @@ class Trainer:
         steps = len(self.batches)
         with (
             flushed_denormals(self.flush_denormals),
-            tqdm(
+            progress_bar(
                 total=epochs * steps,
                 initial=min(self.epoch, epochs) * steps,
                 disable=not self.progress,
@@ -235,7 +235,8 @@ class Trainer:
                     bar.update(1)
                     if i % 10 == 0 or i == steps - 1:
                         bar.set_postfix_str(
-                            f"epoch {self.epoch + 1}/{epochs} elbo {-float(total) / count:.2f}"
+                            f"epoch {self.epoch + 1}/{epochs} elbo {-float(total) / count:.2f}",
+                            refresh=False,
                         )
                 record: dict[str, Any] = {
                     "epoch": self.epoch + 1,
@@ -254,7 +255,7 @@ class Trainer:
                 for metric in self.metrics:
                     record.update(metric(self))
                 self.history.append(record)
-                bar.set_postfix_str(_summary(record, epochs))
+                bar.set_postfix_str(_summary(record, epochs), refresh=False)
                 for callback in self.callbacks:
                     callback(self)
         return self.history

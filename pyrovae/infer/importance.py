@@ -31,11 +31,11 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
-from tqdm.auto import tqdm
 
 from ..rng import initialised_cuda_devices
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
+from .progress import progress_bar
 from .psis import pareto_khat
 from .weights import (
     WeightedSites,
@@ -342,7 +342,7 @@ def log_marginal(
     total = getattr(batches, "num_examples", None)
     with (
         flushed_denormals(),
-        tqdm(
+        progress_bar(
             total=total, disable=not progress, desc=f"log p(x), K={num_samples}", unit="ex"
         ) as bar,
     ):

@@ -16,9 +16,10 @@ import torch
 from ..data import DataSplits
 from ..diagnostics import figures
 from ..infer import collect_params, make_objective
-from .data import load_splits
-from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
 from .config import TrainConfig, check_types
+from .data import load_splits
+from .limits import check_sample_count
+from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
 from .registry import read_config, recipe_for
 
 Log = Callable[[str], None]
@@ -145,6 +146,7 @@ def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
         )
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    check_sample_count(n, run.data.image_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         images, title = recipe_for(run.config.model).draw(run, n)
