@@ -152,7 +152,11 @@ TARGETS: dict[str, Target] = {
     ),
     "models/mixture_em.py": Target(
         "pyrovae/models/mixture_em.py",
-        ("tests/models/test_mixture_em.py", "tests/models/test_mixture.py"),
+        (
+            "tests/models/test_mixture_em.py",
+            "tests/models/test_mixture_em_mutants.py",
+            "tests/models/test_mixture.py",
+        ),
     ),
     # The generic driver, on factor analysis and on the mixture (fit_mixture runs through it).
     "infer/em.py": Target(

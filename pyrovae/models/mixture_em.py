@@ -95,7 +95,7 @@ def fit_mixture(
         history = em(
             model, x, max_iter=max_iter, tol=tol, progress=progress, desc=f"em {i + 1}/{n_init}"
         )
-        finals.append(model.score(x) + float(model.log_prior()) / n)
+        finals.append(model.score(x) + float(model.log_prior().detach()) / n)
         if best is None or finals[-1] > max(finals[:-1]):
             best = (model, history)
     model, history = best
