@@ -38,10 +38,14 @@ def same(a: GaussianMixture, b: GaussianMixture) -> bool:
 
 
 def test_defaults_are_one_run_of_kmeans_plus_plus_seed_0_100_iterations_tol_1e_3(x):
-    model, history = fit_mixture(x, 3, progress=False)
-    expected, expected_history = by_hand(x, 3, seed=0)
+    g = torch.Generator().manual_seed(1)
+    overlapping = x / 4 + 0.5 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    model, history = fit_mixture(overlapping, 3, progress=False)
+    expected, expected_history = by_hand(overlapping, 3, seed=0)
     assert same(model, expected)
     assert history.log_likelihood == expected_history.log_likelihood
+    gains = torch.tensor(history.log_likelihood).diff()
+    assert history.converged and gains[-1] < 1e-3 <= gains[-2]  # stopped by tol = 1e-3
     assert len(history.restarts) == 1
     assert model.covariance == "full" and model.reg_covar == 1e-6 and model.prior is None
     _, never = fit_mixture(x, 3, tol=-1.0, progress=False)  # never converges: max_iter stops it
