@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pyro
@@ -171,3 +172,25 @@ def test_beta_vae_trains_with_a_weighted_kl():
     history = pyrovae.fit(model, guide, x, test_data=x, epochs=3, seed=0, progress=False)
     # The training objective weights the KL by beta > 1, so it lies below the test ELBO.
     assert history[-1]["train_elbo"] < history[-1]["test_elbo"]
+
+
+def test_a_classic_pairs_param_store_is_saved_and_restored_with_the_trainer():
+    x = digits()[:128]
+    trainer = Trainer(classic_model, classic_guide, x, seed=0, progress=False, lr=1e-2)
+    trainer.run(1)
+    state = copy.deepcopy(trainer.state_dict())  # like torch's, it shares storage
+    assert set(state["params"]) >= {"noise"}
+    saved = pyro.param("noise").item()
+    trainer.run(2)
+    assert pyro.param("noise").item() != saved
+    trainer.load_state_dict(state)
+    assert pyro.param("noise").item() == pytest.approx(saved, abs=1e-7)
+
+
+def test_no_progress_means_no_output(capfd):
+    x = torch.rand(64, 8)
+    model, guide = VAE(8, 2, (8,), "continuous-bernoulli"), GaussianEncoder(8, 2, (8,))
+    Trainer(model, guide, x, seed=0, progress=False).run(1)
+    assert capfd.readouterr().err == ""
+    Trainer(model, guide, x, seed=0, progress=True).run(1)
+    assert "epoch 1/1" in capfd.readouterr().err
