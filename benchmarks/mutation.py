@@ -176,6 +176,8 @@ TARGETS: dict[str, Target] = {
             "tests/models/test_vae.py",
             "tests/models/test_factor_analysis.py",
             "tests/models/test_ssvae.py",
+            "tests/test_options.py",
+            "tests/test_run_edges.py",
         ),
     ),
 }
