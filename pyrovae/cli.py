@@ -243,8 +243,7 @@ def _train(args: argparse.Namespace) -> None:
     names = {f.name for f in common_fields()}
     names |= {f.name for f in dataclasses.fields(recipe_for(args.model).options)}
     values = {k: v for k, v in vars(args).items() if k in names - {"model"}}
-    values.setdefault("out", None)
-    if values["out"] is None:
+    if values.get("out") is None:
         values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     train(
@@ -259,24 +258,19 @@ def _train(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from .runs import load_run, sample
-    from .runs.limits import check_sample_count
     from .runs.paths import check_out_file
 
     check_out_file(args.out)
     run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
-    if run.data.image_shape is not None:
-        check_sample_count(args.n, run.data.image_shape)
-    path = sample(run, args.n, args.out, seed=args.seed)
+    path = sample(run, args.n, args.out, seed=args.seed)  # checks the grid's size itself
     print(f"wrote {path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .runs import evaluate, load_run
+    from .runs.evaluation import check_arguments
 
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_arguments(args.num_samples, args.batch_size)
     run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
     evaluate(
         run,

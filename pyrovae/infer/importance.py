@@ -134,16 +134,24 @@ def check_weights(log_weights: torch.Tensor, offset: int = 0) -> None:
     """Refuse log weights (B, K) with a NaN or +inf, or an example whose every weight is 0
     (log w = -inf at all K draws), naming the examples (counted from ``offset``). A weight of
     zero among others is legitimate (a draw where p(x, z) = 0) and passes."""
-    bad = nonfinite_rows(log_weights)
+    refuse_rows(nonfinite_rows(log_weights), offset)
+
+
+def refuse_rows(bad: torch.Tensor, offset: int = 0) -> None:
+    """:func:`check_weights` given the rows :func:`nonfinite_rows` found (B,) bool."""
     if bad.any():
         rows = (bad.nonzero().flatten() + offset).tolist()
-        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         raise NonFiniteWeights(
-            f"the importance weights of {len(rows)} example(s) [{shown}] are not finite "
+            f"the importance weights of {len(rows)} example(s) [{_listed(rows)}] are not finite "
             "(NaN or +inf, or p(x, z) = 0 at every draw), so log p(x) has no estimate there: "
             "check those examples for NaN or values outside the likelihood's support, and the "
             "model and guide for densities that overflow"
         )
+
+
+def _listed(rows: list[int]) -> str:
+    """The first ten example indices, then "..." if there are more."""
+    return ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
 
 
 def _finite_or_none(value: torch.Tensor) -> float | None:
@@ -357,9 +365,9 @@ def log_marginal(
                     )
                 chunks.append(weights)
             log_weights = torch.cat(chunks, dim=-1).double()
-            if on_nonfinite == "raise":
-                check_weights(log_weights, seen)
             bad = nonfinite_rows(log_weights)
+            if on_nonfinite == "raise":
+                refuse_rows(bad, seen)
             bad_rows.append(bad.cpu())
             stats = (*weight_statistics(log_weights), log_weights.mean(-1))
             results.append(tuple(t.cpu() for t in stats))
@@ -377,11 +385,10 @@ def log_marginal(
     masked = torch.cat(bad_rows) if on_nonfinite == "mask" else None
     if masked is not None and bool(masked.any()):
         rows = masked.nonzero().flatten().tolist()
-        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         warnings.warn(
-            f"log_marginal: {len(rows)} of {len(masked)} example(s) [{shown}] have importance "
-            "weights that give no estimate (NaN or +inf, or p(x, z) = 0 at every draw); they "
-            "are left out of the mean and the summary (LogMarginal.masked)",
+            f"log_marginal: {len(rows)} of {len(masked)} example(s) [{_listed(rows)}] have "
+            "importance weights that give no estimate (NaN or +inf, or p(x, z) = 0 at every "
+            "draw); they are left out of the mean and the summary (LogMarginal.masked)",
             NonFiniteWeightsWarning,
             stacklevel=2,
         )

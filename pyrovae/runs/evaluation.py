@@ -27,6 +27,14 @@ from .registry import recipe_for
 Log = Callable[[str], None]
 
 
+def check_arguments(num_samples: int, batch_size: int | None) -> None:
+    """Refuse a K or a batch size below 1 (the CLI asks before it loads the run)."""
+    if num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+
+
 def evaluate(
     run: Run,
     *,
@@ -42,10 +50,7 @@ def evaluate(
     the same numbers, and so does ``log_marginal(run.model, run.guide, run.test_inputs(),
     num_samples=K)`` after ``pyro.set_rng_seed(seed)``; the caller's random streams are left
     as they were."""
-    if num_samples < 1:
-        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    check_arguments(num_samples, batch_size)
     recipe = recipe_for(run.config.model)
     x = run.test_inputs()
     with torch.random.fork_rng(devices=initialised_cuda_devices()):

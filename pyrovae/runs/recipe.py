@@ -124,10 +124,15 @@ class Recipe:
         is reopened, the only directories besides the installed environment that code named
         in its config may be imported from (a factory's)."""
         data = saved if saved is not None else load_data(config)
-        config = with_shape(config, data)
-        config, messages = self.resolve(config, data)
+        config, messages = self.prepare(config, data)
         model, guide = self.pair(config)
-        return Built(config, model, guide, data, (describe(data), *messages))
+        return Built(config, model, guide, data, tuple(messages))
+
+    def prepare(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
+        """The config with the data's shape and :meth:`resolve`'s settings, and lines
+        describing the data and what was resolved."""
+        config, messages = self.resolve(with_shape(config, data), data)
+        return config, [describe(data), *messages]
 
     def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
         """The config with the settings resolved from the data, and lines explaining them."""

@@ -32,11 +32,11 @@ def check_device(device: str) -> None:
         )
 
 
-def open_data(path: Path) -> DataSplits | None:
+def open_data(path: Path, config: TrainConfig) -> DataSplits | None:
     """A run's own copy of data no dataset name reloads (a factory's), or None."""
     if not (path / DATA_COPY).exists():
         return None
-    return load_splits(path / DATA_COPY, read_json(path / CONFIG)["dataset"])
+    return load_splits(path / DATA_COPY, config.dataset)
 
 
 def load_run(
@@ -60,7 +60,7 @@ def load_run(
     state = load_checkpoint(path / CHECKPOINT, map_location=device)
     _check_agreement(path, config, state)
     recipe = recipe_for(config.model)
-    built = recipe.build(config, saved=open_data(path), code_path=tuple(factory_path))
+    built = recipe.build(config, saved=open_data(path, config), code_path=tuple(factory_path))
     for message in built.messages if log else ():
         log(message)
     if built.code:

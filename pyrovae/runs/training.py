@@ -24,6 +24,7 @@ from pathlib import Path
 import pyro
 import torch
 
+from ..data import DataSplits
 from ..infer import Trainer
 from .config import TrainConfig
 from .data import absolute_paths, save_splits
@@ -37,6 +38,7 @@ from .record import (
     Run,
     RunError,
     finite_json,
+    load_checkpoint,
     read_json,
     remove_run,
     run_files,
@@ -104,7 +106,6 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
     state = None
     if resume:
         config, state = _resumed(config, out)
-        check_device(config.device)
     elif any(p.exists() for p in run_files(out, extra_files())) and not overwrite:
         raise RunError(
             f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
@@ -117,14 +118,18 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
     recipe = recipe_for(config.model)
     pyro.set_rng_seed(config.seed)
     if resume:
-        built = recipe.build(config, saved=open_data(out), code_path=factory_path)
+        built = recipe.build(config, saved=open_data(out, config), code_path=factory_path)
     else:
         built = recipe.build(config)
     config = built.config
     for message in built.messages:
         log(message)
-    writer = RunWriter(out, first=not resume, overwrite=overwrite and not resume)
-    writer.data_copy = built.data if built.keep_data and not resume else None
+    writer = RunWriter(
+        out,
+        first=not resume,
+        overwrite=overwrite and not resume,
+        data_copy=built.data if built.keep_data and not resume else None,
+    )
     fitted = recipe.fit(
         config, built.data, save=lambda f: _save_fitted(writer, f), progress=progress, log=log
     )
@@ -152,12 +157,11 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
     if state is None:
         recipe.initialize(config, model, data)
     test_x = recipe.test_inputs(config, data)
-    saved = {"config": config}
 
     def save_epoch(trainer: Trainer) -> None:
-        current = saved["config"]
-        checkpoint = {**trainer.state_dict(), "config": current.to_dict()}
-        writer.save(checkpoint, current, _metrics(recipe, current, trainer.history))
+        # ``config`` as it is when the epoch ends: with the objective the trainer resolved.
+        checkpoint = {**trainer.state_dict(), "config": config.to_dict()}
+        writer.save(checkpoint, config, _metrics(recipe, config, trainer.history))
 
     trainer = Trainer(
         model,
@@ -179,7 +183,6 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
     )
     if isinstance(trainer.objective, str):
         config = config.replace(objective=trainer.objective)  # "auto" resolved from the program
-        saved["config"] = config
     if state is not None:
         trainer.load_state_dict(state)
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
@@ -207,10 +210,11 @@ class RunWriter:
     disk or an interrupt before that leaves the old run (or nothing) behind, never a mix.
     """
 
-    def __init__(self, out: Path, *, first: bool, overwrite: bool) -> None:
-        self.out, self.overwrite = out, overwrite
+    def __init__(
+        self, out: Path, *, first: bool, overwrite: bool, data_copy: DataSplits | None = None
+    ) -> None:
+        self.out, self.overwrite, self.data_copy = out, overwrite, data_copy
         self.started = not first
-        self.data_copy = None
 
     def save(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
         try:
@@ -242,8 +246,6 @@ class RunWriter:
 
 def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
     """The saved config (with this call's epochs and device) and the last checkpoint."""
-    from .record import load_checkpoint
-
     if not (out / CHECKPOINT).exists():
         raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
     saved = read_config(read_json(out / CONFIG))

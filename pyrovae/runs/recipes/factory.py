@@ -28,7 +28,7 @@ import torch
 
 from ...data import DataSplits, split_arrays
 from ..config import TrainConfig
-from ..data import describe, load_data, with_shape
+from ..data import load_data
 from ..recipe import Built
 from .observed import ARCHITECTURE, BETA, ObservedOptions, ObservedRecipe, beta_clause
 
@@ -177,7 +177,7 @@ class FactoryRecipe(ObservedRecipe):
         if data is None and wanted & {"input_dim", "image_shape", "data"}:
             data = load_data(config)
         if data is not None:
-            config, messages = self._prepared(config, data)
+            config, messages = self.prepare(config, data)
         available = {
             "input_dim": config.input_dim,
             "latent_dim": config.latent_dim,
@@ -195,21 +195,22 @@ class FactoryRecipe(ObservedRecipe):
         if keep:
             data = _as_splits(config.model, own_data, config)
             config = config.replace(dataset=f"{config.model} {FACTORY_SUFFIX}")
-            config, messages = self._prepared(config, data)
+            config, messages = self.prepare(config, data)
         elif data is None:
             data = load_data(config)
-            config, messages = self._prepared(config, data)
+            config, messages = self.prepare(config, data)
         return Built(config, model, guide, data, tuple(messages), keep_data=keep, code=code)
 
-    def _prepared(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
-        config, (resolved,) = self.resolve(with_shape(config, data), data)
+    def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
+        """The likelihood and binarization decide only how the data are prepared: the
+        factory's model brings its own density."""
+        config, (resolved,) = super().resolve(config, data)
         treatment = (
             "training images binarized dynamically, test images once (seed 0)"
             if config.binarize == "dynamic"
             else "the data used as they are"
         )
         return config, [
-            describe(data),
             f"data for the factory's own model: {treatment} ({resolved}; --likelihood and "
             "--binarize decide this, and a factory may read them from its config argument)",
         ]
