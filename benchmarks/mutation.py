@@ -103,6 +103,7 @@ TARGETS: dict[str, Target] = {
             "tests/models/test_vae.py",
             "tests/infer/test_captured.py",
             "tests/infer/test_fit.py",
+            "tests/infer/test_fit_mutants.py",
         ),
     ),
     "infer/iwae.py": Target(
@@ -113,6 +114,7 @@ TARGETS: dict[str, Target] = {
             "tests/infer/test_calibration.py",
             "tests/infer/test_captured.py",
             "tests/infer/test_fit.py",
+            "tests/infer/test_fit_mutants.py",
             *CONTRACT,
         ),
     ),
@@ -167,6 +169,7 @@ TARGETS: dict[str, Target] = {
         "pyrovae/infer/fit.py",
         (
             "tests/infer/test_fit.py",
+            "tests/infer/test_fit_mutants.py",
             "tests/infer/test_captured.py",
             "tests/infer/test_iwae.py",
             "tests/infer/test_program.py",
