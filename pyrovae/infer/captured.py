@@ -20,9 +20,13 @@ What is captured:
   loss = -(sum_model log p - sum_guide log q), averaged over particles.
 - :class:`~pyro.infer.TraceMeanField_ELBO`: the same with KL(q || p) in closed form
   wherever torch's ``kl_divergence`` knows the pair.
+- :class:`~pyro.infer.TraceEnum_ELBO` (the mixture's SVI, an HMM under ``pyro.markov``,
+  any program with enumerated sites) and the semi-supervised ELBO: Pyro's traces, its
+  contraction of the model's enumerated sites and its Dice factors, with the one
+  data-dependent branch of Pyro's Dice (``mask.all()`` before dropping the entries of
+  probability 0) replaced by an equal ``where`` (:mod:`~pyrovae.infer.enum_loss`).
 - Any other ELBO (IWAE, a user's own): its own ``differentiable_loss``, where that runs
-  without reading values back to Python. TraceEnum_ELBO (so the mixture's SVI and the
-  semi-supervised ELBO) reads a mask back, and runs eagerly.
+  without reading values back to Python.
 
 A program that cannot be captured (data-dependent control flow, parameters outside
 the model's and guide's modules, module buffers, a guide site without ``rsample``) or
@@ -37,6 +41,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import pyro
@@ -49,6 +54,8 @@ from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..rng import initialised_cuda_devices
+from .enum_loss import traceenum_elbo_loss
+from .semisupervised import SemiSupervisedELBO
 
 LOG = logging.getLogger("pyrovae")
 
@@ -131,6 +138,11 @@ def loss_function(elbo: ELBO) -> Callable[..., torch.Tensor]:
         return lambda model, guide, *args: trace_elbo_loss(elbo, model, guide, *args)
     if type(elbo) is TraceMeanField_ELBO:
         return lambda model, guide, *args: meanfield_elbo_loss(elbo, model, guide, *args)
+    if type(elbo) is TraceEnum_ELBO:
+        return lambda model, guide, *args: traceenum_elbo_loss(elbo, model, guide, *args)
+    if type(elbo) is SemiSupervisedELBO:
+        enum_loss = partial(traceenum_elbo_loss, elbo)
+        return lambda model, guide, *args: elbo.objective(enum_loss, model, guide, *args)
     return elbo.differentiable_loss
 
 
@@ -196,10 +208,6 @@ class CapturedLoss:
             self.reason = "some trained parameters live outside the model's and guide's modules"
         if enabled and not modules:
             self.reason = "the model and guide are not torch modules"
-        if enabled and isinstance(elbo, TraceEnum_ELBO):
-            # Its Dice contraction reads a mask back to Python, so a capture attempt always
-            # fails, after tracing the whole contraction (11 s for a 30-step HMM).
-            self.reason = "TraceEnum_ELBO's contraction is not capturable (it reads a mask)"
 
     @property
     def enabled(self) -> bool:

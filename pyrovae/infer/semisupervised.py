@@ -73,10 +73,22 @@ class SemiSupervisedELBO(LossFromDifferentiableLoss, TraceEnum_ELBO):
     def differentiable_loss(
         self, model: Callable, guide: Callable, *args, **kwargs
     ) -> torch.Tensor:
+        return self.objective(super().differentiable_loss, model, guide, *args, **kwargs)
+
+    def objective(
+        self,
+        enum_loss: Callable[..., torch.Tensor],
+        model: Callable,
+        guide: Callable,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        """``enum_loss(model, guide, *args)`` (TraceEnum_ELBO's -ELBO, or an equal
+        computation) plus ``alpha`` times the classification loss of a labelled batch."""
         with warnings.catch_warnings():
             # A labelled batch has nothing to enumerate; TraceEnum_ELBO would warn each step.
             warnings.filterwarnings("ignore", "TraceEnum_ELBO found no sample sites")
-            loss = super().differentiable_loss(model, guide, *args, **kwargs)
+            loss = enum_loss(model, guide, *args, **kwargs)
         y = args[1] if len(args) > 1 else kwargs.get("y")
         if y is not None and self.alpha > 0:
             loss = loss + self.alpha * self.classification_loss(guide, args[0], y)

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn.functional import one_hot
 
 from ..likelihoods import Likelihood
 from ..module import LocalPyroModule
@@ -36,9 +35,12 @@ def with_class(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> tor
     """[features, one_hot(y)] along the last dimension, broadcasting batch shapes.
 
     ``features`` is (..., F) and ``y`` (...,) class indices (an enumerated y of shape
-    (C, 1) broadcasts against features (N, F) to (C, N, F + C)).
+    (C, 1) broadcasts against features (N, F) to (C, N, F + C)). The one-hot code is a
+    comparison with 0..C-1 rather than ``torch.nn.functional.one_hot``, which reads the
+    labels' range back to Python and so stops a captured training step.
     """
-    code = one_hot(y, num_classes).to(features.dtype)
+    classes = torch.arange(num_classes, device=y.device)
+    code = (y.unsqueeze(-1) == classes).to(features.dtype)
     shape = torch.broadcast_shapes(features.shape[:-1], code.shape[:-1])
     return torch.cat(
         [features.expand(*shape, features.shape[-1]), code.expand(*shape, num_classes)], -1
