@@ -43,6 +43,30 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def mlp_with_class(mlp: nn.Sequential, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``mlp([features, one_hot(y)])`` without building the one-hot input.
+
+    The first layer's weight splits as W = [W_f, W_c] (W_c: one column per class), so
+    W [f; e_y] + b = W_f f + b + W_c[:, y]: the features pass through W_f once, however many
+    classes they are paired with, and the class adds a column of W_c. Under enumeration of
+    C classes, y (C, 1) against features (N, F) gives (C, N, out) as the concatenation
+    would, at the first layer's cost for N rows instead of C N. The same function of the
+    same parameters (a state dict of the concatenating form loads unchanged).
+
+    Shapes: features (..., F), y (...,) int64 class indices (broadcast against each other);
+    the first module of ``mlp`` is an ``nn.Linear`` with F + C inputs.
+    """
+    first = mlp[0]
+    if not isinstance(first, nn.Linear):
+        raise TypeError(f"the MLP's first module must be nn.Linear, got {type(first).__name__}")
+    width = features.shape[-1]
+    hidden = nn.functional.linear(features, first.weight[:, :width], first.bias)
+    hidden = hidden + first.weight[:, width:].T[y]
+    for layer in list(mlp)[1:]:
+        hidden = layer(hidden)
+    return hidden
+
+
 def _reduced_size(size: int) -> int:
     """Spatial size after two stride-2 convolutions with kernel 4, padding 1 (ceil(size / 4))."""
     return -(-size // 4)

@@ -17,9 +17,8 @@ import pyro.distributions as dist
 import torch
 from torch.nn.functional import softplus
 
-from ..models.ssvae import with_class
 from ..module import LocalPyroModule
-from ..nn import MLP
+from ..nn import MLP, mlp_with_class
 
 
 class SSVAEGuide(LocalPyroModule):
@@ -66,9 +65,7 @@ class SSVAEGuide(LocalPyroModule):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(z | x, y), each (..., N, L)."""
-        loc, raw_scale = self.encoder(with_class(x, y, self.num_classes)).split(
-            self.latent_dim, dim=-1
-        )
+        loc, raw_scale = mlp_with_class(self.encoder, x, y).split(self.latent_dim, dim=-1)
         return loc, softplus(raw_scale) + self.min_scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 
+from ..errors import user_stacklevel
 from ..rng import initialised_cuda_devices
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
@@ -390,7 +391,7 @@ def log_marginal(
             "importance weights that give no estimate (NaN or +inf, or p(x, z) = 0 at every "
             "draw); they are left out of the mean and the summary (LogMarginal.masked)",
             NonFiniteWeightsWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return LogMarginal(
         estimate,

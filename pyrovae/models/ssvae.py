@@ -28,23 +28,7 @@ import torch
 
 from ..likelihoods import Likelihood
 from ..module import LocalPyroModule
-from ..nn import MLP
-
-
-def with_class(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """[features, one_hot(y)] along the last dimension, broadcasting batch shapes.
-
-    ``features`` is (..., F) and ``y`` (...,) class indices (an enumerated y of shape
-    (C, 1) broadcasts against features (N, F) to (C, N, F + C)). The one-hot code is a
-    comparison with 0..C-1 rather than ``torch.nn.functional.one_hot``, which reads the
-    labels' range back to Python and so stops a captured training step.
-    """
-    classes = torch.arange(num_classes, device=y.device)
-    code = (y.unsqueeze(-1) == classes).to(features.dtype)
-    shape = torch.broadcast_shapes(features.shape[:-1], code.shape[:-1])
-    return torch.cat(
-        [features.expand(*shape, features.shape[-1]), code.expand(*shape, num_classes)], -1
-    )
+from ..nn import MLP, mlp_with_class
 
 
 class SSVAE(LocalPyroModule):
@@ -90,7 +74,7 @@ class SSVAE(LocalPyroModule):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """p(x | z, y) for styles z (..., L) and classes y (...,): event shape (D,)."""
-        return self.likelihood(self.decoder(with_class(z, y, self.num_classes)))
+        return self.likelihood(mlp_with_class(self.decoder, z, y))
 
     def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """E[x | z, y], the mean image of each (z, y) pair: (..., D)."""

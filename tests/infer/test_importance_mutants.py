@@ -372,3 +372,45 @@ def test_plate_depth_without_plates_is_zero():
     assert traced_nesting() == 0
     trace = poutine.trace(lambda: pyro.sample("a", dist.Normal(0.0, 1.0))).get_trace()
     assert traced_nesting(trace) == 0
+
+
+def test_defaults_are_a_thousand_draws_with_a_progress_bar_and_nothing_masked(capsys):
+    x = torch.tensor([0.3, -1.2])
+    r = log_marginal(normal_model, shifted_guide, x)
+    assert r.num_samples == 1000 and r.masked is None
+    assert "log p(x), K=1000" in capsys.readouterr().err
+    assert (
+        log_marginal(normal_model, shifted_guide, x, num_samples=7, progress=False).num_samples == 7
+    )
+
+
+def test_one_example_and_a_dataloader_are_estimated():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.tensor([0.3, -1.2, 2.0])
+    exact = dist.Normal(0.0, math.sqrt(2.0)).log_prob(x)  # p(x) = N(x; 0, 2)
+    kwargs = dict(num_samples=400, progress=False)
+    one = log_marginal(normal_model, shifted_guide, x[:1], **kwargs)
+    assert one.log_likelihood.shape == (1,)
+    assert abs(one.log_likelihood[0] - exact[0]) < 5 * one.stderr[0]
+    loaded = log_marginal(normal_model, shifted_guide, DataLoader(TensorDataset(x), 2), **kwargs)
+    assert loaded.num_samples == 400 and loaded.log_likelihood.shape == (3,)
+    assert ((loaded.log_likelihood - exact).abs() < 5 * loaded.stderr).all()
+
+
+def test_the_masking_warning_is_the_callers_and_says_what_happened():
+    from pyrovae.infer.importance import NonFiniteWeightsWarning
+
+    x = torch.tensor([0.3, 2.0, float("nan")])  # after the probe's and the first pass's rows
+    with pytest.warns(NonFiniteWeightsWarning) as record:
+        log_marginal(
+            normal_model, shifted_guide, x, num_samples=4, batch_size=1, progress=False,
+            on_nonfinite="mask",
+        )  # fmt: skip
+    (warning,) = record
+    assert warning.filename == __file__  # stacklevel: the line that called log_marginal
+    assert str(warning.message) == (
+        "log_marginal: 1 of 3 example(s) [2] have importance weights that give no estimate "
+        "(NaN or +inf, or p(x, z) = 0 at every draw); they are left out of the mean and the "
+        "summary (LogMarginal.masked)"
+    )
