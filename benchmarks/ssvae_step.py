@@ -50,7 +50,7 @@ from pyrovae.infer import SemiSupervisedELBO, Trainer, split_labeled
 from pyrovae.infer.batches import InterleavedBatches
 from pyrovae.models import SSVAE
 
-D, C, HIDDEN, LATENT = 784, 10, 500, 50
+C, HIDDEN, LATENT = 10, 500, 50
 
 
 class TorchM2:
@@ -58,9 +58,10 @@ class TorchM2:
 
     def __init__(self, batches: InterleavedBatches, alpha: float) -> None:
         self.batches, self.alpha = batches, alpha
-        guide = SSVAEGuide(D, C, LATENT, (HIDDEN,))
+        d = batches.data.labeled_x.shape[1]
+        guide = SSVAEGuide(d, C, LATENT, (HIDDEN,))
         self.classifier, self.encoder = guide.classifier, guide.encoder
-        self.decoder = SSVAE(D, C, LATENT, (HIDDEN,)).decoder
+        self.decoder = SSVAE(d, C, LATENT, (HIDDEN,)).decoder
         params = [
             *self.classifier.parameters(),
             *self.encoder.parameters(),
@@ -106,9 +107,10 @@ class PyrovaeM2:
     """pyrovae's Trainer on the SSVAE pair: the loop ``pyrovae.fit`` runs, one epoch a call."""
 
     def __init__(self, data, batch_size: int, alpha: float, capture: bool) -> None:
+        d = data.labeled_x.shape[1]
         self.trainer = Trainer(
-            SSVAE(D, C, LATENT, (HIDDEN,)),
-            SSVAEGuide(D, C, LATENT, (HIDDEN,)),
+            SSVAE(d, C, LATENT, (HIDDEN,)),
+            SSVAEGuide(d, C, LATENT, (HIDDEN,)),
             data,
             batch_size=batch_size,
             objective=SemiSupervisedELBO(alpha=alpha),
@@ -129,7 +131,8 @@ def timed(loop) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=10000, help="MNIST training rows")
+    parser.add_argument("--dataset", default="mnist", help="mnist (or digits, for a quick try)")
+    parser.add_argument("--rows", type=int, default=10000, help="training rows")
     parser.add_argument("--labels", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--alpha", type=float, default=50.0)
@@ -143,20 +146,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
-    mnist = load_dataset("mnist", args.data_dir)
-    x = binarize_fixed(mnist.train_x[: args.rows])
-    data = split_labeled(x, mnist.train_y[: args.rows], args.labels, seed=0)
+    images = load_dataset(args.dataset, args.data_dir)
+    x = binarize_fixed(images.train_x[: args.rows])
+    data = split_labeled(x, images.train_y[: args.rows], args.labels, seed=0)
     print(
-        f"# SSVAE (M2) on {args.rows} MNIST rows, {args.labels} labelled, batch "
+        f"# SSVAE (M2) on {len(x)} {args.dataset} rows, {args.labels} labelled, batch "
         f"{args.batch_size}, alpha {args.alpha}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, pyro {pyro.__version__}"
     )
     if args.long:
         long_run(PyrovaeM2(data, args.batch_size, args.alpha, not args.eager), args.long)
         return
-    batches = InterleavedBatches(
-        data, args.batch_size, generator=torch.Generator().manual_seed(0)
-    )
+    batches = InterleavedBatches(data, args.batch_size, generator=torch.Generator().manual_seed(0))
     loops = {
         "pyrovae": PyrovaeM2(data, args.batch_size, args.alpha, capture=not args.eager),
         "torch": TorchM2(batches, args.alpha),

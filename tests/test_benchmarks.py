@@ -65,3 +65,19 @@ def test_the_denormal_benchmark_times_a_trained_run(ssvae_runs):
     out = script("denormal_steps.py", str(ssvae_runs / "ssvae-50-seed0"), "--repeats", "2")
     ratio = float(out.strip().splitlines()[-1].split()[-1])
     assert ratio > 0
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("ssvae_step.py", ["--rows", "300", "--labels", "20", "--batch-size", "50"]),
+        ("ssvae_step.py", ["--rows", "200", "--labels", "20", "--batch-size", "50", "--long", "2"]),
+        ("mixture_svi_step.py", ["--rows", "400", "--pca-dim", "5", "--batch-size", "100"]),
+    ],
+)
+def test_the_speed_benchmarks_run_and_print_their_ratio_last(name, args):
+    out = script(name, "--dataset", "digits", "--repeats", "1", *args)
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("ratio ") and float(last.split()[1]) > 0
+    if "--long" not in args:
+        assert "batch shapes captured" in out and " 0 of " not in out
