@@ -72,3 +72,75 @@ def test_the_test_elbo_of_an_enumerated_model_is_its_exact_log_likelihood():
     exact = torch.logsumexp(components + logits.log_softmax(-1), -1).mean().item()
     assert trainer.history[-1]["test_elbo"] == pytest.approx(exact, abs=1e-5)
     assert math.isfinite(trainer.history[-1]["train_elbo"])
+
+
+def test_the_progress_summary_shows_the_test_elbo_and_the_validation_accuracy():
+    from pyrovae.infer.fit import _summary
+
+    record = {"epoch": 2, "train_elbo": -101.234, "test_elbo": -99.5, "valid_accuracy": 0.8125}
+    assert _summary(record, 5) == "epoch 2/5 elbo -101.23 test -99.50 valid acc 81.25%"
+    assert _summary({"epoch": 1, "train_elbo": -3.0, "test_elbo": math.nan}, 1) == (
+        "epoch 1/1 elbo -3.00"
+    )
+    assert _summary({"epoch": 1, "train_elbo": -3.0, "valid_accuracy": None}, 1) == (
+        "epoch 1/1 elbo -3.00"
+    )
+
+
+def test_a_diverged_loss_names_the_epoch_and_the_fixes():
+    from pyrovae.errors import TrainingDiverged
+
+    class Exploding(PlainModel):
+        latent_scales = {}
+
+        def forward(self, x):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+                pyro.factor("overflow", torch.full_like(x, float("inf")))
+
+    pyro.enable_validation(False)
+    try:
+        trainer = Trainer(Exploding(), PlainGuide(), torch.randn(8), seed=0, progress=False)
+        with pytest.raises(TrainingDiverged) as error:
+            trainer.run(1)
+    finally:
+        pyro.enable_validation(True)
+    assert str(error.value) == (
+        "the loss became nan at epoch 1; parameters are left at the last finite step. Lower "
+        "the learning rate (--lr), check the data for extreme values, or use a likelihood "
+        "with a floor on its scale."
+    )
+
+
+class FakeCuda:
+    """torch.cuda as a machine with one initialised GPU would show it to the Trainer."""
+
+    def __init__(self, monkeypatch, available=True, initialized=True):
+        self.restored = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu state"])
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", self.restored.append)
+
+
+def test_the_cuda_generators_are_saved_and_restored_where_cuda_runs(monkeypatch):
+    trainer = Trainer(PlainModel(), PlainGuide(), torch.randn(16), seed=0, progress=False)
+    assert "cuda" not in trainer.state_dict()["rng"]  # this CPU machine
+    fake = FakeCuda(monkeypatch)
+    state = trainer.state_dict()
+    assert state["rng"]["cuda"] == ["gpu state"]
+    trainer.load_state_dict(state)
+    assert fake.restored == [["gpu state"]]
+
+
+def test_cuda_generators_are_left_alone_where_cuda_is_not_initialised_or_absent(monkeypatch):
+    trainer = Trainer(PlainModel(), PlainGuide(), torch.randn(16), seed=0, progress=False)
+    state = trainer.state_dict()
+    FakeCuda(monkeypatch, available=True, initialized=False)
+    assert "cuda" not in trainer.state_dict()["rng"]  # nothing drawn there: nothing to save
+    # A checkpoint written on a GPU machine, resumed where there is none.
+    state["rng"]["cuda"] = ["gpu state"]
+    fake = FakeCuda(monkeypatch, available=False, initialized=False)
+    trainer.load_state_dict(state)
+    assert fake.restored == []
