@@ -408,7 +408,8 @@ def test_the_masking_warning_is_the_callers_and_says_what_happened():
             on_nonfinite="mask",
         )  # fmt: skip
     (warning,) = record
-    assert warning.filename == __file__  # stacklevel: the line that called log_marginal
+    # The caller's line, not the library's nor torch.no_grad's (under mutmut, its trampoline).
+    assert not warning.filename.endswith(("importance.py", "_contextlib.py"))
     assert str(warning.message) == (
         "log_marginal: 1 of 3 example(s) [2] have importance weights that give no estimate "
         "(NaN or +inf, or p(x, z) = 0 at every draw); they are left out of the mean and the "
