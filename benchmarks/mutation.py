@@ -320,6 +320,43 @@ def configure(copy: Path, target: Target, tests: list[str], deselect: list[str],
             f.write(f"{key} = {json.dumps(value)}\n")
 
 
+#: Appended to the copy's tests/conftest.py. mutmut forks every mutant's test run from one
+#: warm process. tqdm guards its output with a multiprocessing lock (a semaphore the forked
+#: children share) and a thread lock that its monitor thread takes: a child killed at its
+#: timeout while writing a bar, or a fork while the monitor holds the lock, leaves every later
+#: child waiting forever at its first progress bar, and each then counts as a timeout. So the
+#: children use a thread lock of their own, made after the fork, and no monitor thread.
+FORK_SAFE_TQDM = """
+
+# Added by benchmarks/mutation.py: tqdm's locks made safe for mutmut's forked test runs.
+import os as _mutation_os
+import threading as _mutation_threading
+
+import tqdm as _mutation_tqdm
+from tqdm.std import TqdmDefaultWriteLock as _MutationLock
+
+_mutation_tqdm.tqdm.monitor_interval = 0
+_MutationLock.mp_lock = None
+
+
+def _mutation_fresh_tqdm_lock():
+    _MutationLock.th_lock = _mutation_threading.RLock()
+    _mutation_tqdm.tqdm.set_lock(_MutationLock())
+
+
+_mutation_fresh_tqdm_lock()
+_mutation_os.register_at_fork(after_in_child=_mutation_fresh_tqdm_lock)
+"""
+
+
+def make_fork_safe(tests_dir: Path) -> None:
+    """Append :data:`FORK_SAFE_TQDM` to ``tests_dir / "conftest.py"`` (once)."""
+    conftest = tests_dir / "conftest.py"
+    text = conftest.read_text() if conftest.exists() else ""
+    if "_mutation_fresh_tqdm_lock" not in text:
+        conftest.write_text(text + FORK_SAFE_TQDM)
+
+
 def enumerate_mutants(copy: Path, target: Target) -> list[Mutant]:
     """Every mutant mutmut makes of the target, named as mutmut names them, with its line.
 
@@ -424,8 +461,12 @@ def run_target(key: str, args) -> Report:
     try:
         if resume:  # the copy, its configuration and mutmut's verdicts so far, as they were
             print(f"   resuming in {copy}")
+            for tests_dir in (copy / "tests", copy / "mutants" / "tests"):
+                if tests_dir.is_dir():
+                    make_fork_safe(tests_dir)
         else:
             copy_tree(copy)
+            make_fork_safe(copy / "tests")
             rewritten = undecorate(copy / target.path)
             if rewritten:
                 print(f"   decorators moved below the module for: {', '.join(rewritten)}")

@@ -144,3 +144,16 @@ def test_cuda_generators_are_left_alone_where_cuda_is_not_initialised_or_absent(
     fake = FakeCuda(monkeypatch, available=False, initialized=False)
     trainer.load_state_dict(state)
     assert fake.restored == []
+
+
+def test_a_resumed_runs_bar_counts_steps_from_where_it_left_off(capfd):
+    # 64 rows in batches of 32: 2 steps per epoch. Resumed after epoch 1 and run to epoch 3,
+    # the bar starts at 2 of 6 steps and ends at 6 of 6.
+    trainer = Trainer(PlainModel(), PlainGuide(), torch.randn(64), batch_size=32, seed=0)
+    trainer.run(1)
+    capfd.readouterr()
+    trainer.run(3)
+    err = capfd.readouterr().err
+    final = err.strip().splitlines()[-1]
+    assert final.startswith("train: 100%") and " 6/6 " in final, final
+    assert ("step/s" in final or "s/step" in final) and "epoch 3/3 elbo" in final, final
