@@ -112,8 +112,19 @@ def test_em_needs_an_em_step():
 
 
 def test_em_refuses_a_nan_log_likelihood():
-    with pytest.raises(TrainingDiverged, match="EM iteration 2"):
+    with pytest.raises(TrainingDiverged) as error:
         em(Scripted([-1.0, float("nan")]), None, progress=False)
+    assert str(error.value) == (
+        "the log-likelihood became nan at EM iteration 2; check the data for NaN, infinite "
+        "or constant columns."
+    )
+
+
+def test_tol_zero_runs_every_iteration_even_at_a_fixed_point():
+    # An improvement of exactly 0 is not below tol = 0: EM runs to max_iter (as scikit-learn's
+    # GaussianMixture(tol=0) does), so a benchmark can fix the number of iterations.
+    history = em(Scripted([-1.0] * 6), None, tol=0.0, max_iter=6, progress=False)
+    assert history.iterations == 6 and not history.converged
 
 
 def test_em_shows_progress(capsys):
@@ -137,7 +148,7 @@ def test_em_defaults_stop_at_500_iterations_and_show_a_bar(capfd):
     assert history.iterations == 500 and not history.converged
     err = capfd.readouterr().err
     assert re.search(r"(^|\r)em: ", err), "the bar is labelled em"
-    assert "500/500" in err and "iter" in err
+    assert "500/500" in err and re.search(r"[\d.]+(iter/s|s/iter)", err), "counted in iter"
     em(Climbing(), torch.zeros(3), max_iter=3, progress=False)
     assert capfd.readouterr().err == ""
 

@@ -157,3 +157,49 @@ def test_a_resumed_runs_bar_counts_steps_from_where_it_left_off(capfd):
     final = err.strip().splitlines()[-1]
     assert final.startswith("train: 100%") and " 6/6 " in final, final
     assert ("step/s" in final or "s/step" in final) and "epoch 3/3 elbo" in final, final
+
+
+def test_a_pair_without_parameters_is_refused_with_the_fix():
+    def guide(x):
+        pass
+
+    with pytest.raises(ValueError) as error:
+        Trainer(mixture_model_fixed, guide, torch.randn(8), progress=False)
+    assert str(error.value) == (
+        "the model and guide have no trainable parameters: nothing to fit. A guide must be a "
+        "PyroModule with parameters or call pyro.param / pyro.module."
+    )
+
+
+def mixture_model_fixed(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+
+class ShiftModel(nn.Module):
+    """x ~ N(shift, 1): a module's parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample(
+                "x", dist.Normal(self.shift + pyro.param("offset", torch.zeros(())), 1.0), obs=x
+            )
+
+
+def test_a_parameter_outside_the_modules_switches_capture_off_and_is_trained():
+    # "offset" lives in Pyro's store, not in the model's module: a graph would hold it as a
+    # constant, so the loss runs eagerly and offset gets its gradient.
+    pyro.clear_param_store()
+    model = ShiftModel()
+    trainer = Trainer(model, empty_guide, torch.randn(64) + 3.0, seed=0, progress=False, lr=0.1)
+    assert not trainer.loss.enabled
+    assert trainer.loss.reason == (
+        "some trained parameters live outside the model's and guide's modules"
+    )
+    history = trainer.run(30)
+    assert pyro.param("offset").item() > 0.5 and model.shift.item() > 0.5
+    assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 1.0
