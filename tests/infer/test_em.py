@@ -159,3 +159,11 @@ def test_em_names_a_model_without_an_m_step():
 
     with pytest.raises(TypeError, match=r"NoStep has none\. Fit it by SVI with pyrovae\.fit"):
         em(NoStep(), torch.zeros(3))
+
+
+def test_em_redraws_its_bar_rarely_outside_a_terminal(capfd):
+    # Every iteration changes the bar's postfix; outside a terminal (here, a captured stream)
+    # the bar redraws at most every few seconds, not once per iteration.
+    em(Climbing(), torch.zeros(3), max_iter=300, tol=0.0)
+    err = capfd.readouterr().err
+    assert "300/300" in err and err.count("em: ") <= 4, err.count("em: ")
