@@ -27,11 +27,10 @@ the median pyrovae epoch over the median hand-written epoch.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import pyro
 import torch
+from alternating import alternate
 from torch.distributions import MultivariateNormal
 
 from pyrovae.data import load_dataset
@@ -103,12 +102,6 @@ class PyrovaeMixture:
         self.trainer.run(self.trainer.epoch + 1)
 
 
-def timed(loop) -> float:
-    start = time.perf_counter()
-    loop.epoch()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--components", type=int, default=10)
@@ -141,20 +134,8 @@ def main() -> None:
         f"{args.dataset} {len(x)} x {args.pca_dim} (PCA), batch {args.batch_size}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, pyro {pyro.__version__}"
     )
-    for name, loop in loops.items():
-        print(f"warm-up {name:8s} {timed(loop):7.3f} s")
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
-    for repeat in range(args.repeats):
-        for name, loop in loops.items():
-            seconds[name].append(timed(loop))
-        print(
-            f"epoch {repeat + 1}: "
-            + "  ".join(f"{name} {seconds[name][-1]:.3f} s" for name in loops)
-        )
-    median = {name: statistics.median(values) for name, values in seconds.items()}
     steps = -(-len(x) // args.batch_size)
-    for name, value in median.items():
-        print(f"median {name:8s} {value:7.3f} s/epoch  {1e3 * value / steps:7.2f} ms/step")
+    median = alternate(loops, args.repeats, steps)
     trainer = loops["pyrovae"].trainer
     captured = sum(graph is not None for graph in trainer.loss.graphs.values())
     print(f"pyrovae: {captured} of {len(trainer.loss.graphs)} batch shapes captured")

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import pyro
 import torch
 import torch.nn.functional as F
+from alternating import alternate, timed
 from torch.distributions import Normal
 
 from pyrovae.data import binarize_fixed, load_dataset
@@ -123,12 +122,6 @@ class PyrovaeM2:
         self.trainer.run(self.trainer.epoch + 1)
 
 
-def timed(loop) -> float:
-    start = time.perf_counter()
-    loop.epoch()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist", help="mnist (or digits, for a quick try)")
@@ -162,20 +155,8 @@ def main() -> None:
         "pyrovae": PyrovaeM2(data, args.batch_size, args.alpha, capture=not args.eager),
         "torch": TorchM2(batches, args.alpha),
     }
-    for name, loop in loops.items():
-        print(f"warm-up {name:8s} {timed(loop):7.3f} s")
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
-    for repeat in range(args.repeats):
-        for name, loop in loops.items():
-            seconds[name].append(timed(loop))
-        print(
-            f"epoch {repeat + 1}: "
-            + "  ".join(f"{name} {seconds[name][-1]:.3f} s" for name in loops)
-        )
-    median = {name: statistics.median(values) for name, values in seconds.items()}
     steps = len(batches)
-    for name, value in median.items():
-        print(f"median {name:8s} {value:7.3f} s/epoch  {1e3 * value / steps:7.2f} ms/step")
+    median = alternate(loops, args.repeats, steps)
     trainer = loops["pyrovae"].trainer
     captured = sum(graph is not None for graph in trainer.loss.graphs.values())
     print(f"pyrovae: {captured} of {len(trainer.loss.graphs)} batch shapes captured")

@@ -33,13 +33,13 @@ epoch (``pyrovae.infer.evaluate_elbo``), and ``pyrovae.log_marginal`` at K = 500
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from alternating import alternate
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import Normal, kl_divergence
 
@@ -140,14 +140,6 @@ class PyrovaeLoop:
         self.trainer.run(self.trainer.epoch + 1)
 
 
-def timed(loop, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    loop.epoch()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
@@ -182,20 +174,8 @@ def main() -> None:
         f"(KL {'closed form' if analytic else 'sampled'}), device {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, pyro {pyro.__version__}"
     )
-    for name, loop in loops.items():
-        print(f"warm-up {name:11s} {timed(loop, device):7.3f} s")
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
-    for repeat in range(args.repeats):
-        for name, loop in loops.items():
-            seconds[name].append(timed(loop, device))
-        print(
-            f"epoch {repeat + 1}: "
-            + "  ".join(f"{name} {seconds[name][-1]:.3f} s" for name in loops)
-        )
-    median = {name: statistics.median(values) for name, values in seconds.items()}
     steps = -(-args.rows // args.batch_size)
-    for name, value in median.items():
-        print(f"median {name:11s} {value:7.3f} s/epoch  {1e3 * value / steps:6.3f} ms/step")
+    median = alternate(loops, args.repeats, steps, lambda: synchronize(device))
     if "pyro" in median:
         print(f"pyro SVI.step / torch: {median['pyro'] / median['torch']:.2f}")
     print(f"pyrovae / torch-fused: {median['pyrovae'] / median['torch-fused']:.2f}")

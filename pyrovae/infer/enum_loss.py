@@ -30,7 +30,7 @@ from opt_einsum import shared_intermediates
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import TraceEnum_ELBO
 from pyro.infer.traceenum_elbo import _compute_model_factors
-from pyro.infer.util import Dice
+from pyro.infer.util import Dice, _fulldot
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.einsum.adjoint import require_backward
@@ -81,12 +81,6 @@ class BranchFreeDice(Dice):
                     cost = torch.where(prob > 0, cost, cost.new_zeros(()))
                     expected_cost = expected_cost + scale * _fulldot(prob, cost)
         return expected_cost
-
-
-def _fulldot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if x.dim() == 0:
-        return x * y
-    return torch.tensordot(x, y, dims=x.dim())
 
 
 def dice_elbo(model_trace: Any, guide_trace: Any) -> torch.Tensor | float:

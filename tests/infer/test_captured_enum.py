@@ -6,9 +6,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from hmm import HMM
 from pyro.infer import TraceEnum_ELBO
-from pyro.nn import PyroModule, PyroParam
-from pyro.ops.indexing import Vindex
+from pyro.nn import PyroModule
 from sklearn.datasets import load_digits
 
 from pyrovae.guides import SSVAEGuide
@@ -50,23 +50,6 @@ class CoinGuide(PyroModule):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(self.loc.expand(x.shape[0]), 1.0))
             pyro.sample("c", dist.Categorical(logits=self.logits), infer=PARALLEL)
-
-
-class HMM(PyroModule):
-    """A two-state HMM, its states enumerated in the model under pyro.markov."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.locs = PyroParam(torch.tensor([-0.5, 0.5]))
-        self.trans = torch.tensor([[0.9, 0.1], [0.1, 0.9]])
-
-    def forward(self, x):
-        with pyro.plate("data", x.shape[0]):
-            s = pyro.sample("s_0", dist.Categorical(torch.ones(2) / 2), infer=PARALLEL)
-            pyro.sample("x_0", dist.Normal(self.locs[s], 0.5), obs=x[:, 0])
-            for t in pyro.markov(range(1, x.shape[1])):
-                s = pyro.sample(f"s_{t}", dist.Categorical(Vindex(self.trans)[s]), infer=PARALLEL)
-                pyro.sample(f"x_{t}", dist.Normal(self.locs[s], 0.5), obs=x[:, t])
 
 
 class EmptyGuide(PyroModule):

@@ -164,14 +164,14 @@ def test_a_pair_without_parameters_is_refused_with_the_fix():
         pass
 
     with pytest.raises(ValueError) as error:
-        Trainer(mixture_model_fixed, guide, torch.randn(8), progress=False)
+        Trainer(fixed_normal_model, guide, torch.randn(8), progress=False)
     assert str(error.value) == (
         "the model and guide have no trainable parameters: nothing to fit. A guide must be a "
         "PyroModule with parameters or call pyro.param / pyro.module."
     )
 
 
-def mixture_model_fixed(x):
+def fixed_normal_model(x):
     with pyro.plate("data", x.shape[0]):
         pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
 
