@@ -54,19 +54,25 @@ def squared_distances(
     the centres' mean), in float64: one (J, D) x (D, B) product per chunk instead of a
     (J, B, D) difference array (as scikit-learn does). About o the cancellation costs about
     1e-16 |v|^2, so data far from the origin keep their distances; values below zero by
-    rounding are clamped to 0. ``norms`` (N,), the |x_n - o|^2 of an earlier pass, saves
-    recomputing them. x may live elsewhere (e.g. on the CPU); it is moved a chunk at a time.
+    rounding are clamped to 0. The cross term is taken as m . x - m . o, straight from the
+    rows (no centred copy of each chunk): its rounding, about 1e-16 |m| |x|, is that of
+    forming v = x - o in the first place. ``norms`` (N,), the |x_n - o|^2 of an earlier pass,
+    saves recomputing them. x may live elsewhere (e.g. on the CPU); it is moved a chunk at a
+    time.
     """
     origin = (centres.mean(0) if origin is None else origin).double()
     m = centres.double() - origin
-    m_norms = m.square().sum(-1, keepdim=True)  # (J, 1)
+    # |m|^2 + 2 m . o, so that distances = |v|^2 + shift - 2 m . x: (J, 1)
+    shift = (m.square().sum(-1) + 2 * (m @ origin)).unsqueeze(-1)
     rows = chunk_rows(centres.shape[0], centres.shape[1], chunk_size)
     out = []
     for start in range(0, x.shape[0], rows):
-        chunk = x[start : start + rows].to(centres.device, non_blocking=True)
-        v = chunk.double() - origin  # (B, D)
-        v_norms = v.square().sum(-1) if norms is None else norms[start : start + rows]
-        distances = v_norms - 2 * (m @ v.T) + m_norms
+        chunk = x[start : start + rows].to(centres.device, torch.float64, non_blocking=True)
+        if norms is None:
+            v_norms = torch.linalg.vector_norm(chunk - origin, dim=-1).square_()
+        else:
+            v_norms = norms[start : start + rows]
+        distances = torch.addmm(shift, m, chunk.T, alpha=-2).add_(v_norms)
         out.append(distances.clamp_min_(0).to(centres.dtype))
     return torch.cat(out, -1)
 
@@ -76,7 +82,7 @@ def _squared_norms(x: torch.Tensor, origin: torch.Tensor, rows: int) -> torch.Te
     parts = []
     for start in range(0, x.shape[0], rows):
         chunk = x[start : start + rows].to(origin.device, non_blocking=True)
-        parts.append((chunk.double() - origin).square().sum(-1))
+        parts.append(torch.linalg.vector_norm(chunk.double() - origin, dim=-1).square_())
     return torch.cat(parts)
 
 

@@ -40,8 +40,9 @@ parameters and data but sum in float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -52,7 +53,8 @@ from torch import nn
 from ..distributions import CholeskyNormal, DiagonalNormal
 from ..kmeans import chunk_rows, kmeans_plusplus, squared_distances
 from ..module import LocalPyroModule
-from .mixture_stats import MixtureStatistics, mixture_m_step, mixture_statistics
+from .mixture_density import MixtureLogJoint
+from .mixture_stats import Expectation, MixtureStatistics, mixture_m_step, mixture_statistics
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -101,7 +103,7 @@ class GaussianMixture(LocalPyroModule):
         covariance: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
         reg_covar: added to the diagonal of every covariance in the M-step.
         prior: a :class:`MixturePrior` for MAP (EM and SVI); None for maximum likelihood.
-        chunk_size: rows per chunk in the streamed passes (None: about 2^23 / (K D) rows).
+        chunk_size: rows per chunk in the streamed passes (None: :meth:`chunk_rows`).
 
     Parameters: ``logits`` (K,), ``loc`` (K, D) and ``raw_tril`` ((K, D, D) full, (D, D)
     tied: strictly lower part plus log diagonal of the Cholesky factor) or ``log_variance``
@@ -270,9 +272,22 @@ class GaussianMixture(LocalPyroModule):
 
     # ---- exact densities, by enumeration and by hand -------------------------------------
 
+    def chunk_rows(self) -> int:
+        """Rows per chunk of the streamed passes unless ``chunk_size`` says otherwise: 2^19
+        elements in the (K D, B) whitened rows of full covariances, else 2^20 in the (B, D)
+        centred rows, and at most 16,384 rows. Measured on 2 CPU cores, chunks that stay in
+        the cache make an EM iteration up to 2.5 times faster than 2^23-element chunks (N =
+        100,000, D = K = 10, full) and no slower on MNIST (D = 784)."""
+        if self.chunk_size is not None:
+            return chunk_rows(1, 1, self.chunk_size)
+        if self.covariance == "full":
+            return max(1, (1 << 19) // (self.num_components * self.dim))
+        return max(1, min(16384, (1 << 20) // self.dim))
+
     def chunks(self, x: torch.Tensor, chunk_size: int | None = None) -> Iterator[torch.Tensor]:
-        """x (N, D) in chunks of rows, each moved to the model's device and dtype."""
-        rows = chunk_rows(self.num_components, self.dim, chunk_size or self.chunk_size)
+        """x (N, D) in chunks of rows (``chunk_size``, else :meth:`chunk_rows`), each moved to
+        the model's device and dtype."""
+        rows = chunk_rows(1, 1, chunk_size) if chunk_size is not None else self.chunk_rows()
         for start in range(0, x.shape[0], rows):
             yield x[start : start + rows].to(self.loc.device, self.loc.dtype, non_blocking=True)
 
@@ -285,9 +300,11 @@ class GaussianMixture(LocalPyroModule):
 
     def posterior(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """The exact posterior of z: r_nk = p(z_n = k | x_n) (N, K) for rows x (N, D), the
-        responsibilities, by enumerating the program; rows sum to 1."""
+        responsibilities (:meth:`expectation_function`); rows sum to 1."""
         with torch.no_grad():
-            return torch.cat([self.expectation(c)[1].T for c in self.chunks(x, chunk_size)])
+            expectation = self.expectation_function()
+            parts = [expectation(c)[1].T for c in self.chunks(x, chunk_size)]
+        return torch.cat(parts) if parts else self.loc.new_zeros(0, self.num_components)
 
     def log_prob(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """log p(x_n) = logsumexp_k [log pi_k + log N(x_n; mu_k, Sigma_k)] for x (N, D): (N,),
@@ -296,8 +313,11 @@ class GaussianMixture(LocalPyroModule):
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> float:
-        """Mean log p(x_n) over the rows of x (N, D), nats per example."""
-        return float(self.log_prob(x).mean())
+        """Mean log p(x_n) over the rows of x (N, D), nats per example (by
+        :meth:`expectation_function`)."""
+        expectation = self.expectation_function()
+        total = sum(float(expectation(c)[0].double().sum()) for c in self.chunks(x))
+        return total / x.shape[0] if x.shape[0] else math.nan
 
     def num_parameters(self) -> int:
         """Free parameters: K - 1 weights, K D means, and K D (D + 1) / 2 (full), D (D + 1) / 2
@@ -339,8 +359,9 @@ class GaussianMixture(LocalPyroModule):
                 f"temperature must be 0 (the MAP) or 1 (a posterior draw), got {temperature!r}"
             )
         parts = []
+        log_joint = self.log_joint_function()
         for chunk in self.chunks(x):
-            joint = self.log_joint(chunk)  # (K, B): log p(x_n, z_n = k)
+            joint = log_joint(chunk)  # (K, B): log p(x_n, z_n = k)
             if temperature == 0:
                 parts.append(joint.argmax(0))
             else:
@@ -376,34 +397,85 @@ class GaussianMixture(LocalPyroModule):
         self.em_reset = bool(self.reseeded)
         self.set_parameters(weights, means, covariances)
 
-    def expectation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The E-step's quantities: log p(x_n) (N,) and r^T (K, N) for rows x (N, D), from
-        :meth:`log_joint`.
+    def closed_form(self) -> bool:
+        """Whether the program is this class's own, so that :class:`MixtureLogJoint` (its
+        enumeration written out) may stand in for :meth:`log_joint`: False when a subclass
+        redefines the program (``forward``, ``component``) or ``log_joint``."""
+        cls = type(self)
+        return all(
+            getattr(cls, name) is getattr(GaussianMixture, name)
+            for name in ("forward", "component", "log_joint")
+        )
 
-        One exp pass: r_nk = exp(a_nk) / sum_j exp(a_nj) with a = log-joint minus its maximum,
-        clamped below at log(tiny) + 1: exp would otherwise crawl through subnormal results
-        (10 to 100 times slower), and what it adds, at most 3 K tiny per row, is below rounding.
+    def log_joint_function(self) -> Callable[..., torch.Tensor]:
+        """A function chunk (B, D) [, centred, square] -> log p(x_n, z_n = k) (K, B) at the
+        current parameters, not differentiable: :class:`MixtureLogJoint` about the centre of
+        mass where :meth:`closed_form` allows it (build it again after the parameters
+        change), else the program's :meth:`log_joint`."""
+        if not self.closed_form():
+
+            def enumerated(chunk: torch.Tensor, *_: Any) -> torch.Tensor:
+                with pyro.validation_enabled(False):  # callers check x; this is the hot path
+                    return self.log_joint(chunk)
+
+            return enumerated
+        centre = self._centre()
+        spread = self.scale_tril if self.covariance in ("full", "tied") else self.log_variance
+        density = MixtureLogJoint(
+            self.covariance, self.logits.log_softmax(-1), self.loc, spread.detach(), centre
+        )
+
+        def closed(
+            chunk: torch.Tensor,
+            centred: torch.Tensor | None = None,
+            square: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            if centred is None:
+                centred, square = (chunk - centre).double(), None
+            return density(centred, square).to(chunk.dtype)
+
+        return closed
+
+    def expectation_function(self) -> Expectation:
+        """The E-step at the current parameters: a function chunk (B, D) [, centred, square]
+        -> (log p(x_n) (B,), r^T (K, B)) from :meth:`log_joint_function` (``centred`` =
+        chunk - centre of mass in float64 and ``square`` its square, where the caller has
+        them: :func:`~pyrovae.models.mixture_stats.mixture_statistics`).
+
+        One exp pass: r_nk = exp(a_nk) / sum_j exp(a_nj) with a = log-joint minus its maximum.
+        Where a_nk < log(sqrt(tiny)) (r_nk below 1e-154 in float64, 1e-19 in float32) r_nk is
+        set to exactly 0: its share of every sum is below rounding (the largest term is 1),
+        and kept, it would make exp and the statistics' products produce subnormal numbers,
+        which the CPU handles 10 to 100 times slower (in MNIST's 784 dimensions, 70% of all
+        r_nk are that small).
         """
-        with pyro.validation_enabled(False):  # em_step checks x itself; this is the hot path
-            joint = self.log_joint(x)  # (K, N)
-        peak = joint.amax(0)
-        floor = math.log(torch.finfo(joint.dtype).tiny) + 1.0
-        weights = (joint - peak).clamp_min_(floor).exp_()
-        total = weights.sum(0)
-        return peak + total.log(), weights.div_(total)
+        log_joint = self.log_joint_function()
+
+        def expectation(chunk: torch.Tensor, *features: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            joint = log_joint(chunk, *features)  # (K, B)
+            peak = joint.amax(0)
+            floor = 0.5 * math.log(torch.finfo(joint.dtype).tiny)
+            shifted = joint.sub_(peak)
+            kept = shifted > floor
+            weights = shifted.clamp_min_(floor).exp_().mul_(kept)
+            total = weights.sum(0)
+            return peak + total.log(), weights.div_(total)
+
+        return expectation
 
     @torch.no_grad()
     def em_step(self, x: torch.Tensor, chunk_size: int | None = None) -> float:
         """One EM iteration on rows x (N, D); returns the mean log p(x_n) before the update
         (with a prior: (sum_n log p(x_n) + log p(theta)) / N, the MAP objective per example).
 
-        E-step: r_nk from :meth:`log_joint` (the program, enumerated), chunk by chunk; the
-        M-step as in the module docstring. Memory is O(K D^2 + K B D) for chunks of B rows
-        whatever N is, and x may stay on the CPU while the model is on a GPU. A component
-        whose responsibilities sum to less than eps N (it explains no point) is re-seeded at
-        a worst-explained row (lowest log p(x_n)), with weight 1/N and the average covariance
-        of the others; ``reseeded`` lists it and ``em_reset`` tells :func:`~pyrovae.infer.em.em`
-        that this one step need not increase the log-likelihood.
+        E-step: r_nk from :meth:`expectation_function` (the program's enumeration, in
+        closed form), chunk by chunk; the M-step as in the module docstring. Memory is
+        O(K D^2 + K B D) for chunks of B rows whatever N is, and x may stay on the CPU while
+        the model is on a GPU. A component whose responsibilities sum to less than eps N (it
+        explains no point) is re-seeded at a worst-explained row (lowest log p(x_n)), with
+        weight 1/N and the average covariance of the others; ``reseeded`` lists it and
+        ``em_reset`` tells :func:`~pyrovae.infer.em.em` that this one step need not increase
+        the log-likelihood.
 
         Raises:
             ValueError: x has NaN or infinite entries (nothing is updated), or a covariance
@@ -412,7 +484,8 @@ class GaussianMixture(LocalPyroModule):
         check_shape(x, self.dim)
         centres = self.loc.detach().clone() if self.per_component() else self._centre()[None]
         try:
-            stats = mixture_statistics(self, x, self.expectation, centres, chunk_size)
+            expectation = self.expectation_function()
+            stats = mixture_statistics(self, x, expectation, centres, chunk_size)
         except ValueError:  # Pyro's validation refused a value: say which rows, if NaN
             check_finite(x)
             raise
@@ -457,7 +530,7 @@ class GaussianMixture(LocalPyroModule):
         else:
             raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
 
-        def nearest(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def nearest(chunk: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor]:
             distances = squared_distances(chunk, centres)  # (K, B)
             closest, label = distances.min(0)
             labels = torch.arange(k, device=chunk.device).unsqueeze(-1)
@@ -475,7 +548,13 @@ def check_shape(x: torch.Tensor, dim: int) -> None:
 
 
 def check_finite(x: torch.Tensor) -> None:
-    """Raise ValueError naming the first rows of x (N, D) with NaN or infinite entries."""
+    """Raise ValueError naming the first rows of x (N, D) with NaN or infinite entries.
+
+    One reduction first: a NaN or an infinity makes the sum NaN or infinite, so a finite sum
+    clears x without the (N, D) mask; only a non-finite sum (or finite rows whose sum
+    overflows) takes the row-by-row search."""
+    if x.numel() == 0 or torch.isfinite(x.sum(dtype=torch.float64)):
+        return
     bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(-1).nonzero().flatten()
     if len(bad):
         rows = bad[:5].tolist()

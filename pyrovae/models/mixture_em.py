@@ -58,7 +58,7 @@ def fit_mixture(
         reg_covar: added to every covariance's diagonal (scikit-learn's default 1e-6).
         init: ``"kmeans++"`` or ``"random"`` (K distinct random rows as the seeds).
         seed: the first run's seed; None draws one from torch's global generator.
-        chunk_size: rows per chunk (None: about 2^23 / (K D)).
+        chunk_size: rows per chunk (None: :meth:`GaussianMixture.chunk_rows`).
         prior: a :class:`~pyrovae.models.mixture.MixturePrior` for MAP, or None.
         device, dtype: where and in what precision to fit (x's by default; float64 stays).
         progress: a tqdm bar per run with the current log-likelihood.

@@ -21,6 +21,12 @@ from typing import Any, Protocol
 
 import torch
 
+#: ``expectation(chunk (B, D), centred (B, D) or None, square (B, D) or None)`` ->
+#: (log p(x_n) (B,), responsibilities r^T (K, B)); see :func:`mixture_statistics`.
+Expectation = Callable[
+    [torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]
+]
+
 
 class MixtureModel(Protocol):
     """What the statistics and the M-step read of a :class:`~pyrovae.models.GaussianMixture`:
@@ -67,12 +73,12 @@ class MixtureStatistics:
 def mixture_statistics(
     model: MixtureModel,
     x: torch.Tensor,
-    expectation: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    expectation: Expectation,
     centres: torch.Tensor,
     chunk_size: int | None = None,
 ) -> MixtureStatistics:
-    """Stream rows x (N, D) through ``expectation(chunk) -> (score (B,), r^T (K, B))`` chunk by
-    chunk and sum the statistics about ``centres``.
+    """Stream rows x (N, D) through ``expectation(chunk, centred, square) -> (score (B,),
+    r^T (K, B))`` chunk by chunk and sum the statistics about ``centres``.
 
     With ``model.per_component()`` (full covariances, D > K) the centres are the K current
     means and the sums take (K, B, D) differences in the model's dtype, so the scatter about
@@ -80,7 +86,10 @@ def mixture_statistics(
     mass, and the sums are float64 matrix products: r^T (x - c), r^T (x - c)^2 (diag,
     spherical), r^T vec((x - c)(x - c)^T) (full) and (x - c)^T (x - c) (tied, as
     sum_k r_nk = 1). The sums are kept in float64 whatever the model's dtype: float32 would
-    round sums over millions of rows.
+    round sums over millions of rows. With one centre, ``centred`` = (chunk - c) in float64 (B, D)
+    and, for diag and spherical covariances, ``square`` = centred^2 are computed once and
+    handed to ``expectation``, which may use them (a closed-form E-step about the same c does);
+    otherwise both are None.
     """
     k, d, covariance = model.num_components, model.dim, model.covariance
     like = model.loc.detach().double()
@@ -89,23 +98,27 @@ def mixture_statistics(
     s2 = like.new_zeros(shapes.get(covariance, (k, d)))
     worst, worst_rows = like.new_full((k,), math.inf), like.new_zeros(k, d)
     per_component = model.per_component()
+    squares = covariance in ("diag", "spherical")
     for chunk in model.chunks(x, chunk_size):
-        score, resp = expectation(chunk)
-        total += score.double().sum()
-        nk += resp.double().sum(-1)
         if per_component:
+            score, resp = expectation(chunk, None, None)
             diff = chunk - centres.unsqueeze(1)  # (K, B, D), the model's dtype
             weighted = resp.unsqueeze(-1) * diff
             s1 += weighted.sum(1).double()
             moments = (weighted.mT @ diff).double()
             s2 += moments if covariance == "full" else moments.sum(0)
         else:
-            diff, resp = (chunk - centres).double(), resp.double()  # (B, D), (K, B)
+            diff = (chunk - centres).double()  # (B, D)
+            square = diff.square() if squares else None
+            score, resp = expectation(chunk, diff, square)
+            resp = resp.double()  # (K, B)
             s1 += resp @ diff
             if covariance == "full":
                 s2 += (resp @ (diff.unsqueeze(-1) * diff.unsqueeze(-2)).flatten(1)).view(k, d, d)
             else:
-                s2 += diff.T @ diff if covariance == "tied" else resp @ diff.square()
+                s2 += diff.T @ diff if covariance == "tied" else resp @ square
+        total += score.double().sum()
+        nk += resp.double().sum(-1)
         worst, index = torch.cat([worst, score.double()]).topk(k, largest=False)
         old = (index < k).unsqueeze(-1)
         rows = chunk[(index - k).clamp_min(0)].double()
