@@ -105,10 +105,16 @@ class CholeskyNormal(dist.TorchDistribution):
       |w - L^{-1} m|^2 = |w|^2 - 2 w . L^{-1} m + |L^{-1} m|^2, a (N, D) x (D, K) product;
     - K factors with D <= K (full, few dimensions): v^T P v = vec(v v^T) . vec(P), an
       (N, D^2) x (D^2, K) product, minus 2 v . P m plus m . P m;
+    - K factors with D > K against rows (N, D) (a mixture's components under enumeration,
+      factors (..., 1, D, D)): every row whitened by all K factors in one (K D, D) x (D, N)
+      product, |L_k^{-1} v - L_k^{-1} m_k|^2, in the inputs' precision: it subtracts before
+      squaring, so it cancels no more than ``MultivariateNormal`` (whose triangular solve per
+      factor it replaces by a matrix product, forward and backward);
     - otherwise, |L_k^{-1} (v - m_k)|^2 from (K, N, D) differences, like
       ``MultivariateNormal`` (no cancellation at all).
 
-    The expanded forms cancel to about 1e-16 |v|^2_P, harmless about a centre of mass.
+    The expanded forms cancel to about 1e-16 |v|^2_P in float64, harmless about a centre of
+    mass.
     """
 
     arg_constraints = {"loc": constraints.real_vector, "scale_tril": constraints.lower_cholesky}
@@ -148,10 +154,13 @@ class CholeskyNormal(dist.TorchDistribution):
             self._validate_sample(value)
         dtype = torch.promote_types(value.dtype, self.loc.dtype)
         d = self.loc.shape[-1]
+        tril = self.scale_tril
+        factors = tril.shape[:-2].numel()
+        if d > factors > 1 and value.dim() == 2 and tril.dim() >= 3 and tril.shape[-3] == 1:
+            return self._whitened_log_prob(value, dtype)
         v = (value - self.centre).double()
         m = (self.loc - self.centre).double().unsqueeze(-1)  # (..., D, 1)
-        tril = self.scale_tril.double()
-        factors = tril.shape[:-2].numel()
+        tril = tril.double()
         if factors == 1:
             tril = tril.reshape(d, d)
             w = torch.linalg.solve_triangular(tril, v.reshape(-1, d).T, upper=False).T
@@ -170,4 +179,23 @@ class CholeskyNormal(dist.TorchDistribution):
             quad = _batch_mahalanobis(tril, v - m.squeeze(-1))
         half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         out = (-0.5 * (quad + d * math.log(2 * math.pi)) - half_log_det).to(dtype)
+        return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
+
+    def _whitened_log_prob(self, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """log N(value_n; m_k, L_k L_k^T) for rows value (N, D) and factors (..., 1, D, D):
+        w = [L_1^-1; ...; L_K^-1] (v_1 ... v_N), one (K D, D) x (D, N) product, then
+        |w_k,n - L_k^-1 m_k|^2 (..., N), in ``dtype``."""
+        d, n = value.shape[-1], value.shape[0]
+        tril = self.scale_tril.to(dtype)
+        lead = torch.broadcast_shapes(tril.shape[:-3], self.loc.shape[:-2])
+        tril = tril.expand(lead + (1, d, d)).squeeze(-3)  # (..., D, D)
+        eye = torch.eye(d, dtype=dtype, device=tril.device)
+        inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
+        v = (value - self.centre).to(dtype)  # (N, D)
+        m = (self.loc - self.centre).to(dtype).expand(lead + (1, d)).squeeze(-2)  # (..., D)
+        w = (inverse.reshape(-1, d) @ v.T).view(lead + (d, n))  # (..., D, N)
+        offset = inverse @ m.unsqueeze(-1)  # (..., D, 1)
+        quad = (w - offset).square().sum(-2)  # (..., N)
+        half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
+        out = -0.5 * (quad + d * math.log(2 * math.pi)) - half_log_det
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
