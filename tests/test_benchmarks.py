@@ -81,3 +81,17 @@ def test_the_speed_benchmarks_run_and_print_their_ratio_last(name, args):
     assert last.startswith("ratio ") and float(last.split()[1]) > 0
     if "--long" not in args:
         assert "batch shapes captured" in out and " 0 of " not in out
+
+
+def test_the_em_benchmark_starts_both_from_one_point_and_agrees():
+    out = script(
+        "gmm_em.py", "--cases", "digits", "synthetic", "--rows", "2000", "--iterations", "3"
+    )
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("ratio ") and float(lines[-1].split()[1]) > 0
+    results = [line for line in lines if "from one start" in line]
+    assert len(results) == 5  # four covariance types on blobs, full on digits
+    for line in results:
+        assert "(3 iterations," in line
+        difference = float(line.rsplit("difference ", 1)[1])
+        assert difference < 1e-8, line

@@ -12,9 +12,11 @@ Cholesky factors with a log diagonal (full, tied) or log variances (diag, spheri
 same program trains by SVI under ``TraceEnum_ELBO`` with an empty guide (z is summed out).
 
 EM (Dempster, Laird & Rubin 1977; Bishop, PRML section 9.2). The E-step takes the
-responsibilities r_nk = p(z_n = k | x_n) from the program itself, by tracing it under
-parallel enumeration; the M-step is closed form in the sufficient statistics
-N_k = sum_n r_nk, sum_n r_nk x_n and sum_n r_nk x_n x_n^T, accumulated chunk by chunk:
+responsibilities r_nk = p(z_n = k | x_n) from the program's parallel enumeration of z,
+written out once per iteration in closed form (:class:`MixtureLogJoint`, tested against the
+traced program; a subclass that redefines the program is traced instead); the M-step is
+closed form in the sufficient statistics N_k = sum_n r_nk, sum_n r_nk x_n and
+sum_n r_nk x_n x_n^T, accumulated chunk by chunk:
 
     pi_k = N_k / N,   mu_k = sum_n r_nk x_n / N_k,
     Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I
@@ -30,11 +32,13 @@ The sums and the M-step are :mod:`pyrovae.models.mixture_stats`; EM from k-means
 imports nothing from :mod:`pyrovae.infer`.
 
 Cost. The program's component densities (:class:`DiagonalNormal`, :class:`CholeskyNormal`)
-broadcast K components against a chunk of B rows by float64 matrix products where they can
-(the expanded quadratic form about the mixture's centre of mass, as scikit-learn does), and the
-statistics are float64 products too; only full covariances with D > K take (K, B, D)
-differences. Memory is O(K B D + K D^2) whatever N is; float32 models keep float32
-parameters and data but sum in float64.
+and EM's closed form broadcast K components against a chunk of B rows by matrix products:
+the expanded quadratic form about the mixture's centre of mass in float64 (as scikit-learn
+does) or, for full covariances, every row whitened by all K factors at once. The statistics
+are float64 products too; only full covariances with D > K take (K, B, D) differences.
+Chunks are sized to stay in the CPU's cache (:meth:`GaussianMixture.chunk_rows`). Memory is
+O(K B D + K D^2) whatever N is; float32 models keep float32 parameters and data but sum in
+float64.
 """
 
 from __future__ import annotations
