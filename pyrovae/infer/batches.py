@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .distributed import shard_bounds
+
 Batch = tuple[torch.Tensor, ...]
 
 
@@ -59,6 +61,12 @@ class TensorBatches:
         generator: the source of randomness for shuffling and ``transform`` (its state
             is part of a checkpoint, so a resumed run sees the same batches).
         transform: applied to x of each batch, e.g. dynamic binarization.
+        shard: (rank, ranks) under torch.distributed: every pass is cut into global batches
+            of ``ranks * batch_size`` rows of one permutation (the same on every rank, from
+            generators seeded alike), and this rank takes its contiguous share of each
+            (:func:`~pyrovae.infer.distributed.shard_bounds`); a transform sees the whole
+            global batch, so every rank draws what one process would. A last global batch
+            with fewer rows than ranks is left out on every rank.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class TensorBatches:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         transform: Transform | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if not tensors:
             raise ValueError("no tensors to batch")
@@ -88,13 +97,24 @@ class TensorBatches:
         device = tensors[0].device
         self.generator = generator or torch.Generator(device=device)
         self.transform = transform
+        self.rank, self.ranks = shard
 
     @property
     def num_examples(self) -> int:
         return self.tensors[0].shape[0]
 
+    @property
+    def global_batch_size(self) -> int:
+        """Rows of one step over all ranks: ``ranks * batch_size``."""
+        return self.batch_size * self.ranks
+
+    def global_rows(self, step: int) -> int:
+        """Rows of the ``step``-th global batch of a pass, over all ranks."""
+        return min(self.global_batch_size, self.num_examples - step * self.global_batch_size)
+
     def __len__(self) -> int:
-        return -(-self.num_examples // self.batch_size)
+        steps = -(-self.num_examples // self.global_batch_size)
+        return steps - (self.global_rows(steps - 1) < self.ranks)
 
     def __iter__(self) -> Iterator[Batch]:
         n = self.num_examples
@@ -102,14 +122,22 @@ class TensorBatches:
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator, device=self.generator.device)
             order = order.to(device)
-        for start in range(0, n, self.batch_size):
-            if self.shuffle:
-                index = order[start : start + self.batch_size]
-                batch = tuple(t[index] for t in self.tensors)
-            else:
-                batch = tuple(t[start : start + self.batch_size] for t in self.tensors)
+        else:
+            order = None
+        for step in range(len(self)):
+            start = step * self.global_batch_size
+            rows = self.global_rows(step)
+            lo, hi = start, start + rows  # the global batch; this rank's share below
+            if self.transform is None and self.ranks > 1:
+                share = shard_bounds(rows, self.rank, self.ranks)
+                lo, hi = start + share[0], start + share[1]
+            index = order[lo:hi] if order is not None else slice(lo, hi)
+            batch = tuple(t[index] for t in self.tensors)
             if self.transform is not None:
                 batch = (self.transform(batch[0], self.generator), *batch[1:])
+                if self.ranks > 1:
+                    first, last = shard_bounds(rows, self.rank, self.ranks)
+                    batch = tuple(t[first:last] for t in batch)
             yield batch
 
     def peek(self) -> Batch:
@@ -244,15 +272,30 @@ def make_batches(
     generator: torch.Generator | None = None,
     transform: Transform | None = None,
     device: torch.device | str | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterable[Batch]:
-    """Turn any accepted form of data into an iterable of argument tuples."""
+    """Turn any accepted form of data into an iterable of argument tuples; ``shard``
+    (rank, ranks) cuts in-memory tensors over the ranks of torch.distributed
+    (:class:`TensorBatches`).
+
+    Raises:
+        TypeError: the data are not in an accepted form.
+        NotImplementedError: ``shard`` has more than one rank and the data are partly
+            labelled or a Dataset (a DataLoader is passed through: its sampler shards).
+    """
+    if shard[1] > 1 and isinstance(data, (SemiSupervisedData, Dataset)):
+        raise NotImplementedError(
+            f"under torch.distributed pyrovae shards in-memory tensors x (N, D) or (x, y); "
+            f"{type(data).__name__} is not sharded yet. Pass the tensors, or a DataLoader "
+            "with a torch.utils.data.DistributedSampler (it is used as it is)."
+        )
     if isinstance(data, SemiSupervisedData):
         return InterleavedBatches(data.to(device), batch_size, shuffle, generator, transform)
     if isinstance(data, torch.Tensor):
         data = (data,)
     if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
         tensors = tuple(t.to(device) if device is not None else t for t in data)
-        return TensorBatches(tensors, batch_size, shuffle, generator, transform)
+        return TensorBatches(tensors, batch_size, shuffle, generator, transform, shard)
     if isinstance(data, DataLoader):
         return _Loader(data, transform, generator, device)
     if isinstance(data, Dataset):

@@ -24,6 +24,7 @@ from ..rng import initialised_cuda_devices
 from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
+from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
 from .progress import progress_bar
@@ -80,12 +81,24 @@ def evaluate_elbo(
     batch_size: int = 1000,
     device: torch.device | str | None = None,
 ) -> float:
-    """Mean per-example ELBO (nats) of ``data`` under (model, guide): one-sample estimate."""
+    """Mean per-example ELBO (nats) of ``data`` under (model, guide): one-sample estimate.
+
+    Under torch.distributed, in-memory tensors are split over the ranks (contiguous shares)
+    and the sums are added up across them; every rank returns the same value.
+    """
     elbo = make_objective(objective)
+    rank, ranks = world()
+    if ranks > 1 and isinstance(data, torch.Tensor):
+        data = (data,)
+    if ranks > 1 and isinstance(data, (tuple, list)):
+        start, stop = shard_bounds(data[0].shape[0], rank, ranks)
+        data = tuple(t[start:stop] for t in data)
     total, count = 0.0, 0
-    for args in make_batches(data, batch_size, shuffle=False, device=device):
-        total -= elbo.loss(model, guide, *args)
-        count += args[0].shape[0]
+    if ranks == 1 or data[0].shape[0] > 0:
+        for args in make_batches(data, batch_size, shuffle=False, device=device):
+            total -= elbo.loss(model, guide, *args)
+            count += args[0].shape[0]
+    total, count = all_reduce_sums([total, count])
     return total / count
 
 
@@ -128,6 +141,17 @@ class Trainer:
         flush_denormals: flush denormal floats to zero on CPU while ``run`` trains (see
             :mod:`pyrovae.infer.denormals`: they slow steps several-fold late in training);
             the previous mode is restored when ``run`` returns.
+
+    Under torch.distributed (a process group initialised, e.g. by ``torchrun``), each of
+    the R ranks takes a disjoint share of every global batch of R x ``batch_size`` rows
+    (in-memory tensors; a DataLoader is used as given, with its own sampler), the loss runs
+    inside ``DistributedDataParallel`` which averages the gradients, and each rank's loss is
+    scaled so that the average is the gradient of the global batch's mean loss: the steps of
+    one process with batch R x ``batch_size``. ``seed`` (drawn on rank 0 and shared when
+    None) orders the data alike on every rank; rank r's sampling noise is seeded with
+    seed + r. Epoch records are summed over the ranks, so every rank holds the same
+    history; only rank 0 shows the bar. Metrics and callbacks run on every rank (write files
+    from rank 0 only: :func:`~pyrovae.infer.distributed.is_main_process`).
     """
 
     def __init__(
@@ -152,14 +176,19 @@ class Trainer:
         capture: bool = True,
         flush_denormals: bool = True,
     ) -> None:
+        self.rank, self.ranks = world()
+        if self.ranks > 1 and seed is None:
+            seed = _shared_seed()
         if seed is not None:
-            pyro.set_rng_seed(seed)
+            pyro.set_rng_seed(seed + self.rank)
         self.model, self.guide = model, guide
         self.device = device
         generator = torch.Generator(device=device or "cpu")
         generator.manual_seed(seed if seed is not None else torch.initial_seed())
         self.generator = generator
-        self.batches = make_batches(data, batch_size, True, generator, transform, device)
+        self.batches = make_batches(
+            data, batch_size, True, generator, transform, device, (self.rank, self.ranks)
+        )
         #: How the program's sites are treated, from a check of the first batch.
         self.program = check_program(model, guide, self.batches.peek())
         objective = choose_objective(objective, self.program)
@@ -195,17 +224,26 @@ class Trainer:
         self.loss = CapturedLoss(
             self.elbo, self._model, self._guide, modules, self.params, enabled=capture
         )
+        #: The loss each step calls: :attr:`loss`, or DistributedDataParallel around it.
+        self.step_loss: Callable[..., torch.Tensor] = self.loss
+        if self.ranks > 1:
+            unused = _unused_parameters(self.elbo, self._model, self._guide, self)
+            self.step_loss = data_parallel(self.loss, modules, self.params, device, unused)
 
-    def step(self, args: tuple) -> torch.Tensor:
-        """One gradient step on a batch; returns the batch's summed loss (detached)."""
-        loss = self.loss(*args)
+    def step(self, args: tuple, rows: float | None = None) -> torch.Tensor:
+        """One gradient step on a batch; returns the batch's summed loss (detached).
+
+        The gradient is that of the summed loss over ``rows`` (the batch's rows by default;
+        under torch.distributed, the global batch's rows over the number of ranks, since
+        the ranks' gradients are averaged)."""
+        loss = self.step_loss(*args)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.epoch + 1}; parameters are "
                 "left at the last finite step. Lower the learning rate (--lr), check the data "
                 "for extreme values, or use a likelihood with a floor on its scale."
             )
-        (loss / args[0].shape[0]).backward()
+        (loss / (rows or args[0].shape[0])).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
@@ -218,7 +256,7 @@ class Trainer:
             progress_bar(
                 total=epochs * steps,
                 initial=min(self.epoch, epochs) * steps,
-                disable=not self.progress,
+                disable=not self.progress or self.rank != 0,
                 desc="train",
                 unit="step",
                 dynamic_ncols=True,
@@ -230,7 +268,10 @@ class Trainer:
                 self.loss.recheck()
                 total, count = 0.0, 0  # a tensor on the loss's device after the first step
                 for i, args in enumerate(self.batches):
-                    total = total + self.step(args)
+                    rows = None
+                    if self.ranks > 1 and hasattr(self.batches, "global_rows"):
+                        rows = self.batches.global_rows(i) / self.ranks
+                    total = total + self.step(args, rows)
                     count += args[0].shape[0]
                     bar.update(1)
                     if i % 10 == 0 or i == steps - 1:
@@ -238,10 +279,8 @@ class Trainer:
                             f"epoch {self.epoch + 1}/{epochs} elbo {-float(total) / count:.2f}",
                             refresh=False,
                         )
-                record: dict[str, Any] = {
-                    "epoch": self.epoch + 1,
-                    "train_elbo": -float(total) / count,
-                }
+                total, count = all_reduce_sums([float(total), count])
+                record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,
@@ -291,6 +330,23 @@ class Trainer:
         self.generator.set_state(state["rng"]["data"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _unused_parameters(elbo: ELBO, model: Callable, guide: Callable, trainer: Trainer) -> bool:
+    """Whether the loss of the first batch leaves some trained parameter without a gradient
+    (evaluated off the random stream)."""
+    with torch.random.fork_rng(devices=initialised_cuda_devices()):
+        loss = elbo.differentiable_loss(model, guide, *trainer.batches.peek())
+        grads = torch.autograd.grad(loss, trainer.params, allow_unused=True)
+    return any(g is None for g in grads)
+
+
+def _shared_seed() -> int:
+    """A seed drawn on rank 0 and broadcast to every rank (gloo or NCCL)."""
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    seed = torch.tensor([torch.initial_seed() % 2**62], dtype=torch.int64, device=device)
+    torch.distributed.broadcast(seed, 0)
+    return int(seed.item())
 
 
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:

@@ -1,0 +1,159 @@
+"""Training across processes: two gloo ranks on this machine against one process.
+
+With a point-mass guide (the autoencoder's DeltaEncoder) the loss is a deterministic
+function of the parameters and the batch, so two ranks with batch B each must take the
+same steps as one process with batch 2B: the same parameters after training, to float
+tolerance. With sampling noise the two reach the same test ELBO within Monte Carlo error.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pyrovae.guides import DeltaEncoder, GaussianEncoder
+from pyrovae.infer import Trainer
+from pyrovae.infer.batches import TensorBatches
+from pyrovae.infer.distributed import shard_bounds, world
+from pyrovae.infer.fit import evaluate_elbo
+from pyrovae.models import VAE
+
+D, L = 12, 3
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    x = (torch.rand(100, D, generator=g) < 0.4).float()
+    return x[:80], x[80:]
+
+
+def pair(point_mass: bool):
+    torch.manual_seed(3)
+    model = VAE(D, L, hidden_dims=(16,))
+    guide = (DeltaEncoder if point_mass else GaussianEncoder)(D, L, hidden_dims=(16,))
+    return model, guide
+
+
+def train(point_mass: bool, batch_size: int, epochs: int, capture: bool):
+    model, guide = pair(point_mass)
+    train_x, test_x = data()
+    trainer = Trainer(
+        model,
+        guide,
+        train_x,
+        test_data=test_x,
+        batch_size=batch_size,
+        lr=0.01,
+        seed=0,
+        progress=False,
+        capture=capture,
+    )
+    trainer.run(epochs)
+    params = {
+        **{f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()},
+        **{f"guide.{k}": v.detach().clone() for k, v in guide.state_dict().items()},
+    }
+    return params, list(trainer.history), trainer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, size: int, port: int, out: str, job: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    try:
+        assert world() == (rank, size)
+        params, history, trainer = train(**job)
+        captured = sum(g is not None for g in trainer.loss.graphs.values())
+        torch.save(
+            {
+                "params": params,
+                "history": history,
+                "captured": captured,
+                "steps": len(trainer.batches),
+            },
+            Path(out) / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(tmp_path: Path, job: dict, size: int = 2) -> list[dict]:
+    mp.start_processes(
+        _worker, args=(size, _free_port(), str(tmp_path), job), nprocs=size, start_method="spawn"
+    )
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(size)]
+
+
+@pytest.mark.parametrize("capture", [True, False], ids=["captured", "eager"])
+def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, capture):
+    # 80 rows: global batches of 2 x 12 = 24 rows, the last one 8 rows (4 per rank).
+    ranks = run_ranks(
+        tmp_path, {"point_mass": True, "batch_size": 12, "epochs": 3, "capture": capture}
+    )
+    single, history, _ = train(point_mass=True, batch_size=24, epochs=3, capture=capture)
+    for rank in ranks:
+        assert rank["steps"] == 4
+        for name, value in single.items():
+            torch.testing.assert_close(rank["params"][name], value, rtol=1e-5, atol=1e-6)
+        for got, want in zip(rank["history"], history, strict=True):
+            assert got["train_elbo"] == pytest.approx(want["train_elbo"], rel=1e-5)
+            assert got["test_elbo"] == pytest.approx(want["test_elbo"], rel=1e-5)
+    assert ranks[0]["captured"] == ranks[1]["captured"] == (2 if capture else 0)
+
+
+def test_with_noise_two_ranks_reach_the_test_elbo_of_one_process(tmp_path):
+    ranks = run_ranks(
+        tmp_path, {"point_mass": False, "batch_size": 8, "epochs": 30, "capture": True}
+    )
+    _, history, trainer = train(point_mass=False, batch_size=16, epochs=30, capture=True)
+    model, guide = trainer.model, trainer.guide
+    test_x = data()[1]
+    # The test ELBO's Monte Carlo error at the end, from repeated one-sample estimates.
+    draws = torch.tensor([evaluate_elbo(model, guide, test_x) for _ in range(50)])
+    spread = float(draws.std())
+    distributed = ranks[0]["history"][-1]["test_elbo"]
+    assert ranks[1]["history"][-1]["test_elbo"] == pytest.approx(distributed, rel=1e-9)
+    # Two one-sample estimates of equally trained pairs: their difference has standard
+    # deviation about sqrt(2) x spread (0.04 nats apart here, spread 0.05).
+    assert abs(distributed - history[-1]["test_elbo"]) < 4 * 2**0.5 * spread
+    assert distributed > history[0]["test_elbo"] + 10 * spread  # trained past epoch 1
+
+
+def test_batches_are_disjoint_shares_of_one_permutation():
+    x = torch.arange(50).unsqueeze(-1)
+    seen = []
+    for rank in range(3):
+        g = torch.Generator().manual_seed(5)
+        batches = TensorBatches((x,), 4, shuffle=True, generator=g, shard=(rank, 3))
+        assert len(batches) == 4  # 50 = 4 x 12 + 2: the last 2 rows are fewer than 3 ranks
+        seen.append([b[0].flatten().tolist() for b in batches])
+    g = torch.Generator().manual_seed(5)
+    whole = [b[0].flatten().tolist() for b in TensorBatches((x,), 12, shuffle=True, generator=g)]
+    for step in range(4):
+        assert seen[0][step] + seen[1][step] + seen[2][step] == whole[step]
+
+
+def test_shares_cover_the_rows_once_and_differ_by_at_most_one():
+    for rows in range(0, 30):
+        for size in (1, 2, 3, 7):
+            bounds = [shard_bounds(rows, r, size) for r in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == rows
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+            sizes = [hi - lo for lo, hi in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_one_process_is_rank_zero_of_one():
+    assert world() == (0, 1)
