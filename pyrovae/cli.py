@@ -237,6 +237,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> None:
     from .runs.config import common_fields
+    from .runs.processes import process_group, rank_device
     from .runs.registry import config_for, recipe_for
     from .runs.training import train
 
@@ -246,14 +247,16 @@ def _train(args: argparse.Namespace) -> None:
     if values.get("out") is None:
         values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
-    train(
-        config_for(args.model, **values),
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        log=log,
-        factory_path=tuple(args.factory_path),
-    )
+    values["device"] = rank_device(values.get("device", "cpu"))
+    with process_group(values["device"]):  # under torchrun: one rank of several
+        train(
+            config_for(args.model, **values),
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            log=log,
+            factory_path=tuple(args.factory_path),
+        )
 
 
 def _sample(args: argparse.Namespace) -> None:

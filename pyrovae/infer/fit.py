@@ -305,6 +305,10 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.ranks > 1:  # every rank's noise stream (a collective: call on every rank)
+            streams: list[Any] = [None] * self.ranks
+            torch.distributed.all_gather_object(streams, {k: v for k, v in rng.items()})
+            rng["ranks"] = streams
         return {
             "model": _module_state(self.model),
             "guide": _module_state(self.guide),
@@ -326,10 +330,17 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.history = History(state["history"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["data"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        rng = state["rng"]
+        streams = rng.get("ranks")
+        if self.ranks > 1 and streams is not None and len(streams) == self.ranks:
+            rng = {**rng, **streams[self.rank]}  # this rank's own noise stream continues
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["data"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.ranks > 1 and (streams is None or len(streams) != self.ranks):
+            # Saved under another number of ranks: distinct streams derived from the saved one.
+            torch.manual_seed(int(torch.randint(2**62, ())) + self.rank)
 
 
 def _unused_parameters(elbo: ELBO, model: Callable, guide: Callable, trainer: Trainer) -> bool:

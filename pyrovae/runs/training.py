@@ -10,6 +10,13 @@ and writing every file of the run directory here (:mod:`pyrovae.runs.record`), E
    on ``recipe.plan``'s data and objective, saving after every epoch;
 4. ``recipe.finish`` (e.g. the ssvae's selected epoch), the figures, the closing line.
 
+Under ``torchrun`` (a torch.distributed group of R ranks, joined by the command line:
+:mod:`pyrovae.runs.processes`) every rank builds the same pair from the same data and seed
+and trains its share of each global batch (:class:`~pyrovae.infer.Trainer`); rank 0 alone
+holds the lock, writes the checkpoints, metrics and figures and speaks. The other ranks read
+the run only to resume it, from the checkpoint rank 0 wrote. A recipe with an algorithm of
+its own (EM) is refused under several ranks for now.
+
 The directory is touched only once a first fit, or a first loss evaluation, has succeeded, so
 a bad input leaves nothing behind; every file is written atomically.
 """
@@ -26,6 +33,7 @@ import torch
 
 from ..data import DataSplits
 from ..infer import Trainer
+from ..infer.distributed import world
 from .config import TrainConfig
 from .data import absolute_paths, save_splits
 from .lock import LOCK, RunLock
@@ -82,9 +90,11 @@ def train(
     ``overwrite`` replaces an old run only once the new one has its first checkpoint.
     """
     out = Path(config.out)
+    if world()[0] != 0:  # a rank beside rank 0: trains its share, writes and says nothing
+        return _train(config, out, resume, overwrite, False, _silent, factory_path, False)
     with RunLock(out) as lock:
         try:
-            return _train(config, out, resume, overwrite, progress, log, factory_path)
+            return _train(config, out, resume, overwrite, progress, log, factory_path, True)
         except BaseException:
             if lock.created and not (out / CHECKPOINT).exists():
                 _remove_created(out)
@@ -102,7 +112,11 @@ def _remove_created(out: Path) -> None:
         pass
 
 
-def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
+def _silent(message: str) -> None:
+    """The log of a rank other than 0."""
+
+
+def _train(config, out, resume, overwrite, progress, log, factory_path, writes) -> Run:
     state = None
     if resume:
         config, state = _resumed(config, out)
@@ -116,6 +130,12 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
     if not resume:
         config = absolute_paths(config)
     recipe = recipe_for(config.model)
+    if world()[1] > 1 and type(recipe).fit is not Recipe.fit:
+        raise RunError(
+            f"pyrovae train {config.model} fits by an algorithm of its own (EM), which does "
+            "not run across torch.distributed ranks yet; run it as one process, without "
+            "torchrun"
+        )
     pyro.set_rng_seed(config.seed)
     if resume:
         built = recipe.build(config, saved=open_data(out, config), code_path=factory_path)
@@ -129,6 +149,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
         first=not resume,
         overwrite=overwrite and not resume,
         data_copy=built.data if built.keep_data and not resume else None,
+        writes=writes,
     )
     fitted = recipe.fit(
         config, built.data, save=lambda f: _save_fitted(writer, f), progress=progress, log=log
@@ -176,7 +197,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
         transform=recipe.transform(config),
         seed=config.seed,
         metrics=plan.metrics,
-        callbacks=[save_epoch, *plan.callbacks],
+        callbacks=[save_epoch, *(plan.callbacks if writes else [])],
         progress=progress,
         device=config.device,
         capture=config.capture,
@@ -198,6 +219,8 @@ def _train(config, out, resume, overwrite, progress, log, factory_path) -> Run:
             log(f"\ninterrupted before the first epoch ended; nothing was saved in {out}")
         raise
     run = Run(out, config, model, guide, data, test_x, list(trainer.history))
+    if not writes:
+        return run
     return _finish(recipe, run, log, write_metrics=True)
 
 
@@ -208,15 +231,25 @@ class RunWriter:
     before it touches anything: only then is an old run removed (``overwrite``), a copy of
     data no dataset name reloads written, and the staged files renamed into place. A full
     disk or an interrupt before that leaves the old run (or nothing) behind, never a mix.
+    With ``writes`` False (a torch.distributed rank other than 0) it writes nothing.
     """
 
     def __init__(
-        self, out: Path, *, first: bool, overwrite: bool, data_copy: DataSplits | None = None
+        self,
+        out: Path,
+        *,
+        first: bool,
+        overwrite: bool,
+        data_copy: DataSplits | None = None,
+        writes: bool = True,
     ) -> None:
         self.out, self.overwrite, self.data_copy = out, overwrite, data_copy
-        self.started = not first
+        self.started, self.writes = not first, writes
 
     def save(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
+        if not self.writes:
+            self.started = True
+            return
         try:
             if self.started:
                 save_checkpoint(self.out / CHECKPOINT, checkpoint)

@@ -1,0 +1,54 @@
+"""``pyrovae train`` under ``torchrun``: joining the process group the launcher describes.
+
+``torchrun --nproc_per_node R -m pyrovae train ...`` starts R copies of the command with
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` in their
+environment. :func:`process_group` joins them into torch.distributed's default group (gloo
+on CPUs, NCCL when the run's device is CUDA, each rank on GPU ``LOCAL_RANK``) for the length
+of the command and leaves it afterwards; the training itself (sharded batches, averaged
+gradients) is :class:`~pyrovae.infer.Trainer`'s. pyrovae launches nothing itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def launched_ranks() -> int:
+    """WORLD_SIZE as a launcher such as torchrun sets it (1 when absent)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def rank_device(device: str) -> str:
+    """``cuda`` becomes ``cuda:LOCAL_RANK`` under a launcher (one GPU per rank); any other
+    device (``cpu``, an explicit ``cuda:N``) is kept."""
+    if launched_ranks() > 1 and device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+@contextmanager
+def process_group(device: str) -> Iterator[None]:
+    """Inside: torch.distributed's default group joined when a launcher started several
+    ranks and none is initialised yet (else nothing happens); left again on the way out."""
+    dist = torch.distributed
+    if launched_ranks() <= 1 or not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(rank_device(device)))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+__all__ = ["launched_ranks", "process_group", "rank_device"]

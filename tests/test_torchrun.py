@@ -1,0 +1,121 @@
+"""``torchrun --nproc_per_node 2 -m pyrovae train ...`` as a user runs it: two gloo ranks on
+this machine, one thread each.
+
+The autoencoder's loss is deterministic, so two ranks with batch B must train what one
+process trains with batch 2B; a run interrupted and resumed under torchrun must equal an
+uninterrupted one (each rank's noise stream is in the checkpoint); only rank 0 writes and
+speaks; EM is refused across ranks for now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyrovae.cli import main
+
+QUICK = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "3", "--no-figures"]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "pyrovae",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def history(run: Path) -> list[dict]:
+    """The run's epoch records without their wall-clock seconds."""
+    records = json.loads((run / "metrics.json").read_text())["history"]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_two_ranks_train_the_autoencoder_of_one_process_with_twice_the_batch(tmp_path):
+    ranks = torchrun(
+        "train", "ae", *QUICK, "--epochs", "2", "--batch-size", "16", "--out", str(tmp_path / "two")
+    )
+    assert ranks.returncode == 0, ranks.stderr
+    assert ranks.stdout.count("done: epoch 2") == 1  # rank 0 alone speaks
+    assert (
+        main(
+            [
+                "train",
+                "ae",
+                *QUICK,
+                "--epochs",
+                "2",
+                "--batch-size",
+                "32",
+                "--quiet",
+                "--out",
+                str(tmp_path / "one"),
+            ]
+        )
+        == 0
+    )
+    for got, want in zip(history(tmp_path / "two"), history(tmp_path / "one"), strict=True):
+        assert got["train_elbo"] == pytest.approx(want["train_elbo"], rel=1e-5)
+        assert got["test_elbo"] == pytest.approx(want["test_elbo"], rel=1e-5)
+    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    for part in ("model", "guide"):
+        for name, value in one[part].items():
+            torch.testing.assert_close(two[part][name], value, rtol=1e-4, atol=1e-5)
+    assert len(two["rng"]["ranks"]) == 2  # each rank's noise stream, for --resume
+
+
+def test_a_run_resumed_under_torchrun_equals_an_uninterrupted_one(tmp_path):
+    vae = ["train", "vae", *QUICK, "--batch-size", "32", "--quiet"]
+    whole = torchrun(*vae, "--epochs", "3", "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    first = torchrun(*vae, "--epochs", "2", "--out", str(tmp_path / "parts"))
+    assert first.returncode == 0, first.stderr
+    rest = torchrun(*vae, "--epochs", "3", "--out", str(tmp_path / "parts"), "--resume")
+    assert rest.returncode == 0, rest.stderr
+    assert history(tmp_path / "parts") == history(tmp_path / "whole")
+    assert {p.name for p in (tmp_path / "parts").iterdir()} == {
+        "checkpoint.pt",
+        "config.json",
+        "metrics.json",
+        ".lock",
+    }
+
+
+def test_em_is_refused_across_ranks_with_the_way_out(tmp_path):
+    result = torchrun(
+        "train",
+        "gmm",
+        "--dataset",
+        "digits",
+        "--components",
+        "3",
+        "--quiet",
+        "--out",
+        str(tmp_path / "gmm"),
+    )
+    assert result.returncode != 0
+    assert "does not run across torch.distributed ranks yet" in result.stderr
+    assert "without torchrun" in result.stderr
+    assert not (tmp_path / "gmm" / "checkpoint.pt").exists()
