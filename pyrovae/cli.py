@@ -272,16 +272,19 @@ def _sample(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from .runs import evaluate, load_run
     from .runs.evaluation import check_arguments
+    from .runs.processes import process_group, rank_device
 
     check_arguments(args.num_samples, args.batch_size)
-    run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
-    evaluate(
-        run,
-        num_samples=args.num_samples,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        seed=args.seed,
-    )
+    device = rank_device(args.device)
+    with process_group(device):  # under torchrun: the test examples split over the ranks
+        run = load_run(args.run_dir, device=device, factory_path=tuple(args.factory_path))
+        evaluate(
+            run,
+            num_samples=args.num_samples,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            seed=args.seed,
+        )
 
 
 def _plot(args: argparse.Namespace) -> None:

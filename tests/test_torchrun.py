@@ -119,3 +119,20 @@ def test_em_is_refused_across_ranks_with_the_way_out(tmp_path):
     assert "does not run across torch.distributed ranks yet" in result.stderr
     assert "without torchrun" in result.stderr
     assert not (tmp_path / "gmm" / "checkpoint.pt").exists()
+
+
+def test_evaluate_splits_the_test_examples_over_the_ranks(tmp_path):
+    run = tmp_path / "vae"
+    assert main(["train", "vae", *QUICK, "--epochs", "2", "--quiet", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--num-samples", "50", "--quiet"]) == 0
+    single = json.loads((run / "eval.json").read_text())
+    (run / "eval.json").unlink()
+    result = torchrun("evaluate", str(run), "--num-samples", "50")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("mean ESS") == 1  # the table, printed by rank 0 alone
+    ranks = json.loads((run / "eval.json").read_text())
+    assert ranks["num_examples"] == single["num_examples"] == 360
+    # Other draws (rank r from seed + r), the same estimand: within a few standard errors.
+    stderr = "test_log_likelihood_stderr"
+    error = (single[stderr] ** 2 + ranks[stderr] ** 2) ** 0.5
+    assert abs(ranks["test_log_likelihood"] - single["test_log_likelihood"]) < 4 * error + 1e-3

@@ -18,6 +18,10 @@ Beside each estimate come its delta-method standard error, the importance-sampli
 effective sample size 1 / sum_k wbar_k^2 (normalised weights wbar) and the Pareto
 k-hat of the weights' tail (Vehtari et al. 2024; above 0.7 the estimate is not
 reliable).
+
+Under torch.distributed (e.g. ``torchrun``) the examples of in-memory tensors are split
+over the ranks in contiguous shares, each rank estimates its own, and every rank returns
+the whole result in the data's order (each example's draws come from its rank's stream).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ..errors import user_stacklevel
 from ..rng import initialised_cuda_devices
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
+from .distributed import shard_bounds, world
 from .progress import progress_bar
 from .psis import pareto_khat
 from .weights import (
@@ -330,6 +335,121 @@ def log_marginal(
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     if on_nonfinite not in ("raise", "mask"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'mask', got {on_nonfinite!r}")
+    options = {
+        "num_samples": num_samples,
+        "proposal": proposal,
+        "batch_size": batch_size,
+        "particle_chunk": particle_chunk,
+        "max_elements": max_elements,
+        "keep_log_weights": keep_log_weights,
+        "device": device,
+    }
+    rank, ranks = world()
+    tensors = (x,) if isinstance(x, torch.Tensor) else x
+    if ranks > 1 and isinstance(tensors, (tuple, list)):
+        return _sharded(model, guide, tuple(tensors), rank, ranks, on_nonfinite, progress, options)
+    return _log_marginal(model, guide, x, on_nonfinite=on_nonfinite, progress=progress, **options)
+
+
+def _sharded(
+    model: Callable,
+    guide: Callable,
+    tensors: tuple[torch.Tensor, ...],
+    rank: int,
+    ranks: int,
+    on_nonfinite: str,
+    progress: bool,
+    options: dict,
+) -> LogMarginal:
+    """:func:`log_marginal` of this rank's contiguous share of the rows, gathered from every
+    rank in the rows' order; the refusal or the warning for non-finite weights comes after
+    the gathering, on every rank alike, with the rows numbered in the whole data."""
+    start, stop = shard_bounds(tensors[0].shape[0], rank, ranks)
+    part = None
+    if stop > start:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteWeightsWarning)  # said once, below
+            part = _log_marginal(
+                model,
+                guide,
+                tuple(t[start:stop] for t in tensors),
+                on_nonfinite="mask",
+                progress=progress and rank == 0,
+                **options,
+            )
+    parts: list = [None] * ranks
+    torch.distributed.all_gather_object(parts, (start, part))
+    result = _merge([p for _, p in parts if p is not None], [s for s, p in parts if p is not None])
+    masked = result.masked
+    if on_nonfinite == "raise":
+        refuse_rows(masked)
+        result.masked = None
+    elif bool(masked.any()):
+        _warn_masked(masked)
+    return result
+
+
+def _merge(parts: list[LogMarginal], starts: list[int]) -> LogMarginal:
+    """One :class:`LogMarginal` of consecutive shares (their first rows at ``starts``)."""
+
+    def cat(name: str) -> torch.Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else torch.cat(values)
+
+    worst = max(range(len(parts)), key=lambda i: _worst_khat(parts[i]))
+    first = parts[0]
+    return LogMarginal(
+        cat("log_likelihood"),
+        cat("stderr"),
+        cat("ess"),
+        cat("khat"),
+        first.num_samples,
+        first.proposal,
+        elbo=cat("elbo"),
+        log_weights=cat("log_weights"),
+        worst_index=starts[worst] + parts[worst].worst_index,
+        worst_log_weights=parts[worst].worst_log_weights,
+        estimand=first.estimand,
+        global_sites=first.global_sites,
+        masked=cat("masked"),
+    )
+
+
+def _worst_khat(part: LogMarginal) -> float:
+    """The k-hat of a share's worst example (-inf where it has none)."""
+    if part.worst_index < 0:
+        return -math.inf
+    value = float(part.khat[part.worst_index])
+    return value if not math.isnan(value) else -math.inf
+
+
+def _warn_masked(masked: torch.Tensor) -> None:
+    rows = masked.nonzero().flatten().tolist()
+    warnings.warn(
+        f"log_marginal: {len(rows)} of {len(masked)} example(s) [{_listed(rows)}] have "
+        "importance weights that give no estimate (NaN or +inf, or p(x, z) = 0 at every "
+        "draw); they are left out of the mean and the summary (LogMarginal.masked)",
+        NonFiniteWeightsWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+def _log_marginal(
+    model: Callable,
+    guide: Callable,
+    x: Data,
+    *,
+    num_samples: int,
+    proposal: str,
+    batch_size: int | None,
+    particle_chunk: int | None,
+    max_elements: int | None,
+    keep_log_weights: bool,
+    progress: bool,
+    on_nonfinite: str,
+    device: torch.device | str | None,
+) -> LogMarginal:
+    """:func:`log_marginal` in this process, over every example of ``x``."""
     probe = next(iter(make_batches(x, 2, shuffle=False, device=device)))
     dim = probe[0][0].numel()
     nesting = plate_nesting(model, guide, probe)
@@ -385,14 +505,7 @@ def log_marginal(
     )
     masked = torch.cat(bad_rows) if on_nonfinite == "mask" else None
     if masked is not None and bool(masked.any()):
-        rows = masked.nonzero().flatten().tolist()
-        warnings.warn(
-            f"log_marginal: {len(rows)} of {len(masked)} example(s) [{_listed(rows)}] have "
-            "importance weights that give no estimate (NaN or +inf, or p(x, z) = 0 at every "
-            "draw); they are left out of the mean and the summary (LogMarginal.masked)",
-            NonFiniteWeightsWarning,
-            stacklevel=user_stacklevel(),
-        )
+        _warn_masked(masked)
     return LogMarginal(
         estimate,
         stderr,

@@ -19,6 +19,7 @@ import pyro
 import torch
 
 from ..diagnostics.importance_figures import save_khat_plot, save_weights_plot
+from ..infer.distributed import world
 from ..rng import initialised_cuda_devices
 from .estimates import aligned
 from .record import EVAL, FIGURES, Run, RunError, write_json
@@ -49,16 +50,23 @@ def evaluate(
     The draws are seeded (``seed``, recorded in eval.json), so evaluating a run twice gives
     the same numbers, and so does ``log_marginal(run.model, run.guide, run.test_inputs(),
     num_samples=K)`` after ``pyro.set_rng_seed(seed)``; the caller's random streams are left
-    as they were."""
+    as they were.
+
+    Under torch.distributed (``torchrun ... -m pyrovae evaluate``) ``log_marginal`` splits the
+    test examples over the ranks, rank r drawing from seed + r, and rank 0 alone prints and
+    writes; every rank returns the report."""
     check_arguments(num_samples, batch_size)
     recipe = recipe_for(run.config.model)
     x = run.test_inputs()
+    rank = world()[0]
     with torch.random.fork_rng(devices=initialised_cuda_devices()):
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed + rank)
         evaluation = recipe.evaluate(
-            run, x, num_samples=num_samples, batch_size=batch_size, progress=progress
+            run, x, num_samples=num_samples, batch_size=batch_size, progress=progress and not rank
         )
     report = {**evaluation.report, "epoch": evaluated_epoch(run), "seed": seed}
+    if rank != 0:
+        return report
     log(aligned(recipe.table(report), report["num_examples"]))
     target = run.path / EVAL
     try:  # the numbers are printed: a run that cannot be written to still shows them
