@@ -49,6 +49,12 @@ def fit_mixture(
     rule). Run i draws its seeds with ``seed + i``. Data are streamed in chunks of
     ``chunk_size`` rows, so x may be larger than the accelerator's memory and stay on the CPU.
 
+    Under torch.distributed (e.g. ``torchrun``) call it on every rank with the same x: the
+    k-means++ seeds are drawn from all rows alike on every rank (the same seeds as one
+    process), each rank streams its contiguous share of the rows through every E-step and
+    the sufficient statistics are all-reduced, so every rank takes the same M-steps, reaches
+    the same fit as one process (to rounding) and returns it.
+
     Args:
         x: the data (N, D), finite.
         num_components: K <= N.
@@ -84,6 +90,11 @@ def fit_mixture(
     check_finite(x)
     if seed is None:
         seed = int(torch.randint(2**62, ()))
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():  # every rank seeds as rank 0
+            shared = torch.tensor([seed], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+            dist.broadcast(shared, 0)
+            seed = int(shared.item())
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
     best: tuple[GaussianMixture, EMHistory] | None = None
     finals = []

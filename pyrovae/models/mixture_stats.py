@@ -10,6 +10,10 @@ or MAP parameters (PRML eqs. 9.24-9.27; Fraley & Raftery 2007).
 Both functions read only the attributes of :class:`MixtureModel` from the model, so this
 module imports nothing from pyrovae: :mod:`pyrovae.models.mixture` imports it, never the
 other way round.
+
+Under torch.distributed (e.g. ``torchrun``) every rank passes the same rows; each streams
+only its contiguous share of them and the sums are all-reduced (the K worst rows gathered),
+so every rank holds the statistics of all rows and takes the same M-step.
 """
 
 from __future__ import annotations
@@ -99,7 +103,9 @@ def mixture_statistics(
     worst, worst_rows = like.new_full((k,), math.inf), like.new_zeros(k, d)
     per_component = model.per_component()
     squares = covariance in ("diag", "spherical")
-    for chunk in model.chunks(x, chunk_size):
+    ranks = _ranks()
+    mine = x if ranks is None else x[slice(*_share(x.shape[0], *ranks))]  # this rank's rows
+    for chunk in model.chunks(mine, chunk_size):
         if per_component:
             score, resp = expectation(chunk, None, None)
             diff = chunk - centres.unsqueeze(1)  # (K, B, D), the model's dtype
@@ -123,7 +129,43 @@ def mixture_statistics(
         old = (index < k).unsqueeze(-1)
         rows = chunk[(index - k).clamp_min(0)].double()
         worst_rows = torch.where(old, worst_rows[index.clamp_max(k - 1)], rows)
+    if ranks is not None:
+        total, nk, s1, s2, worst, worst_rows = _all_reduce(total, nk, s1, s2, worst, worst_rows)
     return MixtureStatistics(x.shape[0], total, nk, s1, s2, worst, worst_rows)
+
+
+def _ranks() -> tuple[int, int] | None:
+    """(rank, ranks) of an initialised torch.distributed group of several ranks, else None."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def _share(rows: int, rank: int, ranks: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous share of ``rows`` (sizes differ by at most one)."""
+    base, extra = divmod(rows, ranks)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def _all_reduce(total, nk, s1, s2, worst, worst_rows) -> tuple[torch.Tensor, ...]:
+    """The sums over ranks, and the K lowest scores of all ranks with their rows."""
+    dist = torch.distributed
+    k = nk.shape[0]
+    packed = torch.cat([total.reshape(1), nk, s1.flatten(), s2.flatten()])
+    dist.all_reduce(packed)
+    sizes = [1, nk.numel(), s1.numel(), s2.numel()]
+    total, nk, s1, s2 = (
+        part.reshape(like.shape)
+        for part, like in zip(packed.split(sizes), (total, nk, s1, s2), strict=True)
+    )
+    scores = [torch.empty_like(worst) for _ in range(dist.get_world_size())]
+    rows = [torch.empty_like(worst_rows) for _ in scores]
+    dist.all_gather(scores, worst)
+    dist.all_gather(rows, worst_rows)
+    worst, index = torch.cat(scores).topk(k, largest=False)
+    return total, nk, s1, s2, worst, torch.cat(rows)[index]
 
 
 def mixture_m_step(

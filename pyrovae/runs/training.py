@@ -14,8 +14,8 @@ Under ``torchrun`` (a torch.distributed group of R ranks, joined by the command 
 :mod:`pyrovae.runs.processes`) every rank builds the same pair from the same data and seed
 and trains its share of each global batch (:class:`~pyrovae.infer.Trainer`); rank 0 alone
 holds the lock, writes the checkpoints, metrics and figures and speaks. The other ranks read
-the run only to resume it, from the checkpoint rank 0 wrote. A recipe with an algorithm of
-its own (EM) is refused under several ranks for now.
+the run only to resume it, from the checkpoint rank 0 wrote. A recipe's own algorithm runs
+on every rank too (the mixture's EM all-reduces its statistics: ``fit_mixture``).
 
 The directory is touched only once a first fit, or a first loss evaluation, has succeeded, so
 a bad input leaves nothing behind; every file is written atomically.
@@ -130,12 +130,6 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     if not resume:
         config = absolute_paths(config)
     recipe = recipe_for(config.model)
-    if world()[1] > 1 and type(recipe).fit is not Recipe.fit:
-        raise RunError(
-            f"pyrovae train {config.model} fits by an algorithm of its own (EM), which does "
-            "not run across torch.distributed ranks yet; run it as one process, without "
-            "torchrun"
-        )
     pyro.set_rng_seed(config.seed)
     if resume:
         built = recipe.build(config, saved=open_data(out, config), code_path=factory_path)
@@ -164,7 +158,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
             recipe.test_inputs(fitted.config, built.data),
             list(fitted.history),
         )
-        return _finish(recipe, run, log, write_metrics=False)
+        return _finish(recipe, run, log, write_metrics=False) if writes else run
     if recipe.objective is not None:  # e.g. "enum": z (gmm) or y (ssvae) summed out exactly
         config = config.replace(objective=recipe.objective)
     model, guide = built.model, built.guide

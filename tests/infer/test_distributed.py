@@ -23,7 +23,7 @@ from pyrovae.infer.batches import TensorBatches
 from pyrovae.infer.distributed import shard_bounds, world
 from pyrovae.infer.fit import evaluate_elbo
 from pyrovae.infer.importance import NonFiniteWeights, log_marginal
-from pyrovae.models import VAE, GaussianMixture
+from pyrovae.models import VAE, GaussianMixture, fit_mixture
 from pyrovae.models.mixture import empty_guide
 
 D, L = 12, 3
@@ -80,6 +80,8 @@ def _worker(rank: int, size: int, port: int, out: str, job: dict) -> None:
         kind = job.pop("kind", "train")
         if kind == "log_marginal":
             result = marginals(**job)
+        elif kind == "em":
+            result = mixture_fit(**job)
         else:
             params, history, trainer = train(**job)
             captured = sum(g is not None for g in trainer.loss.graphs.values())
@@ -88,6 +90,18 @@ def _worker(rank: int, size: int, port: int, out: str, job: dict) -> None:
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def mixture_fit(covariance: str) -> dict:
+    """fit_mixture on 301 rows of three blobs, two restarts, seed 0."""
+    g = torch.Generator().manual_seed(2)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0], [0.0, 6.0, 4.0]])
+    x = (centres[torch.arange(301) % 3] + torch.randn(301, 3, generator=g)).double()
+    model, history = fit_mixture(x, 3, covariance=covariance, n_init=2, max_iter=40, progress=False)
+    with torch.no_grad():
+        per_example = model.log_prob(x)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"state": state, "log_prob": per_example, "history": history}
 
 
 def marginals(on_nonfinite: str, far_row: int | None = None) -> dict:
@@ -175,6 +189,19 @@ def test_sharded_log_marginal_names_a_bad_row_by_its_place_in_the_data(tmp_path)
     masked = run_ranks(tmp_path, {"kind": "log_marginal", "on_nonfinite": "mask", "far_row": 8})
     for rank in masked:
         assert rank["result"].masked.nonzero().flatten().tolist() == [8]
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_em_across_ranks_equals_em_in_one_process(tmp_path, covariance):
+    ranks = run_ranks(tmp_path, {"kind": "em", "covariance": covariance})
+    single = mixture_fit(covariance)
+    for rank in ranks:
+        history = rank["history"]
+        assert history.iterations == single["history"].iterations
+        assert history.restarts == pytest.approx(single["history"].restarts, rel=1e-10)
+        torch.testing.assert_close(rank["log_prob"], single["log_prob"], rtol=0, atol=1e-6)
+        for name, value in single["state"].items():
+            torch.testing.assert_close(rank["state"][name], value, rtol=1e-8, atol=1e-8)
 
 
 def test_batches_are_disjoint_shares_of_one_permutation():
