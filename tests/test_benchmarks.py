@@ -95,3 +95,20 @@ def test_the_em_benchmark_starts_both_from_one_point_and_agrees():
         assert "(3 iterations," in line
         difference = float(line.rsplit("difference ", 1)[1])
         assert difference < 1e-8, line
+
+
+def test_the_distributed_benchmark_runs_two_ranks_and_prints_its_ratio_last():
+    out = script(
+        "distributed.py",
+        "--dataset",
+        "digits",
+        "--rows",
+        "600",
+        "--repeats",
+        "1",
+        "--em-iters",
+        "1",
+    )
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("ratio ") and float(lines[-1].split()[1]) > 0
+    assert any(line.startswith("em: ") for line in lines)
