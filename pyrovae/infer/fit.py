@@ -268,10 +268,11 @@ class Trainer:
                 self.loss.recheck()
                 total, count = 0.0, 0  # a tensor on the loss's device after the first step
                 for i, args in enumerate(self.batches):
-                    rows = None
                     if self.ranks > 1 and hasattr(self.batches, "global_rows"):
-                        rows = self.batches.global_rows(i) / self.ranks
-                    total = total + self.step(args, rows)
+                        loss = self.step(args, self.batches.global_rows(i) / self.ranks)
+                    else:  # one process: step(args), as a subclass may define it
+                        loss = self.step(args)
+                    total = total + loss
                     count += args[0].shape[0]
                     bar.update(1)
                     if i % 10 == 0 or i == steps - 1:
