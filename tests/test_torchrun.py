@@ -24,7 +24,7 @@ from pyrovae.cli import main
 QUICK = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "3", "--no-figures"]
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -43,7 +43,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def history(run: Path) -> list[dict]:
@@ -86,6 +86,7 @@ def test_two_ranks_train_the_autoencoder_of_one_process_with_twice_the_batch(tmp
     assert len(two["rng"]["ranks"]) == 2  # each rank's noise stream, for --resume
 
 
+@pytest.mark.slow
 def test_a_run_resumed_under_torchrun_equals_an_uninterrupted_one(tmp_path):
     vae = ["train", "vae", *QUICK, "--batch-size", "32", "--quiet"]
     whole = torchrun(*vae, "--epochs", "3", "--out", str(tmp_path / "whole"))
@@ -103,6 +104,30 @@ def test_a_run_resumed_under_torchrun_equals_an_uninterrupted_one(tmp_path):
     }
 
 
+def test_the_semi_supervised_run_shares_its_batches_and_selects_on_rank_0(tmp_path):
+    # Its best-epoch callback saves from rank 0 alone: nothing it calls may wait for the
+    # other ranks (a collective there once hung this run).
+    out = tmp_path / "ssvae"
+    result = torchrun(
+        "train",
+        "ssvae",
+        *QUICK,
+        "--num-labels",
+        "50",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        timeout=150,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("selected epoch") == 1
+    assert (out / "best.pt").exists() and len(history(out)) == 2
+
+
+@pytest.mark.slow
 def test_em_under_torchrun_fits_what_one_process_fits(tmp_path):
     gmm = ["train", "gmm", "--dataset", "digits", "--components", "4", "--max-iter", "15"]
     result = torchrun(*gmm, "--no-figures", "--out", str(tmp_path / "two"))
@@ -115,6 +140,7 @@ def test_em_under_torchrun_fits_what_one_process_fits(tmp_path):
         assert two[key] == pytest.approx(one[key], rel=1e-9), key
 
 
+@pytest.mark.slow
 def test_evaluate_splits_the_test_examples_over_the_ranks(tmp_path):
     run = tmp_path / "vae"
     assert main(["train", "vae", *QUICK, "--epochs", "2", "--quiet", "--out", str(run)]) == 0

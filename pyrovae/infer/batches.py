@@ -165,6 +165,12 @@ class InterleavedBatches:
         shuffle: draw the orders at random (else the rows' order, for evaluation).
         generator: the source of the orders and of ``transform``'s randomness.
         transform: applied to x of every batch, e.g. dynamic binarization.
+        shard: (rank, ranks) under torch.distributed: the batches of one process with
+            batch ``ranks * batch_size`` (unlabelled and labelled alike), of which this rank
+            takes its contiguous share (:func:`~pyrovae.infer.distributed.shard_bounds`);
+            a transform sees the whole global batch. Needs at least ``ranks`` labelled rows;
+            a last unlabelled batch with fewer rows than ranks is left out (with its
+            labelled partner) on every rank.
     """
 
     def __init__(
@@ -174,33 +180,58 @@ class InterleavedBatches:
         shuffle: bool = True,
         generator: torch.Generator | None = None,
         transform: Transform | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.rank, self.ranks = shard
+        if data.labeled_x.shape[0] < self.ranks:
+            raise ValueError(
+                f"{data.labeled_x.shape[0]} labelled rows cannot be shared by {self.ranks} "
+                "ranks: each labelled batch needs a row on every rank; use fewer ranks"
+            )
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator or torch.Generator(device=data.labeled_x.device)
         self.transform = transform
-        self.labeled_batch_size = min(batch_size, data.labeled_x.shape[0])
+        #: Rows of one global batch: ``ranks * batch_size``; a labelled one has at most N_l.
+        self.global_batch_size = batch_size * self.ranks
+        self.labeled_batch_size = min(self.global_batch_size, data.labeled_x.shape[0])
+
+    def _rows(self) -> int:
+        """Rows of the pass an epoch makes: the unlabelled ones, else the labelled ones."""
+        unlabeled = self.data.unlabeled_x
+        return (self.data.labeled_x if unlabeled is None else unlabeled).shape[0]
 
     @property
     def num_unlabeled_batches(self) -> int:
-        if self.data.unlabeled_x is None:
-            return 0
-        return -(-self.data.unlabeled_x.shape[0] // self.batch_size)
+        """Steps of an epoch's pass (each followed by a labelled step when rows are unlabelled)."""
+        steps = -(-self._rows() // self.global_batch_size)
+        last = self._rows() - (steps - 1) * self.global_batch_size
+        return steps - (last < self.ranks)
 
     @property
     def num_examples(self) -> int:
-        """Rows seen per epoch."""
+        """Rows seen per epoch, over all ranks."""
+        passes = sum(self.global_rows(2 * i) for i in range(self.num_unlabeled_batches))
         if self.data.unlabeled_x is None:
-            return self.data.labeled_x.shape[0]
-        return self.data.unlabeled_x.shape[0] + self.num_unlabeled_batches * self.labeled_batch_size
+            return passes
+        return passes + self.num_unlabeled_batches * self.labeled_batch_size
 
     def __len__(self) -> int:
         if self.data.unlabeled_x is None:
-            return -(-self.data.labeled_x.shape[0] // self.batch_size)
+            return self.num_unlabeled_batches
         return 2 * self.num_unlabeled_batches
+
+    def global_rows(self, step: int) -> int:
+        """Rows of the ``step``-th batch of an epoch over all ranks."""
+        if self.data.unlabeled_x is None:
+            return min(self.global_batch_size, self._rows() - step * self.global_batch_size)
+        if step % 2:
+            return self.labeled_batch_size
+        start = (step // 2) * self.global_batch_size
+        return min(self.global_batch_size, self._rows() - start)
 
     def _order(self, n: int, device: torch.device) -> torch.Tensor:
         if not self.shuffle:
@@ -216,25 +247,31 @@ class InterleavedBatches:
         return torch.cat(orders)[:count]
 
     def _batch(self, tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> Batch:
+        """The rows ``index`` of a global batch, transformed, then this rank's share."""
         batch = tuple(t[index] for t in tensors)
         if self.transform is not None:
             batch = (self.transform(batch[0], self.generator), *batch[1:])
+        if self.ranks > 1:
+            first, last = shard_bounds(len(index), self.rank, self.ranks)
+            batch = tuple(t[first:last] for t in batch)
         return batch
 
     def __iter__(self) -> Iterator[Batch]:
         labeled = (self.data.labeled_x, self.data.labeled_y)
+        size, steps = self.global_batch_size, self.num_unlabeled_batches
         if self.data.unlabeled_x is None:
             order = self._order(labeled[0].shape[0], labeled[0].device)
-            for start in range(0, len(order), self.batch_size):
-                yield self._batch(labeled, order[start : start + self.batch_size])
+            for step in range(steps):
+                yield self._batch(labeled, order[step * size : (step + 1) * size])
             return
         unlabeled = (self.data.unlabeled_x,)
         order = self._order(unlabeled[0].shape[0], unlabeled[0].device)
-        size = self.labeled_batch_size
-        labeled_order = self._labeled_order(self.num_unlabeled_batches * size)
-        for step, start in enumerate(range(0, len(order), self.batch_size)):
-            yield self._batch(unlabeled, order[start : start + self.batch_size])
-            yield self._batch(labeled, labeled_order[step * size : (step + 1) * size])
+        labeled_size = self.labeled_batch_size
+        labeled_order = self._labeled_order(-(-unlabeled[0].shape[0] // size) * labeled_size)
+        for step in range(steps):
+            yield self._batch(unlabeled, order[step * size : (step + 1) * size])
+            first = step * labeled_size
+            yield self._batch(labeled, labeled_order[first : first + labeled_size])
 
     def peek(self) -> Batch:
         """An unlabelled batch (a labelled one without unlabelled rows), without advancing
@@ -275,22 +312,22 @@ def make_batches(
     shard: tuple[int, int] = (0, 1),
 ) -> Iterable[Batch]:
     """Turn any accepted form of data into an iterable of argument tuples; ``shard``
-    (rank, ranks) cuts in-memory tensors over the ranks of torch.distributed
-    (:class:`TensorBatches`).
+    (rank, ranks) cuts in-memory tensors and semi-supervised data over the ranks of
+    torch.distributed (:class:`TensorBatches`, :class:`InterleavedBatches`).
 
     Raises:
         TypeError: the data are not in an accepted form.
-        NotImplementedError: ``shard`` has more than one rank and the data are partly
-            labelled or a Dataset (a DataLoader is passed through: its sampler shards).
+        NotImplementedError: ``shard`` has more than one rank and the data are a Dataset
+            (a DataLoader is passed through: its sampler shards).
     """
-    if shard[1] > 1 and isinstance(data, (SemiSupervisedData, Dataset)):
+    if shard[1] > 1 and isinstance(data, Dataset):
         raise NotImplementedError(
-            f"under torch.distributed pyrovae shards in-memory tensors x (N, D) or (x, y); "
-            f"{type(data).__name__} is not sharded yet. Pass the tensors, or a DataLoader "
+            "under torch.distributed pyrovae shards in-memory tensors x (N, D) or (x, y) and "
+            "SemiSupervisedData; a Dataset is not sharded. Pass the tensors, or a DataLoader "
             "with a torch.utils.data.DistributedSampler (it is used as it is)."
         )
     if isinstance(data, SemiSupervisedData):
-        return InterleavedBatches(data.to(device), batch_size, shuffle, generator, transform)
+        return InterleavedBatches(data.to(device), batch_size, shuffle, generator, transform, shard)
     if isinstance(data, torch.Tensor):
         data = (data,)
     if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):

@@ -210,6 +210,8 @@ class Trainer:
         self.flush_denormals = flush_denormals
         self.epoch = 0
         self.history = History()
+        #: Under torch.distributed: every rank's random states at the last epoch's end.
+        self._streams: list[dict[str, Any]] | None = None
         self.params, self.store_names = collect_params(
             self.elbo, self._model, self._guide, self.batches.peek()
         )
@@ -295,10 +297,21 @@ class Trainer:
                 for metric in self.metrics:
                     record.update(metric(self))
                 self.history.append(record)
+                if self.ranks > 1:  # for state_dict, which a callback of rank 0 alone may call
+                    self._streams = self._gather_streams()
                 bar.set_postfix_str(_summary(record, epochs), refresh=False)
                 for callback in self.callbacks:
                     callback(self)
         return self.history
+
+    def _gather_streams(self) -> list[dict[str, Any]]:
+        """Every rank's random states (a collective: called by every rank at an epoch's end)."""
+        rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        streams: list[Any] = [None] * self.ranks
+        torch.distributed.all_gather_object(streams, rng)
+        return streams
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: parameters, optimizer, epoch, history, RNG states."""
@@ -306,10 +319,8 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        if self.ranks > 1:  # every rank's noise stream (a collective: call on every rank)
-            streams: list[Any] = [None] * self.ranks
-            torch.distributed.all_gather_object(streams, {k: v for k, v in rng.items()})
-            rng["ranks"] = streams
+        if self._streams is not None:  # every rank's, gathered when the last epoch ended
+            rng["ranks"] = self._streams
         return {
             "model": _module_state(self.model),
             "guide": _module_state(self.guide),

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 
 from pyrovae.guides import DeltaEncoder, GaussianEncoder
 from pyrovae.infer import Trainer
-from pyrovae.infer.batches import TensorBatches
+from pyrovae.infer.batches import InterleavedBatches, SemiSupervisedData, TensorBatches
 from pyrovae.infer.distributed import shard_bounds, world
 from pyrovae.infer.fit import evaluate_elbo
 from pyrovae.infer.importance import NonFiniteWeights, log_marginal
@@ -135,7 +135,9 @@ def run_ranks(tmp_path: Path, job: dict, size: int = 2) -> list[dict]:
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(size)]
 
 
-@pytest.mark.parametrize("capture", [True, False], ids=["captured", "eager"])
+@pytest.mark.parametrize(
+    "capture", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["captured", "eager"]
+)
 def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, capture):
     # 80 rows: global batches of 2 x 12 = 24 rows, the last one 8 rows (4 per rank).
     ranks = run_ranks(
@@ -152,6 +154,7 @@ def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, 
     assert ranks[0]["captured"] == ranks[1]["captured"] == (2 if capture else 0)
 
 
+@pytest.mark.slow
 def test_with_noise_two_ranks_reach_the_test_elbo_of_one_process(tmp_path):
     ranks = run_ranks(
         tmp_path, {"point_mass": False, "batch_size": 8, "epochs": 30, "capture": True}
@@ -182,6 +185,7 @@ def test_sharded_log_marginal_gathers_every_example_in_order(tmp_path):
         assert got.summary() == want.summary()
 
 
+@pytest.mark.slow
 def test_sharded_log_marginal_names_a_bad_row_by_its_place_in_the_data(tmp_path):
     ranks = run_ranks(tmp_path, {"kind": "log_marginal", "on_nonfinite": "raise", "far_row": 8})
     for rank in ranks:  # row 8 is in rank 1's share (rows 6-10); both ranks refuse alike
@@ -191,7 +195,7 @@ def test_sharded_log_marginal_names_a_bad_row_by_its_place_in_the_data(tmp_path)
         assert rank["result"].masked.nonzero().flatten().tolist() == [8]
 
 
-@pytest.mark.parametrize("covariance", ["full", "diag"])
+@pytest.mark.parametrize("covariance", ["full", pytest.param("diag", marks=pytest.mark.slow)])
 def test_em_across_ranks_equals_em_in_one_process(tmp_path, covariance):
     ranks = run_ranks(tmp_path, {"kind": "em", "covariance": covariance})
     single = mixture_fit(covariance)
@@ -216,6 +220,35 @@ def test_batches_are_disjoint_shares_of_one_permutation():
     whole = [b[0].flatten().tolist() for b in TensorBatches((x,), 12, shuffle=True, generator=g)]
     for step in range(4):
         assert seen[0][step] + seen[1][step] + seen[2][step] == whole[step]
+
+
+@pytest.mark.parametrize("unlabeled", [23, 0])
+def test_semi_supervised_batches_are_shares_of_the_global_ones(unlabeled):
+    """Two ranks with batch 3 take, step by step, the halves of what one process with batch
+    6 takes: unlabelled and labelled batches alike, transformed as one global batch."""
+    data = SemiSupervisedData(
+        torch.arange(10.0).unsqueeze(-1),
+        torch.arange(10),
+        torch.arange(100.0, 100 + unlabeled)[:, None],
+    )
+
+    def flip(x, generator):  # a random transform: it must see the global batch
+        return x * torch.randint(1, 3, x.shape, generator=generator)
+
+    def batches(batch_size, shard):
+        generator = torch.Generator().manual_seed(5)
+        return InterleavedBatches(data, batch_size, True, generator, flip, shard)
+
+    whole = batches(6, (0, 1))
+    halves = [batches(3, (rank, 2)) for rank in range(2)]
+    assert len(halves[0]) == len(halves[1]) == len(whole)
+    for step, (a, b, c) in enumerate(zip(whole, *halves, strict=True)):
+        for full, first, second in zip(a, b, c, strict=True):
+            assert torch.equal(torch.cat([first, second]), full)
+        assert halves[0].global_rows(step) == whole.global_rows(step) == len(a[0])
+    assert halves[0].num_examples == whole.num_examples
+    with pytest.raises(ValueError, match="10 labelled rows cannot be shared by 11 ranks"):
+        InterleavedBatches(data, 3, shard=(0, 11))
 
 
 def test_shares_cover_the_rows_once_and_differ_by_at_most_one():
