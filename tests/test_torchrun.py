@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from pyrovae.cli import main
 QUICK = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "3", "--no-figures"]
 
 
-def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -42,7 +43,7 @@ def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
         "pyrovae",
         *args,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -156,3 +157,59 @@ def test_evaluate_splits_the_test_examples_over_the_ranks(tmp_path):
     stderr = "test_log_likelihood_stderr"
     error = (single[stderr] ** 2 + ranks[stderr] ** 2) ** 0.5
     assert abs(ranks["test_log_likelihood"] - single["test_log_likelihood"]) < 4 * error + 1e-3
+
+
+DYING = """
+import os
+
+from pyrovae.guides import GaussianEncoder
+from pyrovae.models import VAE
+
+
+class Dying(VAE):
+    calls = 0
+
+    def forward(self, x, y=None):
+        Dying.calls += 1
+        if os.environ.get("RANK") == "1" and str(Dying.calls) == os.environ.get("DIE_AT_CALL"):
+            raise RuntimeError("rank 1 fails on purpose")
+        return super().forward(x, y)
+
+
+def make(input_dim, latent_dim):
+    model = Dying(input_dim, latent_dim, (32,), likelihood="continuous-bernoulli")
+    return model, GaussianEncoder(input_dim, latent_dim, (32,))
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_rank_stops_the_job_and_the_last_checkpoint_resumes(tmp_path):
+    (tmp_path / "dying.py").write_text(textwrap.dedent(DYING))
+    out = tmp_path / "run"
+    # --eager: the model runs on every step, so its 40th call falls in epoch 2 (23 steps).
+    train = [
+        "train",
+        "dying:make",
+        "--dataset",
+        "digits",
+        "--latent-dim",
+        "3",
+        "--eager",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--no-figures",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    path = {"PYTHONPATH": str(tmp_path)}
+    failed = torchrun(*train, timeout=150, DIE_AT_CALL="40", **path)
+    assert failed.returncode != 0
+    assert "rank 1 fails on purpose" in failed.stderr
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert not list(out.glob("*.tmp"))
+    resumed = torchrun(*train, "--resume", "--factory-path", str(tmp_path), timeout=150, **path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["epoch"] for r in history(out)] == [1, 2, 3]
