@@ -108,6 +108,11 @@ class GaussianMixture(LocalPyroModule):
         reg_covar: added to the diagonal of every covariance in the M-step.
         prior: a :class:`MixturePrior` for MAP (EM and SVI); None for maximum likelihood.
         chunk_size: rows per chunk in the streamed passes (None: :meth:`chunk_rows`).
+        compute_dtype: the precision of EM's E-step products and per-chunk sums, whatever
+            the parameters' dtype: float64 (the default) agrees with scikit-learn to about
+            1e-9 nats; float32 is about twice as fast on wide rows (MNIST) and errs by about
+            1e-7 of the expanded quadratic terms, which moved the final mean log-likelihood
+            by under 1e-5 relative in the tests. The sums across chunks are float64 either way.
 
     Parameters: ``logits`` (K,), ``loc`` (K, D) and ``raw_tril`` ((K, D, D) full, (D, D)
     tied: strictly lower part plus log diagonal of the Cholesky factor) or ``log_variance``
@@ -124,6 +129,7 @@ class GaussianMixture(LocalPyroModule):
         reg_covar: float = 1e-6,
         prior: MixturePrior | None = None,
         chunk_size: int | None = None,
+        compute_dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__()
         if num_components < 1 or dim < 1:
@@ -136,6 +142,11 @@ class GaussianMixture(LocalPyroModule):
             raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
         self.num_components, self.dim, self.covariance = num_components, dim, covariance
         self.reg_covar, self.prior, self.chunk_size = float(reg_covar), prior, chunk_size
+        if compute_dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}"
+            )
+        self.compute_dtype = compute_dtype
         self.num_data: int | None = None
         self.em_reset = False  # set by em_step when it re-seeded a component (see em())
         self.reseeded: list[int] = []
@@ -425,8 +436,9 @@ class GaussianMixture(LocalPyroModule):
             return enumerated
         centre = self._centre()
         spread = self.scale_tril if self.covariance in ("full", "tied") else self.log_variance
+        dtype = self.compute_dtype
         density = MixtureLogJoint(
-            self.covariance, self.logits.log_softmax(-1), self.loc, spread.detach(), centre
+            self.covariance, self.logits.log_softmax(-1), self.loc, spread.detach(), centre, dtype
         )
 
         def closed(
@@ -435,7 +447,7 @@ class GaussianMixture(LocalPyroModule):
             square: torch.Tensor | None = None,
         ) -> torch.Tensor:
             if centred is None:
-                centred, square = (chunk - centre).double(), None
+                centred, square = (chunk - centre).to(dtype), None
             return density(centred, square).to(chunk.dtype)
 
         return closed
@@ -443,8 +455,8 @@ class GaussianMixture(LocalPyroModule):
     def expectation_function(self) -> Expectation:
         """The E-step at the current parameters: a function chunk (B, D) [, centred, square]
         -> (log p(x_n) (B,), r^T (K, B)) from :meth:`log_joint_function` (``centred`` =
-        chunk - centre of mass in float64 and ``square`` its square, where the caller has
-        them: :func:`~pyrovae.models.mixture_stats.mixture_statistics`).
+        chunk - centre of mass in ``compute_dtype`` and ``square`` its square, where the
+        caller has them: :func:`~pyrovae.models.mixture_stats.mixture_statistics`).
 
         One exp pass: r_nk = exp(a_nk) / sum_j exp(a_nj) with a = log-joint minus its maximum.
         Where a_nk < log(sqrt(tiny)) (r_nk below 1e-154 in float64, 1e-19 in float32) r_nk is

@@ -38,6 +38,7 @@ def fit_mixture(
     prior: MixturePrior | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype = torch.float64,
     progress: bool = True,
 ) -> tuple[GaussianMixture, EMHistory]:
     """Fit a :class:`~pyrovae.models.GaussianMixture` to rows x (N, D) by EM; keep the best
@@ -67,6 +68,9 @@ def fit_mixture(
         chunk_size: rows per chunk (None: :meth:`GaussianMixture.chunk_rows`).
         prior: a :class:`~pyrovae.models.mixture.MixturePrior` for MAP, or None.
         device, dtype: where and in what precision to fit (x's by default; float64 stays).
+        compute_dtype: the precision of the E-step's products and per-chunk sums
+            (:class:`~pyrovae.models.GaussianMixture`): float64 by default, float32 about
+            twice as fast on wide rows at about 1e-5 relative in the log-likelihood.
         progress: a tqdm bar per run with the current log-likelihood.
 
     Returns:
@@ -100,7 +104,13 @@ def fit_mixture(
     finals = []
     for i in range(n_init):
         model = GaussianMixture(
-            num_components, d, covariance, reg_covar=reg_covar, prior=prior, chunk_size=chunk_size
+            num_components,
+            d,
+            covariance,
+            reg_covar=reg_covar,
+            prior=prior,
+            chunk_size=chunk_size,
+            compute_dtype=compute_dtype,
         ).to(device=device or x.device, dtype=dtype)
         model.initialize(x, init, seed=seed + i)
         history = em(

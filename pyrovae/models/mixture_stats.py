@@ -87,10 +87,11 @@ def mixture_statistics(
     With ``model.per_component()`` (full covariances, D > K) the centres are the K current
     means and the sums take (K, B, D) differences in the model's dtype, so the scatter about
     the new means does not cancel. Otherwise c is one point (1, D), the mixture's centre of
-    mass, and the sums are float64 matrix products: r^T (x - c), r^T (x - c)^2 (diag,
-    spherical), r^T vec((x - c)(x - c)^T) (full) and (x - c)^T (x - c) (tied, as
-    sum_k r_nk = 1). The sums are kept in float64 whatever the model's dtype: float32 would
-    round sums over millions of rows. With one centre, ``centred`` = (chunk - c) in float64 (B, D)
+    mass, and the sums are matrix products in the model's ``compute_dtype`` (float64 by
+    default): r^T (x - c), r^T (x - c)^2 (diag, spherical), r^T vec((x - c)(x - c)^T) (full)
+    and (x - c)^T (x - c) (tied, as sum_k r_nk = 1). The sums across chunks are kept in
+    float64 whatever the model's dtype: float32 would round sums over millions of rows.
+    With one centre, ``centred`` = (chunk - c) (B, D)
     and, for diag and spherical covariances, ``square`` = centred^2 are computed once and
     handed to ``expectation``, which may use them (a closed-form E-step about the same c does);
     otherwise both are None.
@@ -103,6 +104,7 @@ def mixture_statistics(
     worst, worst_rows = like.new_full((k,), math.inf), like.new_zeros(k, d)
     per_component = model.per_component()
     squares = covariance in ("diag", "spherical")
+    compute = getattr(model, "compute_dtype", torch.float64)
     ranks = _ranks()
     mine = x if ranks is None else x[slice(*_share(x.shape[0], *ranks))]  # this rank's rows
     for chunk in model.chunks(mine, chunk_size):
@@ -114,15 +116,16 @@ def mixture_statistics(
             moments = (weighted.mT @ diff).double()
             s2 += moments if covariance == "full" else moments.sum(0)
         else:
-            diff = (chunk - centres).double()  # (B, D)
+            diff = (chunk - centres).to(compute)  # (B, D)
             square = diff.square() if squares else None
             score, resp = expectation(chunk, diff, square)
-            resp = resp.double()  # (K, B)
-            s1 += resp @ diff
+            resp = resp.to(compute)  # (K, B)
+            s1 += (resp @ diff).double()
             if covariance == "full":
-                s2 += (resp @ (diff.unsqueeze(-1) * diff.unsqueeze(-2)).flatten(1)).view(k, d, d)
+                outer = (diff.unsqueeze(-1) * diff.unsqueeze(-2)).flatten(1)
+                s2 += (resp @ outer).double().view(k, d, d)
             else:
-                s2 += diff.T @ diff if covariance == "tied" else resp @ square
+                s2 += (diff.T @ diff if covariance == "tied" else resp @ square).double()
         total += score.double().sum()
         nk += resp.double().sum(-1)
         worst, index = torch.cat([worst, score.double()]).topk(k, largest=False)

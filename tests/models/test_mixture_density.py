@@ -144,3 +144,41 @@ class SlowMixture(GaussianMixture):
 
     def log_joint(self, x):
         return super().log_joint(x)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_float32_products_stay_within_their_rounding_of_the_float64_ones(covariance):
+    model = random_mixture(4, 6, covariance, torch.float64)
+    x = 3 * torch.randn(300, 6, dtype=torch.float64)
+    exact = model.log_joint_function()(x)
+    model.compute_dtype = torch.float32
+    fast = model.log_joint_function()(x)
+    assert fast.dtype == torch.float64  # returned in the rows' dtype
+    # float32 rounding of the expanded terms, about 1e-7 of their size (here up to ~1e3).
+    assert (fast - exact).abs().max() <= 1e-5 * exact.abs().max()
+    assert not torch.equal(fast, exact)  # the products did run in float32
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_em_with_float32_products_reaches_the_float64_fit(covariance):
+    from pyrovae.models import fit_mixture
+
+    g = torch.Generator().manual_seed(0)
+    centres = 4 * torch.randn(4, 20, generator=g, dtype=torch.float64)
+    x = centres[torch.arange(2000) % 4] + torch.randn(2000, 20, generator=g, dtype=torch.float64)
+    fits = {
+        dtype: fit_mixture(
+            x, 4, covariance=covariance, max_iter=30, compute_dtype=dtype, progress=False
+        )
+        for dtype in (torch.float64, torch.float32)
+    }
+    (exact, exact_history), (fast, fast_history) = fits[torch.float64], fits[torch.float32]
+    assert fast.loc.dtype == torch.float64  # the parameters keep x's dtype
+    assert fast_history.restarts[0] == pytest.approx(exact_history.restarts[0], rel=1e-5)
+    torch.testing.assert_close(fast.loc, exact.loc, rtol=0, atol=1e-3)
+    torch.testing.assert_close(fast.weights, exact.weights, rtol=0, atol=1e-4)
+
+
+def test_compute_dtype_is_float32_or_float64():
+    with pytest.raises(ValueError, match="compute_dtype must be torch.float32 or torch.float64"):
+        GaussianMixture(2, 2, compute_dtype=torch.float16)
