@@ -214,9 +214,9 @@ class InterleavedBatches:
     @property
     def num_examples(self) -> int:
         """Rows seen per epoch, over all ranks."""
-        passes = sum(self.global_rows(2 * i) for i in range(self.num_unlabeled_batches))
         if self.data.unlabeled_x is None:
-            return passes
+            return sum(self.global_rows(i) for i in range(self.num_unlabeled_batches))
+        passes = sum(self.global_rows(2 * i) for i in range(self.num_unlabeled_batches))
         return passes + self.num_unlabeled_batches * self.labeled_batch_size
 
     def __len__(self) -> int:
