@@ -61,54 +61,44 @@ class MixtureLogJoint:
         centre: torch.Tensor,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self._setup(covariance, log_weights, loc, spread, centre)
-        for name in ("linear", "precision", "constant", "whiten", "offset"):
-            if hasattr(self, name):
-                setattr(self, name, getattr(self, name).to(dtype))
-        self.dtype = dtype
-
-    def _setup(
-        self,
-        covariance: str,
-        log_weights: torch.Tensor,
-        loc: torch.Tensor,
-        spread: torch.Tensor,
-        centre: torch.Tensor,
-    ) -> None:
-        """The float64 constants of each form (see the module docstring)."""
-        self.covariance = covariance
+        self.covariance, self.dtype = covariance, dtype
         k, d = loc.shape
         self.dim, self.num_components = d, k
         m = (loc - centre).double()  # (K, D)
         constant = log_weights.double() - 0.5 * d * math.log(2 * math.pi)
+        # Each form's terms (see the module docstring), in float64; those it lacks stay None.
+        precision = whiten = offset = None
         if covariance in ("diag", "spherical"):
             log_variance = spread.double()
             precision = (-log_variance).exp()  # (K, D) or (K,)
             if covariance == "spherical":
                 log_det = d * log_variance
-                self.linear = m * precision.unsqueeze(-1)  # (K, D): m_k / s_k
-                squares = m.square().sum(-1) * precision
-                self.precision = precision.unsqueeze(-1)  # (K, 1)
+                precision = precision.unsqueeze(-1)  # (K, 1)
             else:
                 log_det = log_variance.sum(-1)
-                self.linear = m * precision
-                squares = (m.square() * precision).sum(-1)
-                self.precision = precision  # (K, D)
-            self.constant = (constant - 0.5 * (log_det + squares)).unsqueeze(-1)  # (K, 1)
-            return
-        tril = spread.double()
-        eye = torch.eye(d, dtype=tril.dtype, device=tril.device)
-        inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
-        log_det = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,) or ()
-        if covariance == "tied":
-            self.whiten = inverse  # (D, D): L^-1
-            self.linear = m @ inverse.T  # (K, D): u_k = L^-1 m_k
-            squares = self.linear.square().sum(-1)
-            self.constant = (constant - 0.5 * (log_det + squares)).unsqueeze(-1)
+            linear = m * precision  # (K, D): m_k / s_k
+            constant = constant - 0.5 * (log_det + (m.square() * precision).sum(-1))
         else:
-            self.whiten = inverse.reshape(k * d, d)  # (K D, D): the L_k^-1 stacked
-            self.offset = inverse @ m.unsqueeze(-1)  # (K, D, 1): L_k^-1 m_k
-            self.constant = (constant - 0.5 * log_det).unsqueeze(-1)
+            tril = spread.double()
+            eye = torch.eye(d, dtype=tril.dtype, device=tril.device)
+            inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
+            log_det = 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,) or ()
+            if covariance == "tied":
+                whiten = inverse  # (D, D): L^-1
+                linear = m @ inverse.T  # (K, D): u_k = L^-1 m_k
+                constant = constant - 0.5 * (log_det + linear.square().sum(-1))
+            else:
+                whiten = inverse.reshape(k * d, d)  # (K D, D): the L_k^-1 stacked
+                offset = inverse @ m.unsqueeze(-1)  # (K, D, 1): L_k^-1 m_k
+                linear = None
+                constant = constant - 0.5 * log_det
+
+        def cast(term: torch.Tensor | None) -> torch.Tensor | None:
+            return None if term is None else term.to(dtype)
+
+        self.constant = cast(constant.unsqueeze(-1))  # (K, 1)
+        self.linear, self.precision = cast(linear), cast(precision)
+        self.whiten, self.offset = cast(whiten), cast(offset)
 
     def __call__(self, centred: torch.Tensor, square: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x_n, z_n = k) (K, B) for rows v = x - centre (B, D) in :attr:`dtype`;
