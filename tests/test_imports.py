@@ -51,6 +51,7 @@ LIBRARY_TOP_LEVEL = frozenset(
         "likelihoods",
         "module",
         "nn",
+        "ranks",
         "rng",
     )
 )

@@ -24,13 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised default process group, else (0, 1)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from ..ranks import collective_device, shard_bounds, world
 
 
 def is_main_process() -> bool:
@@ -38,23 +32,12 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
-def shard_bounds(rows: int, rank: int, size: int) -> tuple[int, int]:
-    """[start, stop) of ``rank``'s share of ``rows`` split over ``size`` ranks in order:
-    contiguous shares whose sizes differ by at most one (the first ``rows % size`` ranks
-    take one more)."""
-    base, extra = divmod(rows, size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
-
-
 def all_reduce_sums(values: Sequence[float], device: torch.device | str | None = None) -> list:
     """The sums over ranks of ``values`` (floats), in float64; the values themselves when
     no process group is initialised."""
     if world()[1] == 1:
         return [float(v) for v in values]
-    backend = torch.distributed.get_backend()
-    if device is None:
-        device = "cuda" if backend == "nccl" else "cpu"
+    device = collective_device() if device is None else device
     tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()

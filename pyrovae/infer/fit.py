@@ -20,6 +20,7 @@ from pyro import poutine
 from pyro.infer import ELBO
 
 from ..errors import TrainingDiverged
+from ..ranks import shared_seed
 from ..rng import initialised_cuda_devices
 from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
@@ -178,7 +179,7 @@ class Trainer:
     ) -> None:
         self.rank, self.ranks = world()
         if self.ranks > 1 and seed is None:
-            seed = _shared_seed()
+            seed = shared_seed(torch.initial_seed() % 2**62)  # rank 0's, so data orders agree
         if seed is not None:
             pyro.set_rng_seed(seed + self.rank)
         self.model, self.guide = model, guide
@@ -362,14 +363,6 @@ def _unused_parameters(elbo: ELBO, model: Callable, guide: Callable, trainer: Tr
         loss = elbo.differentiable_loss(model, guide, *trainer.batches.peek())
         grads = torch.autograd.grad(loss, trainer.params, allow_unused=True)
     return any(g is None for g in grads)
-
-
-def _shared_seed() -> int:
-    """A seed drawn on rank 0 and broadcast to every rank (gloo or NCCL)."""
-    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
-    seed = torch.tensor([torch.initial_seed() % 2**62], dtype=torch.int64, device=device)
-    torch.distributed.broadcast(seed, 0)
-    return int(seed.item())
 
 
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:

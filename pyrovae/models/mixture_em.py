@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..infer.em import EMHistory, em
+from ..ranks import shared_seed
 from .mixture import GaussianMixture, MixturePrior, check_finite
 
 
@@ -93,12 +94,7 @@ def fit_mixture(
         raise ValueError(f"n_init and max_iter must be at least 1, got {n_init} and {max_iter}")
     check_finite(x)
     if seed is None:
-        seed = int(torch.randint(2**62, ()))
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():  # every rank seeds as rank 0
-            shared = torch.tensor([seed], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-            dist.broadcast(shared, 0)
-            seed = int(shared.item())
+        seed = shared_seed(int(torch.randint(2**62, ())))  # under torchrun: rank 0's
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
     best: tuple[GaussianMixture, EMHistory] | None = None
     finals = []

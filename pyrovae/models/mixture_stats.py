@@ -8,8 +8,8 @@ or MAP parameters (PRML eqs. 9.24-9.27; Fraley & Raftery 2007).
 (:mod:`pyrovae.models.mixture_em`) drives the iterations.
 
 Both functions read only the attributes of :class:`MixtureModel` from the model, so this
-module imports nothing from pyrovae: :mod:`pyrovae.models.mixture` imports it, never the
-other way round.
+module imports nothing from pyrovae but :mod:`pyrovae.ranks`: :mod:`pyrovae.models.mixture`
+imports it, never the other way round.
 
 Under torch.distributed (e.g. ``torchrun``) every rank passes the same rows; each streams
 only its contiguous share of them and the sums are all-reduced (the K worst rows gathered),
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
+from ..ranks import shard_bounds, world
 
 #: ``expectation(chunk (B, D), centred (B, D) or None, square (B, D) or None)`` ->
 #: (log p(x_n) (B,), responsibilities r^T (K, B)); see :func:`mixture_statistics`.
@@ -105,8 +107,8 @@ def mixture_statistics(
     per_component = model.per_component()
     squares = covariance in ("diag", "spherical")
     compute = getattr(model, "compute_dtype", torch.float64)
-    ranks = _ranks()
-    mine = x if ranks is None else x[slice(*_share(x.shape[0], *ranks))]  # this rank's rows
+    rank, ranks = world()
+    mine = x[slice(*shard_bounds(x.shape[0], rank, ranks))]  # this rank's rows (all of one)
     for chunk in model.chunks(mine, chunk_size):
         if per_component:
             score, resp = expectation(chunk, None, None)
@@ -132,24 +134,9 @@ def mixture_statistics(
         old = (index < k).unsqueeze(-1)
         rows = chunk[(index - k).clamp_min(0)].double()
         worst_rows = torch.where(old, worst_rows[index.clamp_max(k - 1)], rows)
-    if ranks is not None:
+    if ranks > 1:
         total, nk, s1, s2, worst, worst_rows = _all_reduce(total, nk, s1, s2, worst, worst_rows)
     return MixtureStatistics(x.shape[0], total, nk, s1, s2, worst, worst_rows)
-
-
-def _ranks() -> tuple[int, int] | None:
-    """(rank, ranks) of an initialised torch.distributed group of several ranks, else None."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return None
-
-
-def _share(rows: int, rank: int, ranks: int) -> tuple[int, int]:
-    """[start, stop) of rank's contiguous share of ``rows`` (sizes differ by at most one)."""
-    base, extra = divmod(rows, ranks)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 def _all_reduce(total, nk, s1, s2, worst, worst_rows) -> tuple[torch.Tensor, ...]:
