@@ -36,7 +36,8 @@ def rank_device(device: str) -> str:
 @contextmanager
 def process_group(device: str) -> Iterator[None]:
     """Inside: torch.distributed's default group joined when a launcher started several
-    ranks and none is initialised yet (else nothing happens); left again on the way out."""
+    ranks and none is initialised yet (else nothing happens); left again when the block
+    ends normally (after an error the process exits with it, see below)."""
     dist = torch.distributed
     if launched_ranks() <= 1 or not dist.is_available() or dist.is_initialized():
         yield
@@ -45,10 +46,11 @@ def process_group(device: str) -> Iterator[None]:
     if cuda:
         torch.cuda.set_device(torch.device(rank_device(device)))
     dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
+    yield
+    # Left only on success: after an error the other ranks may be waiting in a collective,
+    # and tearing the group down under them can abort this process before its error is
+    # printed; torchrun stops the job and the process's exit frees the group.
+    dist.destroy_process_group()
 
 
 __all__ = ["launched_ranks", "process_group", "rank_device"]
