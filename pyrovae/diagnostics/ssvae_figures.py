@@ -83,7 +83,13 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return counts
 
 
-def save_confusion_matrix(counts: np.ndarray, path: str | Path, *, title: str) -> Path:
+def save_confusion_matrix(
+    counts: np.ndarray,
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str = "predicted class (argmax q(y | x))",
+) -> Path:
     """The confusion matrix, each row normalised to the share of its true class, with counts."""
     counts = np.asarray(counts)
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -97,7 +103,7 @@ def save_confusion_matrix(counts: np.ndarray, path: str | Path, *, title: str) -
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6, color=colour)
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
-    ax.set_xlabel("predicted class (argmax q(y | x))")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")

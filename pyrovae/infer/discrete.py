@@ -96,7 +96,7 @@ def assign(
                 trace = guide_trace
                 if by_model:
                     program = infer_discrete(
-                        poutine.replay(model, trace=guide_trace),
+                        GuideValues(guide_trace)(model),
                         first_available_dim=-(nesting + 1),
                         temperature=int(temperature),
                         strict_enumeration_warning=False,  # we checked there are such sites
@@ -105,6 +105,27 @@ def assign(
             for name, parts in values.items():
                 parts.append(_per_example((guide_trace if name in by_guide else trace).nodes[name]))
     return {name: torch.cat(parts) for name, parts in values.items()}
+
+
+class GuideValues(Messenger):
+    """Condition the model on the guide's draws of its latent sites (observed there), the
+    model's own enumerated sites left to enumeration. Pyro's ``poutine.replay`` would mark a
+    replayed site done, so :func:`~pyro.infer.infer_discrete`'s enumeration handler skips it,
+    and a latent drawn given an enumerated site (z ~ p(z | c) of a mixture prior) then
+    cannot be packed ("Invalid tensor shape"); as an observation it is a term of the
+    contraction, p(c | x, z), and not a query to gather."""
+
+    def __init__(self, trace: poutine.Trace) -> None:
+        super().__init__()
+        self.trace = trace
+
+    def _pyro_sample(self, msg: dict) -> None:
+        site = self.trace.nodes.get(msg["name"])
+        if site is None or msg["is_observed"] or site["type"] != "sample":
+            return
+        if msg["infer"].get("enumerate") is None:
+            msg["value"] = site["value"]
+            msg["is_observed"] = True
 
 
 class GuidePosterior(Messenger):

@@ -29,7 +29,7 @@ from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
 from .progress import progress_bar
-from .scale import LATENT_SCALES, scale_latents
+from .scale import LATENT_SCALES, LatentScaling, warmup_weight
 
 Callback = Callable[["Trainer"], None]
 
@@ -142,6 +142,13 @@ class Trainer:
         flush_denormals: flush denormal floats to zero on CPU while ``run`` trains (see
             :mod:`pyrovae.infer.denormals`: they slow steps several-fold late in training);
             the previous mode is restored when ``run`` returns.
+        kl_warmup: E > 0 weights every latent site, in model and guide, by
+            w_e = (e + 1) / (E + 1) in epochs e = 0..E-1 and by 1 after
+            (:func:`~pyrovae.infer.scale.warmup_weight`): the training objective of epoch e is
+            E_q[log p(x | z)] + w_e E_q[log p(z) - log q(z | x)] (KL warm-up, Bowman et al.
+            2016), on top of ``latent_scales``. Each epoch's record holds its ``kl_weight``;
+            its ``train_elbo`` is the weighted bound. The weight follows the epoch count, so
+            a resumed run continues the schedule. 0: none.
 
     Under torch.distributed (a process group initialised, e.g. by ``torchrun``), each of
     the R ranks takes a disjoint share of every global batch of R x ``batch_size`` rows
@@ -176,7 +183,10 @@ class Trainer:
         device: torch.device | str | None = None,
         capture: bool = True,
         flush_denormals: bool = True,
+        kl_warmup: int = 0,
     ) -> None:
+        if kl_warmup < 0:
+            raise ValueError(f"kl_warmup must be >= 0 epochs, got {kl_warmup}")
         self.rank, self.ranks = world()
         if self.ranks > 1 and seed is None:
             seed = shared_seed(torch.initial_seed() % 2**62)  # rank 0's, so data orders agree
@@ -197,7 +207,14 @@ class Trainer:
         # sums them, rather than sampled by TraceEnum_ELBO from their prior.
         self._eval_model = enumerate_sites(model, self.program.unmarked_discrete)
         scales = getattr(model, LATENT_SCALES, None) or {}
-        self._model, self._guide = scale_latents(self._eval_model, guide, scales)
+        self.kl_warmup = kl_warmup
+        #: The latent sites' weights while training (``latent_scales``, warm-up factor).
+        self.scaling = LatentScaling(scales)
+        if scales or kl_warmup:
+            self._model = self.scaling.wrap(self._eval_model)
+            self._guide = self.scaling.wrap(guide)
+        else:
+            self._model, self._guide = self._eval_model, guide
         #: The objective trained with: a name of OBJECTIVES ("auto" resolved) or an ELBO.
         self.objective = objective
         nesting = self.program.nesting
@@ -268,6 +285,9 @@ class Trainer:
         ):
             while self.epoch < epochs:
                 start = time.perf_counter()
+                if self.kl_warmup:
+                    # A new constant in the graph: the recheck below captures it again.
+                    self.scaling.factor = warmup_weight(self.epoch, self.kl_warmup)
                 self.loss.recheck()
                 total, count = 0.0, 0  # a tensor on the loss's device after the first step
                 for i, args in enumerate(self.batches):
@@ -285,6 +305,8 @@ class Trainer:
                         )
                 total, count = all_reduce_sums([float(total), count])
                 record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
+                if self.kl_warmup:
+                    record["kl_weight"] = self.scaling.factor
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,

@@ -7,7 +7,15 @@ site would weight log p(z) alone and leave the entropy of q unweighted.
 
 A model asks for such weights through the pair contract's one optional attribute,
 :data:`LATENT_SCALES`: :class:`~pyrovae.infer.Trainer` reads ``model.latent_scales`` and
-trains on :func:`scale_latents` of the pair.
+trains on the pair scaled by :class:`LatentScaling` (:func:`scale_latents`).
+
+KL warm-up (Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016;
+Sønderby et al., "Ladder Variational Autoencoders", NeurIPS 2016) is the same mechanism with
+one weight w_e for every latent site, rising over the first epochs: the objective of epoch e
+is E_q[log p(x | z)] + w_e E_q[log p(z) - log q(z | x)] for all latents z together
+(:func:`warmup_weight`; :class:`LatentScaling` holds the weight the Trainer sets). A site the
+model enumerates is scaled with the others, so Pyro's TraceEnum_ELBO, which needs one scale
+for the sites it sums over together, weights log sum_c p(c) p(z | c) by w_e as a whole.
 """
 
 from __future__ import annotations
@@ -27,15 +35,48 @@ LATENT_SCALES = "latent_scales"
 
 
 class SiteScaleMessenger(Messenger):
-    """Multiply ``msg["scale"]`` of the named, unobserved sample sites by fixed weights."""
+    """Multiply ``msg["scale"]`` of every unobserved sample site by ``factor`` and, for the
+    named sites, by their weight in ``scales``."""
 
-    def __init__(self, scales: Mapping[str, float]) -> None:
+    def __init__(self, scales: Mapping[str, float], factor: float = 1.0) -> None:
         super().__init__()
         self.scales = dict(scales)
+        self.factor = float(factor)
 
     def _process_message(self, msg: dict) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"] and msg["name"] in self.scales:
-            msg["scale"] = msg["scale"] * self.scales[msg["name"]]
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        scale = self.scales.get(msg["name"], 1.0) * self.factor
+        if scale != 1.0:
+            msg["scale"] = msg["scale"] * scale
+
+
+def warmup_weight(epoch: int, epochs: int) -> float:
+    """The KL weight of epoch ``epoch`` (0-based) in a linear warm-up over ``epochs`` epochs:
+    (epoch + 1) / (epochs + 1) while epoch < epochs, then 1 (never 0, so no site's scale
+    vanishes); ``epochs`` 0 is no warm-up."""
+    if epochs < 0 or epoch < 0:
+        raise ValueError(f"epochs must be >= 0, got epoch {epoch} of a {epochs}-epoch warm-up")
+    return 1.0 if epoch >= epochs else (epoch + 1) / (epochs + 1)
+
+
+class LatentScaling:
+    """Per-site weights and one common factor (the KL warm-up's w_e) on the latent sites of a
+    (model, guide) pair; :meth:`wrap` gives programs that read both at every call, so the
+    factor may change between steps."""
+
+    def __init__(self, scales: Mapping[str, float] | None = None) -> None:
+        self.scales = dict(scales or {})
+        #: The common weight of every latent site (1: none).
+        self.factor = 1.0
+
+    def wrap(self, fn: Callable) -> Callable:
+        def scaled(*args, **kwargs):
+            with SiteScaleMessenger(self.scales, self.factor):
+                return fn(*args, **kwargs)
+
+        scaled.__wrapped__ = fn  # type: ignore[attr-defined]
+        return scaled
 
 
 def scale_latents(
@@ -44,13 +85,5 @@ def scale_latents(
     """Return (model, guide) with the named latent sites weighted by ``scales`` in both."""
     if not scales:
         return model, guide
-    return _wrap(model, scales), _wrap(guide, scales)
-
-
-def _wrap(fn: Callable, scales: Mapping[str, float]) -> Callable:
-    def scaled(*args, **kwargs):
-        with SiteScaleMessenger(scales):
-            return fn(*args, **kwargs)
-
-    scaled.__wrapped__ = fn  # type: ignore[attr-defined]
-    return scaled
+    scaling = LatentScaling(scales)
+    return scaling.wrap(model), scaling.wrap(guide)

@@ -1,19 +1,22 @@
 """Generative programs p(x, z), one file per model family, and their closed-form fitting.
 
 :class:`VAE` (deep latent Gaussian model, optionally a beta-VAE through its
-``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`FactorAnalysis`
-(exact marginal, posterior and EM step) and :class:`GaussianMixture` (with its
-:class:`MixturePrior` and :func:`empty_guide`) are Pyro programs that keep the contract
-:mod:`pyrovae.infer` trains and evaluates. :func:`fit_mixture` fits a mixture by EM with
-k-means++ seeds and restarts (:mod:`pyrovae.models.mixture_em`); it is the one part of this
-package that imports :mod:`pyrovae.infer` (its generic EM driver). Every other module here
-depends only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``,
-``nn``, ``kmeans``).
+``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`MixturePriorVAE`
+(a VAE with a Gaussian-mixture prior whose cluster is summed out: VaDE),
+:class:`FactorAnalysis` (exact marginal, posterior and EM step) and :class:`GaussianMixture`
+(with its :class:`MixturePrior` and :func:`empty_guide`) are Pyro programs that keep the
+contract :mod:`pyrovae.infer` trains and evaluates. :func:`fit_mixture` fits a mixture by EM
+with k-means++ seeds and restarts (:mod:`pyrovae.models.mixture_em`); it is the one part of
+this package that imports :mod:`pyrovae.infer` (its generic EM driver), and
+:class:`MixturePriorVAE` uses it to initialise its prior. Every other module here depends
+only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``, ``nn``,
+``kmeans``).
 """
 
 from .factor_analysis import FactorAnalysis
 from .mixture import GaussianMixture, MixturePrior, empty_guide
 from .mixture_em import fit_mixture
+from .mixture_vae import MixturePriorVAE
 from .ssvae import SSVAE
 from .vae import VAE
 
@@ -21,6 +24,7 @@ __all__ = [
     "FactorAnalysis",
     "GaussianMixture",
     "MixturePrior",
+    "MixturePriorVAE",
     "SSVAE",
     "VAE",
     "empty_guide",

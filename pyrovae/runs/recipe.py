@@ -68,6 +68,8 @@ class TrainingPlan:
     metrics: list[Callable] = field(default_factory=list)
     callbacks: list[Callable] = field(default_factory=list)
     messages: tuple[str, ...] = ()
+    #: KL warm-up epochs (:class:`~pyrovae.infer.Trainer`'s ``kl_warmup``); 0: none.
+    kl_warmup: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,18 @@ class Recipe:
         """A per-epoch transform of the training rows (e.g. dynamic binarization), or None."""
         return None
 
-    def initialize(self, config: TrainConfig, model: Callable, data: DataSplits) -> None:
-        """Set a fresh model's parameters from the data (not on resume)."""
+    def initialize(
+        self,
+        config: TrainConfig,
+        model: Callable,
+        guide: Callable,
+        data: DataSplits,
+        *,
+        log: Log,
+        progress: bool,
+    ) -> None:
+        """Set a fresh pair's parameters from the data before SVI (not on resume), e.g. by
+        pretraining; ``log`` takes lines for the run's log."""
 
     def finish(self, run: Run) -> Finished:
         """After the last epoch: notes, metrics entries, messages."""

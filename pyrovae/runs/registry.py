@@ -14,12 +14,19 @@ from .recipe import Recipe
 from .recipes.ae import AutoencoderRecipe
 from .recipes.factory import FactoryRecipe
 from .recipes.mixture import MixtureRecipe
+from .recipes.mixture_vae import MixtureVAERecipe
 from .recipes.ssvae import SemiSupervisedRecipe
 from .recipes.vae import VAERecipe
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
-    for recipe in (VAERecipe(), AutoencoderRecipe(), MixtureRecipe(), SemiSupervisedRecipe())
+    for recipe in (
+        VAERecipe(),
+        AutoencoderRecipe(),
+        MixtureRecipe(),
+        MixtureVAERecipe(),
+        SemiSupervisedRecipe(),
+    )
 }
 FACTORY = FactoryRecipe(known=tuple(RECIPES))
 

@@ -170,7 +170,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         if isinstance(program, torch.nn.Module):
             program.to(config.device)
     if state is None:
-        recipe.initialize(config, model, data)
+        recipe.initialize(config, model, guide, data, log=log, progress=progress)
     test_x = recipe.test_inputs(config, data)
 
     def save_epoch(trainer: Trainer) -> None:
@@ -195,6 +195,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         progress=progress,
         device=config.device,
         capture=config.capture,
+        kl_warmup=plan.kl_warmup,
     )
     if isinstance(trainer.objective, str):
         config = config.replace(objective=trainer.objective)  # "auto" resolved from the program

@@ -210,7 +210,16 @@ class MixtureRecipe(Recipe):
     ) -> TrainingPlan:
         return TrainingPlan(data, (data.train_x,), TraceEnum_ELBO(max_plate_nesting=1))
 
-    def initialize(self, config: TrainConfig, model: Callable, data: DataSplits) -> None:
+    def initialize(
+        self,
+        config: TrainConfig,
+        model: Callable,
+        guide: Callable,
+        data: DataSplits,
+        *,
+        log: Callable[[str], None],
+        progress: bool,
+    ) -> None:
         model.initialize(data.train_x, seed=config.seed)  # k-means++ and one M-step, as EM
 
     def figures(self, run: Run, out_dir: Path) -> list[Path]:

@@ -1,0 +1,278 @@
+"""``pyrovae train mixture-vae``: a VAE whose prior is a Gaussian mixture, for clustering.
+
+The pair: :class:`~pyrovae.models.MixturePriorVAE` (c ~ Cat(pi), z ~ N(mu_c, Sigma_c),
+x ~ p(x | decoder(z)); c enumerated, summed exactly by TraceEnum_ELBO) and the VAE's
+:class:`~pyrovae.guides.GaussianEncoder` q(z | x).
+
+A fresh run is initialised as VaDE is (Jiang et al. 2017), each step optional:
+
+1. ``--pretrain-epochs P`` epochs of the same encoder and decoder as an autoencoder
+   (``--pretrain ae``: the code is the encoder's mean, objective log p(x | f(x)) +
+   log N(f(x); 0, I)) or as a VAE with a N(0, I) prior (``--pretrain vae``);
+2. ``--init em``: the mixture over z set by EM (:func:`~pyrovae.models.fit_mixture`,
+   ``--em-restarts`` k-means++ starts) on the encoder's mean codes of the training rows;
+   ``--init random``: means drawn from N(0, I), unit variances, equal weights;
+
+then SVI trains everything (``--kl-warmup E``: the latent terms weighted by (e + 1) / (E + 1)
+in the first E epochs). ``--weights fixed`` keeps pi = 1/K, ``--min-weight m`` keeps every
+pi_k >= m. No label is used in training or in choosing anything.
+
+``evaluate`` adds to the IS log-likelihood and the ELBO (c summed inside every weight) the
+clustering of the test rows by argmax_c p(c | E_q[z | x]) against their labels:
+Hungarian-matched accuracy, adjusted Rand index, normalised mutual information.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ...data import DataSplits
+from ...diagnostics.clustering import clustering_scores
+from ...diagnostics.mixture_vae_figures import (
+    mean_codes,
+    predict_clusters,
+    write_mixture_vae_figures,
+)
+from ...guides import GaussianEncoder
+from ...infer import Trainer
+from ...models import VAE, MixturePriorVAE
+from ...models.mixture import COVARIANCE_TYPES
+from ...models.mixture_vae import WEIGHTS
+from ...module import LocalPyroModule
+from ..config import TrainConfig, setting
+from ..recipe import Evaluation, Finished, Log, TrainingPlan
+from ..record import Run
+from .observed import ARCHITECTURE, ObservedOptions, ObservedRecipe
+from .vae import network_kwargs
+
+
+@dataclass(frozen=True)
+class MixtureVAEOptions(ObservedOptions):
+    architecture: str = ARCHITECTURE
+    components: int = setting(10, "K, the number of clusters (mixture components over z)")
+    covariance: str = setting(
+        "diag", "covariance of each component p(z | c)", choices=COVARIANCE_TYPES
+    )
+    weights: str = setting(
+        "learned", "mixture weights pi: learned by SVI, or fixed at 1/K", choices=WEIGHTS
+    )
+    min_weight: float = setting(
+        0.0, "floor on every learned weight pi_k (below 1/K), against collapsed clusters"
+    )
+    pretrain: str = setting(
+        "ae",
+        "how the encoder and decoder are pretrained before the mixture is initialised: as an "
+        "autoencoder (the encoder's mean as the code) or as a VAE with a N(0, I) prior",
+        choices=("ae", "vae"),
+    )
+    pretrain_epochs: int = setting(10, "pretraining epochs (0: none)")
+    init: str = setting(
+        "em",
+        "em: the mixture over z set by EM on the (pretrained) encoder's mean codes; random: "
+        "means from N(0, I), unit variances, equal weights",
+        choices=("em", "random"),
+    )
+    em_restarts: int = setting(3, "k-means++ starts of the EM initialisation; the best is kept")
+    kl_warmup: int = setting(
+        0, "KL warm-up epochs: the latent terms weighted by (e + 1) / (E + 1) in epoch e < E"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        checks = [
+            (self.components >= 1, f"--components must be at least 1, got {self.components}"),
+            (
+                0 <= self.min_weight < 1 / max(self.components, 1),
+                f"--min-weight must be in [0, 1/K) = [0, {1 / max(self.components, 1):.4g}), "
+                f"got {self.min_weight}",
+            ),
+            (
+                not (self.min_weight > 0 and self.weights == "fixed"),
+                "--min-weight applies to learned weights; with --weights fixed every pi_k is 1/K",
+            ),
+            (
+                self.pretrain_epochs >= 0,
+                f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}",
+            ),
+            (self.em_restarts >= 1, f"--em-restarts must be at least 1, got {self.em_restarts}"),
+            (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+class MeanCodeGuide(LocalPyroModule):
+    """q(z | x) = delta(z - mu(x)) with mu the mean of a Gaussian encoder: the encoder
+    pretrained as an autoencoder, its own parameters (the scale head receives no gradient)."""
+
+    def __init__(self, encoder: GaussianEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        loc, _ = self.encoder.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample(self.encoder.site, dist.Delta(loc).to_event(1))
+
+
+def pretrain(
+    config: TrainConfig,
+    model: MixturePriorVAE,
+    guide: GaussianEncoder,
+    data: DataSplits,
+    transform: Callable | None,
+    progress: bool,
+) -> list[dict]:
+    """Train the model's decoder and the guide's encoder for ``pretrain_epochs`` epochs with
+    a N(0, I) prior on z: a point-mass code (``ae``) or the Gaussian guide (``vae``)."""
+    vae = VAE(likelihood=config.likelihood, **network_kwargs(config)).to(config.device)
+    vae.decoder, vae.likelihood = model.decoder, model.likelihood  # shared, not copied
+    program = MeanCodeGuide(guide) if config.pretrain == "ae" else guide
+    trainer = Trainer(
+        vae,
+        program,
+        (data.train_x,),
+        batch_size=config.batch_size,
+        lr=config.lr,
+        transform=transform,
+        seed=config.seed,
+        progress=progress,
+        device=config.device,
+        capture=config.capture,
+    )
+    return list(trainer.run(config.pretrain_epochs))
+
+
+class MixtureVAERecipe(ObservedRecipe):
+    """See the module docstring."""
+
+    name = "mixture-vae"
+    summary = (
+        "mixture-prior VAE (VaDE): c ~ Cat(pi), z ~ N(mu_c, Sigma_c), x ~ p(x | decoder(z)); c "
+        "summed out exactly; clusters unlabelled data (--components K)"
+    )
+    options = MixtureVAEOptions
+    objective = "enum"
+
+    def pair(self, config: TrainConfig) -> tuple[MixturePriorVAE, GaussianEncoder]:
+        kwargs = network_kwargs(config)
+        model = MixturePriorVAE(
+            num_components=config.components,
+            likelihood=config.likelihood,
+            covariance=config.covariance,
+            weights=config.weights,
+            min_weight=config.min_weight,
+            **kwargs,
+        )
+        return model, GaussianEncoder(**kwargs)
+
+    def plan(
+        self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
+    ) -> TrainingPlan:
+        return TrainingPlan(data, (data.train_x,), config.objective, kl_warmup=config.kl_warmup)
+
+    def initialize(
+        self,
+        config: TrainConfig,
+        model: MixturePriorVAE,
+        guide: GaussianEncoder,
+        data: DataSplits,
+        *,
+        log: Log,
+        progress: bool,
+    ) -> None:
+        """Pretraining, then EM on the mean codes (see the module docstring)."""
+        if config.pretrain_epochs > 0:
+            history = pretrain(config, model, guide, data, self.transform(config), progress)
+            kind = "an autoencoder" if config.pretrain == "ae" else "a VAE"
+            seconds = sum(r["seconds"] for r in history)
+            log(
+                f"pretrained {config.pretrain_epochs} epochs as {kind}: train objective "
+                f"{history[-1]['train_elbo']:.2f} nats per example, {seconds:.0f} s"
+            )
+        if config.init == "em":
+            codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
+            fitted = model.initialize_prior(
+                codes, n_init=config.em_restarts, seed=config.seed, progress=False
+            )
+            weights = ", ".join(f"{w:.3f}" for w in sorted(model.weights.tolist(), reverse=True))
+            log(
+                f"mixture over z initialised by EM on {len(codes)} mean codes "
+                f"({config.em_restarts} k-means++ starts): log p(z) "
+                f"{fitted.score(codes.double()):.2f} per code, weights {weights}"
+            )
+
+    def finish(self, run: Run) -> Finished:
+        """The test clustering scores (with labels) into metrics.json and the log."""
+        if run.data.test_y is None:
+            return Finished()
+        scores = _scores(run, run.test_inputs())
+        message = (
+            f"test clusters against labels (unused in training): accuracy "
+            f"{100 * scores['accuracy']:.2f}%, ARI {scores['adjusted_rand_index']:.3f}, NMI "
+            f"{scores['normalized_mutual_info']:.3f}"
+        )
+        return Finished(metrics={"test_clustering": scores}, messages=(message,))
+
+    def units(self, config: TrainConfig) -> str:
+        clause = "c is summed out exactly"
+        if config.kl_warmup:
+            clause += (
+                f"; in the first {config.kl_warmup} epochs train_elbo is the warm-up objective "
+                "with the latent terms weighted by kl_weight"
+            )
+        return (
+            f"{clause}; test_clustering: argmax_c p(c | E_q[z | x]) on the test rows against "
+            "their labels (Hungarian-matched accuracy, adjusted Rand index, NMI)"
+        )
+
+    def figures(self, run: Run, out_dir: Path) -> list[Path]:
+        return write_mixture_vae_figures(
+            run.model,
+            run.guide,
+            run.test_inputs(),
+            out_dir,
+            labels=run.data.test_y,
+            image_shape=run.data.image_shape,
+            history=run.history,
+            seed=run.config.seed,
+        )
+
+    def evaluate(
+        self, run: Run, x: torch.Tensor, *, num_samples: int, batch_size: int | None, progress: bool
+    ) -> Evaluation:
+        """The importance-sampled numbers (c summed inside every weight) and, with labels,
+        the test clustering scores."""
+        evaluation = super().evaluate(
+            run, x, num_samples=num_samples, batch_size=batch_size, progress=progress
+        )
+        report = dict(evaluation.report)
+        report["method"] = (
+            "c summed exactly over the K clusters, z importance-sampled from q(z | x)"
+        )
+        if run.data.test_y is not None and len(x) <= len(run.data.test_y):
+            report["test_clustering"] = _scores(run, x)
+        return Evaluation(report, evaluation.result)
+
+    def table(self, report: dict) -> list[tuple[str, str]]:
+        rows = super().table(report)
+        scores = report.get("test_clustering")
+        if scores is not None:
+            rows += [
+                ("cluster accuracy (Hungarian)", f"{100 * scores['accuracy']:.2f}%"),
+                ("adjusted Rand index", f"{scores['adjusted_rand_index']:.3f}"),
+                ("normalised mutual information", f"{scores['normalized_mutual_info']:.3f}"),
+            ]
+        return rows
+
+
+def _scores(run: Run, x: torch.Tensor) -> dict[str, float]:
+    clusters = predict_clusters(run.model, run.guide, x)
+    return clustering_scores(clusters, run.data.test_y[: len(x)])
