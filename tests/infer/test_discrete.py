@@ -163,6 +163,42 @@ def test_map_with_a_continuous_latent_conditions_on_the_guides_draw():
     assert not torch.equal(out["c"], map_at(0.5 * x))  # the test tells the draw from the mean
 
 
+def test_a_latent_drawn_given_the_enumerated_site_is_conditioned_on_not_gathered():
+    """z_n ~ N(mu_c, 1) given the enumerated c_n (a mixture prior over a code, as in VaDE),
+    drawn by the guide: assign's c_n is argmax_c pi_c N(z_n; mu_c, 1) N(x_n; z_n, 1) at the
+    guide's draw (x does not depend on c given z), and its draws follow that posterior. Pyro's
+    replay would hand z to infer_discrete as a query and fail ("Invalid tensor shape")."""
+    mus = torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64)
+    n = 4000
+    x = torch.linspace(-4, 4, n, dtype=torch.float64)
+    drawn = torch.full((n,), float("nan"), dtype=torch.float64)
+
+    def model(x: torch.Tensor, index: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(PI), infer=ENUM)
+            z = pyro.sample("z", dist.Normal(mus[c], 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x: torch.Tensor, index: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            drawn[index] = pyro.sample("z", dist.Normal(0.5 * x, 0.8))
+
+    def posterior(z: torch.Tensor) -> torch.Tensor:
+        return (PI.log() + dist.Normal(mus, 1.0).log_prob(z[:, None])).softmax(-1)
+
+    pyro.set_rng_seed(0)
+    out = assign(model, guide, (x, torch.arange(n)), batch_size=1000)
+    assert torch.equal(out["c"], posterior(drawn).argmax(-1))
+    pyro.set_rng_seed(1)
+    draws = assign(model, guide, (x, torch.arange(n)), temperature=1, batch_size=1000)["c"]
+    expected = posterior(drawn).sum(0)  # expected count of each value
+    counts = torch.bincount(draws, minlength=3).double()
+    # Sums of independent Bernoulli draws: within 4 standard deviations of their means.
+    sd = (posterior(drawn) * (1 - posterior(drawn))).sum(0).sqrt()
+    assert torch.all((counts - expected).abs() <= 4 * sd), (counts, expected, sd)
+    assert torch.all(counts > 100)  # every value drawn: the check is not of a constant
+
+
 # ---- the semi-supervised VAE: the guide's class posterior q(y | x) ----------------------
 
 

@@ -1,0 +1,135 @@
+"""``pyrovae train mixture-vae`` and what follows, end to end as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from images import assert_png
+
+from pyrovae.cli import main
+from pyrovae.diagnostics.clustering import clustering_scores
+from pyrovae.diagnostics.mixture_vae_figures import predict_clusters
+from pyrovae.runs import load_run
+
+SMALL = ["--latent-dim", "4", "--hidden", "32", "--batch-size", "64", "--quiet"]
+FIGURES = {
+    "cluster_samples.png",
+    "cluster_means.png",
+    "latent_clusters.png",
+    "latent_labels.png",
+    "cluster_confusion.png",
+    "elbo.png",
+    "reconstructions.png",
+}
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "mixture-vae"
+    args = ["train", "mixture-vae", "--out", str(out), "--epochs", "3", "--pretrain-epochs", "2"]
+    assert main([*args, *SMALL]) == 0
+    return out
+
+
+def test_a_run_on_digits_records_the_clustering_and_draws_the_figures(trained):
+    metrics = read(trained / "metrics.json")
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3]
+    scores = metrics["test_clustering"]
+    assert set(scores) == {"accuracy", "adjusted_rand_index", "normalized_mutual_info"}
+    assert 0.1 <= scores["accuracy"] <= 1 and scores["normalized_mutual_info"] > 0
+    assert "c is summed out exactly" in metrics["units"]
+    figures = {p.name for p in (trained / "figures").iterdir()}
+    assert FIGURES <= figures, FIGURES - figures
+    assert_png(trained / "figures" / "cluster_samples.png", grid=(10, 10))
+    assert_png(trained / "figures" / "cluster_confusion.png")
+    config = read(trained / "config.json")
+    assert config["components"] == 10 and config["covariance"] == "diag"
+
+    # The saved pair is the one scored: its clusters give metrics.json's numbers exactly.
+    run = load_run(trained)
+    clusters = predict_clusters(run.model, run.guide, run.test_inputs())
+    assert clustering_scores(clusters, run.data.test_y) == scores
+
+
+def test_evaluate_reports_the_clustering_beside_the_elbo_and_the_log_likelihood(trained, capsys):
+    assert main(["evaluate", str(trained), "--num-samples", "20"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("cluster accuracy (Hungarian)", "adjusted Rand index", "test log p(x), IS K=20"):
+        assert row in printed
+    report = read(trained / "eval.json")
+    assert report["test_clustering"] == read(trained / "metrics.json")["test_clustering"]
+    assert report["test_log_likelihood"] >= report["test_elbo"] - 0.5
+    assert "c summed exactly" in report["method"]
+
+
+def clustered_file(tmp_path: Path, n: int = 900) -> Path:
+    """Four well-separated clusters in a 2-D latent space pushed through a fixed random
+    decoder into 20 dimensions, with a little Gaussian noise; the labels are the clusters."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-4.0, -4.0], [4.0, -4.0], [-4.0, 4.0], [4.0, 4.0]])
+    y = torch.arange(n) % 4
+    z = centres[y] + 0.4 * torch.randn(n, 2, generator=g)
+    hidden = torch.tanh(z @ torch.randn(2, 16, generator=g) / 2)
+    x = hidden @ torch.randn(16, 20, generator=g) + 0.05 * torch.randn(n, 20, generator=g)
+    path = tmp_path / "clusters.npz"
+    np.savez(path, x=x.numpy(), y=y.numpy())
+    return path
+
+
+def test_well_separated_clusters_through_a_random_decoder_are_recovered(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "mixture-vae", "--dataset", str(clustered_file(tmp_path)), "--out", str(out)]
+    options = ["--components", "4", "--latent-dim", "2", "--hidden", "32", "--epochs", "15"]
+    options += ["--pretrain-epochs", "15", "--batch-size", "64", "--lr", "3e-3", "--quiet"]
+    assert main([*args, *options, "--likelihood", "gaussian"]) == 0
+    scores = read(out / "metrics.json")["test_clustering"]
+    assert scores["adjusted_rand_index"] > 0.95, scores
+    assert scores["accuracy"] > 0.98, scores
+
+
+def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(tmp_path):
+    common = ["--pretrain", "vae", "--pretrain-epochs", "1", "--weights", "fixed"]
+    common += ["--kl-warmup", "3", "--covariance", "spherical", *SMALL]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert main(["train", "mixture-vae", "--out", str(whole), "--epochs", "4", *common]) == 0
+    assert main(["train", "mixture-vae", "--out", str(part), "--epochs", "2", *common]) == 0
+    assert main(["train", "mixture-vae", "--out", str(part), "--epochs", "4", "--resume"]) == 0
+    history = read(whole / "metrics.json")["history"]
+    assert [r["kl_weight"] for r in history] == [0.25, 0.5, 0.75, 1.0]
+    resumed = read(part / "metrics.json")["history"]
+    assert [r["kl_weight"] for r in resumed] == [0.25, 0.5, 0.75, 1.0]
+    for a, b in zip(history, resumed, strict=True):
+        assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-5)
+    assert "warm-up objective" in read(whole / "metrics.json")["units"]
+    run = load_run(whole)
+    assert torch.equal(run.model.weights, torch.full((10,), 0.1))
+
+    floor = tmp_path / "floor"
+    args = ["--init", "random", "--pretrain-epochs", "0", "--min-weight", "0.05", *SMALL]
+    assert main(["train", "mixture-vae", "--out", str(floor), "--epochs", "2", *args]) == 0
+    assert float(load_run(floor).model.weights.detach().min()) >= 0.05 - 1e-6
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--min-weight", "0.2"], r"--min-weight must be in \[0, 1/K\)"),
+        (["--weights", "fixed", "--min-weight", "0.01"], "applies to learned weights"),
+        (["--components", "0"], "--components must be at least 1"),
+        (["--pretrain-epochs", "-1"], "--pretrain-epochs must be >= 0"),
+        (["--kl-warmup", "-2"], "--kl-warmup must be >= 0"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(["train", "mixture-vae", "--out", str(out), *extra, *SMALL]) != 0
+    assert message.replace("\\", "") in capsys.readouterr().err.replace("\\", "")
+    assert not out.exists()
