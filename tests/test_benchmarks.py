@@ -112,3 +112,20 @@ def test_the_distributed_benchmark_runs_two_ranks_and_prints_its_ratio_last():
     lines = out.strip().splitlines()
     assert lines[-1].startswith("ratio ") and float(lines[-1].split()[1]) > 0
     assert any(line.startswith("em: ") for line in lines)
+
+
+def test_the_mixture_vae_benchmark_trains_evaluates_and_tabulates(tmp_path):
+    numbers = tmp_path / "numbers.json"
+    out = script(
+        "mixture_vae_mnist.py",
+        *("--data-dir", str(tmp_path), "--dataset", "digits", "--seeds", "0,1"),
+        *("--pretrain-epochs", "1", "--epochs", "1", "--hidden", "16", "--latent-dim", "2"),
+        *("--num-samples", "5", "--out", str(tmp_path / "runs"), "--json", str(numbers)),
+    )
+    assert "| mixture-prior VAE, 2 seeds |" in out and "| gmm_pca50 (EM, K = 10) |" in out
+    results = json.loads(numbers.read_text())
+    assert [r["seed"] for r in results["runs"]] == [0, 1]
+    for row in results["runs"]:
+        assert 0 < row["accuracy"] <= 1 and row["test_log_likelihood"] >= row["test_elbo"] - 1
+    assert results["vae"]["epochs"] == 2
+    assert set(results["baselines"]) == {"gmm_pixels", "gmm_pca50"}

@@ -107,8 +107,10 @@ def save_traversals(
     *,
     row_labels: Sequence[str] | None = None,
     title: str = "Latent traversals",
+    column_labels: Sequence[str] | None = None,
 ) -> Path:
-    """Rows of images (R, S, C, H, W): row r varies one latent over ``values`` (S of them)."""
+    """Rows of images (R, S, C, H, W): row r varies one latent over ``values`` (S of them),
+    which label the columns unless ``column_labels`` are given."""
     images = np.asarray(images)
     r, s = images.shape[:2]
     fig, ax = subplots(figsize=(0.6 * s + 1.4, 0.6 * r + 0.9))
@@ -116,7 +118,8 @@ def save_traversals(
     _show(ax, canvas)
     h = images.shape[-2] + 1
     w = images.shape[-1] + 1
-    ax.set_xticks([w * j + w / 2 - 1 for j in range(s)], [f"{v:.1f}" for v in values], fontsize=6)
+    ticks = list(column_labels) if column_labels is not None else [f"{v:.1f}" for v in values]
+    ax.set_xticks([w * j + w / 2 - 1 for j in range(s)], ticks, fontsize=6)
     if row_labels is not None:
         ax.set_yticks([h * i + h / 2 - 1 for i in range(r)], list(row_labels), fontsize=7)
     ax.set_title(title, fontsize=9)

@@ -102,6 +102,7 @@ def write_mixture_vae_figures(
                 out / "cluster_samples.png",
                 row_labels=[f"c={j} ({weights[j]:.2f})" for j in range(k)],
                 title="Samples per cluster: E[x | z], z ~ p(z | c) (row: c and its weight pi_c)",
+                column_labels=[""] * per_cluster,
             )
         )
         written.append(
