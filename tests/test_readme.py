@@ -33,6 +33,9 @@ def test_python_example_runs(tmp_path, monkeypatch):
     assert ssvae["labels"].shape == (360,)
     assert ssvae["images"].shape == (10, 64)
     assert "valid_accuracy" not in ssvae["history"][-1]  # fit alone measures no accuracy
+    vade = next(ns for ns in namespaces if "vade" in ns)
+    assert [r["kl_weight"] for r in vade["mixture_history"]] == [0.5, 1.0]
+    assert vade["clusters"].shape == (360,) and vade["clusters"].max() < 10
     hmm = next(ns for ns in namespaces if "viterbi" in ns)
     assert hmm["exact"].stderr.abs().max() == 0  # every state summed: nothing sampled
     assert hmm["exact"].log_likelihood.mean() == pytest.approx(
