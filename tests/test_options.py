@@ -76,6 +76,21 @@ def test_beta_through_the_cli_weights_the_kl_by_exactly_beta(tmp_path, trainers)
     beta_effect(trainer, trainer.batches.peek()[0], 3.0)  # the captured loss, replayed
 
 
+def test_kl_warmup_through_the_cli_weights_the_kl_by_the_epochs_weight_times_beta(
+    tmp_path, trainers
+):
+    """Epoch e < E weights every latent term by (e + 1) / (E + 1), on top of beta: after two
+    epochs of a three-epoch warm-up the loss is the ELBO's plus (3 * 0.5 - 1) KL."""
+    out = tmp_path / "r"
+    args = ["--epochs", "2", "--beta", "3", "--kl-warmup", "3", *QUICK]
+    assert main(["train", "vae", "--out", str(out), *args]) == 0
+    (trainer,) = trainers
+    beta_effect(trainer, trainer.batches.peek()[0], 3.0 * 0.5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["kl_weight"] for r in metrics["history"]] == [0.25, 0.5]
+    assert "warm-up objective" in metrics["units"] and "beta = 3.0" in metrics["units"]
+
+
 def test_iwae_with_dreg_from_the_cli_trains_on_that_bound_with_those_gradients(tmp_path, trainers):
     args = ["--objective", "iwae", "--particles", "7", "--dreg", "--epochs", "1"]
     assert main(["train", "vae", "--out", str(tmp_path / "r"), *args, *QUICK]) == 0

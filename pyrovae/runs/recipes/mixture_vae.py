@@ -48,7 +48,7 @@ from ...module import LocalPyroModule
 from ..config import TrainConfig, setting
 from ..recipe import Evaluation, Finished, Log, TrainingPlan
 from ..record import Run
-from .observed import ARCHITECTURE, ObservedOptions, ObservedRecipe
+from .observed import ARCHITECTURE, KL_WARMUP, ObservedOptions, ObservedRecipe, warmup_clause
 from .vae import network_kwargs
 
 
@@ -79,9 +79,7 @@ class MixtureVAEOptions(ObservedOptions):
         choices=("em", "random"),
     )
     em_restarts: int = setting(3, "k-means++ starts of the EM initialisation; the best is kept")
-    kl_warmup: int = setting(
-        0, "KL warm-up epochs: the latent terms weighted by (e + 1) / (E + 1) in epoch e < E"
-    )
+    kl_warmup: int = KL_WARMUP
 
     def validate(self) -> None:
         super().validate()
@@ -222,12 +220,9 @@ class MixtureVAERecipe(ObservedRecipe):
         return Finished(metrics={"test_clustering": scores}, messages=(message,))
 
     def units(self, config: TrainConfig) -> str:
-        clause = "c is summed out exactly"
-        if config.kl_warmup:
-            clause += (
-                f"; in the first {config.kl_warmup} epochs train_elbo is the warm-up objective "
-                "with the latent terms weighted by kl_weight"
-            )
+        clause = "; ".join(
+            c for c in ("c is summed out exactly", warmup_clause(config.kl_warmup)) if c
+        )
         return (
             f"{clause}; test_clustering: argmax_c p(c | E_q[z | x]) on the test rows against "
             "their labels (Hungarian-matched accuracy, adjusted Rand index, NMI)"

@@ -69,6 +69,19 @@ ARCHITECTURE = setting(
     "mlp", "fully connected or convolutional encoder and decoder", choices=("mlp", "conv")
 )
 BETA = setting(1.0, "KL weight (beta-VAE); 1 is the ELBO")
+KL_WARMUP = setting(
+    0, "KL warm-up epochs: the latent terms weighted by (e + 1) / (E + 1) in epoch e < E"
+)
+
+
+def warmup_clause(epochs: int) -> str:
+    """metrics.json's note on a KL warm-up."""
+    if not epochs:
+        return ""
+    return (
+        f"in the first {epochs} epochs train_elbo is the warm-up objective with the latent "
+        "terms weighted by kl_weight"
+    )
 
 
 def beta_clause(beta: float) -> str:

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from ...data import DataSplits
 from ...guides import GaussianEncoder
 from ...models import VAE
 from ..config import TrainConfig
-from .observed import ARCHITECTURE, BETA, ObservedOptions, ObservedRecipe, beta_clause
+from ..recipe import TrainingPlan
+from .observed import (
+    ARCHITECTURE,
+    BETA,
+    KL_WARMUP,
+    ObservedOptions,
+    ObservedRecipe,
+    beta_clause,
+    warmup_clause,
+)
 
 
 @dataclass(frozen=True)
 class VAEOptions(ObservedOptions):
     architecture: str = ARCHITECTURE
     beta: float = BETA
+    kl_warmup: int = KL_WARMUP
 
     def validate(self) -> None:
         super().validate()
         if not self.beta > 0:
             raise ValueError(f"--beta must be positive, got {self.beta}")
+        if self.kl_warmup < 0:
+            raise ValueError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
 
 
 def network_kwargs(config: TrainConfig) -> dict:
@@ -45,5 +60,12 @@ class VAERecipe(ObservedRecipe):
             **kwargs
         )
 
+    def plan(
+        self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
+    ) -> TrainingPlan:
+        return TrainingPlan(data, (data.train_x,), config.objective, kl_warmup=config.kl_warmup)
+
     def units(self, config: TrainConfig) -> str:
-        return beta_clause(config.beta)
+        return "; ".join(
+            c for c in (beta_clause(config.beta), warmup_clause(config.kl_warmup)) if c
+        )
