@@ -34,6 +34,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from ..rng import initialised_cuda_devices
 from .importance import traced_nesting
+from .modes import evaluated
 
 #: The plate of the examples, as every pyrovae program names it.
 DATA = "data"
@@ -41,6 +42,7 @@ DATA = "data"
 Args = tuple[Any, ...]
 
 
+@evaluated
 def assign(
     model: Callable[..., Any],
     guide: Callable[..., Any],

@@ -26,6 +26,7 @@ from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
+from .modes import evaluated, program_mode
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
 from .progress import progress_bar
@@ -72,6 +73,7 @@ def collect_params(
     return list(params.values()), sorted(set(store_names))
 
 
+@evaluated
 @torch.no_grad()
 def evaluate_elbo(
     model: Callable,
@@ -149,6 +151,10 @@ class Trainer:
             2016), on top of ``latent_scales``. Each epoch's record holds its ``kl_weight``;
             its ``train_elbo`` is the weighted bound. The weight follows the epoch count, so
             a resumed run continues the schedule. 0: none.
+
+    Steps run with the pair's torch modules in training mode, the test ELBO in evaluation
+    mode (dropout, batch normalisation: :mod:`~pyrovae.infer.modes`), and each submodule's
+    own flag is restored after.
 
     Under torch.distributed (a process group initialised, e.g. by ``torchrun``), each of
     the R ranks takes a disjoint share of every global batch of R x ``batch_size`` rows
@@ -288,21 +294,22 @@ class Trainer:
                 if self.kl_warmup:
                     # A new constant in the graph: the recheck below captures it again.
                     self.scaling.factor = warmup_weight(self.epoch, self.kl_warmup)
-                self.loss.recheck()
                 total, count = 0.0, 0  # a tensor on the loss's device after the first step
-                for i, args in enumerate(self.batches):
-                    if self.ranks > 1 and hasattr(self.batches, "global_rows"):
-                        loss = self.step(args, self.batches.global_rows(i) / self.ranks)
-                    else:  # one process: step(args), as a subclass may define it
-                        loss = self.step(args)
-                    total = total + loss
-                    count += args[0].shape[0]
-                    bar.update(1)
-                    if i % 10 == 0 or i == steps - 1:
-                        bar.set_postfix_str(
-                            f"epoch {self.epoch + 1}/{epochs} elbo {-float(total) / count:.2f}",
-                            refresh=False,
-                        )
+                with program_mode(self.model, self.guide, training=True):
+                    self.loss.recheck()
+                    for i, args in enumerate(self.batches):
+                        if self.ranks > 1 and hasattr(self.batches, "global_rows"):
+                            loss = self.step(args, self.batches.global_rows(i) / self.ranks)
+                        else:  # one process: step(args), as a subclass may define it
+                            loss = self.step(args)
+                        total = total + loss
+                        count += args[0].shape[0]
+                        bar.update(1)
+                        if i % 10 == 0 or i == steps - 1:
+                            elbo = -float(total) / count
+                            bar.set_postfix_str(
+                                f"epoch {self.epoch + 1}/{epochs} elbo {elbo:.2f}", refresh=False
+                            )
                 total, count = all_reduce_sums([float(total), count])
                 record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
                 if self.kl_warmup:

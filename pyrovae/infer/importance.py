@@ -41,6 +41,7 @@ from ..rng import initialised_cuda_devices
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .distributed import shard_bounds, world
+from .modes import evaluated
 from .progress import progress_bar
 from .psis import pareto_khat
 from .weights import (
@@ -280,6 +281,7 @@ def enumerated_size(
     return enumerated_values(model_trace, guide_trace, nesting)
 
 
+@evaluated
 @torch.no_grad()
 def log_marginal(
     model: Callable,
