@@ -6,7 +6,9 @@ point mass: a regularised autoencoder) for one latent vector site "z";
 :class:`LinearGaussianEncoder` (a family containing the exact posterior) and
 :class:`ExactPosteriorGuide` (the exact posterior) for
 :class:`~pyrovae.models.FactorAnalysis`; :class:`SSVAEGuide` (classifier q(y | x), enumerated
-when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE`. A guide
+when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE`;
+:class:`SequenceEncoder` (a bidirectional GRU over each sequence's real steps) for
+:class:`~pyrovae.models.SequenceVAE`. A guide
 module may import the model module it is written for; nothing here imports
 :mod:`pyrovae.infer`.
 """
@@ -14,6 +16,7 @@ module may import the model module it is written for; nothing here imports
 from .classifier import SSVAEGuide
 from .encoder import DeltaEncoder, GaussianEncoder
 from .linear import ExactPosteriorGuide, LinearGaussianEncoder
+from .sequence import SequenceEncoder
 
 __all__ = [
     "DeltaEncoder",
@@ -21,4 +24,5 @@ __all__ = [
     "GaussianEncoder",
     "LinearGaussianEncoder",
     "SSVAEGuide",
+    "SequenceEncoder",
 ]

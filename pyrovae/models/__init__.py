@@ -3,11 +3,12 @@
 :class:`VAE` (deep latent Gaussian model, optionally a beta-VAE through its
 ``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`MixturePriorVAE`
 (a VAE with a Gaussian-mixture prior whose cluster is summed out: VaDE),
-:class:`FactorAnalysis` (exact marginal, posterior and EM step) and :class:`GaussianMixture`
-(with its :class:`MixturePrior` and :func:`empty_guide`) are Pyro programs that keep the
-contract :mod:`pyrovae.infer` trains and evaluates. :func:`fit_mixture` fits a mixture by EM
-with k-means++ seeds and restarts (:mod:`pyrovae.models.mixture_em`); it is the one part of
-this package that imports :mod:`pyrovae.infer` (its generic EM driver), and
+:class:`SequenceVAE` (one code per sequence, a GRU decoder), :class:`FactorAnalysis`
+(exact marginal, posterior and EM step) and :class:`GaussianMixture` (with its
+:class:`MixturePrior` and :func:`empty_guide`) are Pyro programs that keep the contract
+:mod:`pyrovae.infer` trains and evaluates. :func:`fit_mixture` fits a mixture by EM with
+k-means++ seeds and restarts (:mod:`pyrovae.models.mixture_em`); it is the one part of this
+package that imports :mod:`pyrovae.infer` (its generic EM driver), and
 :class:`MixturePriorVAE` uses it to initialise its prior. Every other module here depends
 only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``, ``nn``,
 ``kmeans``).
@@ -17,6 +18,7 @@ from .factor_analysis import FactorAnalysis
 from .mixture import GaussianMixture, MixturePrior, empty_guide
 from .mixture_em import fit_mixture
 from .mixture_vae import MixturePriorVAE
+from .sequence_vae import SequenceVAE
 from .ssvae import SSVAE
 from .vae import VAE
 
@@ -26,6 +28,7 @@ __all__ = [
     "MixturePrior",
     "MixturePriorVAE",
     "SSVAE",
+    "SequenceVAE",
     "VAE",
     "empty_guide",
     "fit_mixture",

@@ -9,6 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from contract import Pair, PairContract
 from pyro.infer import TraceEnum_ELBO
 
 from pyrovae.guides import GaussianEncoder
@@ -16,6 +17,16 @@ from pyrovae.infer import Trainer, assign, fit, log_marginal
 from pyrovae.infer.scale import LatentScaling
 from pyrovae.models import MixturePriorVAE
 from pyrovae.models.mixture import COVARIANCE_TYPES
+
+
+class TestMixturePriorVAEContract(PairContract):
+    """The mixture-prior VAE with its Gaussian encoder: c enumerated, z drawn by the guide."""
+
+    def make_pair(self, variant=None) -> Pair:
+        torch.manual_seed(0)
+        model = MixturePriorVAE(12, 3, 2, (8,), covariance="full", min_weight=0.05)
+        x = (torch.rand(16, 12) > 0.5).float()
+        return Pair(model, GaussianEncoder(12, 2, (8,)), (x,), "enum")
 
 
 def binary_rows(n: int = 40, d: int = 12, seed: int = 0) -> torch.Tensor:

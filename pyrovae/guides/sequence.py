@@ -1,0 +1,75 @@
+"""q(z | x) for one code per sequence: a bidirectional GRU summarises the real steps.
+
+- :class:`SequenceEncoder`: a forward GRU reads x_1..x_{T_n}, a backward GRU reads
+  x_{T_n}..x_1 (each sequence reversed within its own length, so padding is never read);
+  their last states [h_fwd, h_bwd] (2H) give q(z | x) = N(mu(h), diag sigma(h)^2) through
+  a linear layer. A padded batch gives each sequence the posterior of the unpadded one.
+
+Shapes: x (N, T, D), lengths (N,) int64 in [1, T] or None (all T); z (N, L).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+from ..models.sequence_vae import step_mask
+from ..module import LocalPyroModule
+
+
+def last_steps(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """states (N, T, H) at step T_n - 1 of each sequence: (N, H)."""
+    index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, states.shape[-1])
+    return states.gather(1, index).squeeze(1)
+
+
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each sequence of x (N, T, D) reversed over its first T_n steps, padding left in place."""
+    t = torch.arange(x.shape[1], device=x.device)
+    lengths = lengths.unsqueeze(-1)
+    index = torch.where(t < lengths, lengths - 1 - t, t)  # (N, T)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+class SequenceEncoder(LocalPyroModule):
+    """q(z | x) = N(z; mu(h), diag sigma(h)^2), h = [forward GRU's, backward GRU's last state].
+
+    Args:
+        input_dim: D, the values per step.
+        latent_dim: L, the dimension of z.
+        hidden_dim: H, each GRU's state.
+        min_scale: a floor on sigma.
+    """
+
+    def __init__(
+        self, input_dim: int, latent_dim: int = 16, hidden_dim: int = 256, min_scale: float = 1e-4
+    ) -> None:
+        super().__init__()
+        self.latent_dim, self.min_scale = latent_dim, min_scale
+        self.forward_gru = nn.GRU(input_dim, hidden_dim, batch_first=True)
+        self.backward_gru = nn.GRU(input_dim, hidden_dim, batch_first=True)
+        self.head = nn.Linear(2 * hidden_dim, 2 * latent_dim)
+
+    def encode(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and standard deviation, each (N, L)."""
+        step_mask(x, lengths)  # checks the shapes
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        lengths = lengths.to(x.device)
+        forward_states, _ = self.forward_gru(x)
+        backward_states, _ = self.backward_gru(reverse_within(x, lengths))
+        summary = torch.cat(
+            [last_steps(forward_states, lengths), last_steps(backward_states, lengths)], -1
+        )
+        loc, raw_scale = self.head(summary).split(self.latent_dim, dim=-1)
+        return loc, softplus(raw_scale) + self.min_scale
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        loc, scale = self.encode(x, lengths)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
