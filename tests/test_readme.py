@@ -36,6 +36,9 @@ def test_python_example_runs(tmp_path, monkeypatch):
     vade = next(ns for ns in namespaces if "vade" in ns)
     assert [r["kl_weight"] for r in vade["mixture_history"]] == [0.5, 1.0]
     assert vade["clusters"].shape == (360,) and vade["clusters"].max() < 10
+    seq = next(ns for ns in namespaces if "seqvae" in ns)
+    assert seq["per_sequence"].log_likelihood.shape == (64,)
+    assert seq["continuations"].shape == (4, 16, 88)
     hmm = next(ns for ns in namespaces if "viterbi" in ns)
     assert hmm["exact"].stderr.abs().max() == 0  # every state summed: nothing sampled
     assert hmm["exact"].log_likelihood.mean() == pytest.approx(
