@@ -8,7 +8,8 @@ point mass: a regularised autoencoder) for one latent vector site "z";
 :class:`~pyrovae.models.FactorAnalysis`; :class:`SSVAEGuide` (classifier q(y | x), enumerated
 when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE`;
 :class:`SequenceEncoder` (a bidirectional GRU over each sequence's real steps) for
-:class:`~pyrovae.models.SequenceVAE`. A guide
+:class:`~pyrovae.models.SequenceVAE`; :class:`MarkovEncoder` (q(z_t | z_{t-1}, x_{t:T})) for
+:class:`~pyrovae.models.DeepMarkovModel`. A guide
 module may import the model module it is written for; nothing here imports
 :mod:`pyrovae.infer`.
 """
@@ -16,13 +17,14 @@ module may import the model module it is written for; nothing here imports
 from .classifier import SSVAEGuide
 from .encoder import DeltaEncoder, GaussianEncoder
 from .linear import ExactPosteriorGuide, LinearGaussianEncoder
-from .sequence import SequenceEncoder
+from .sequence import MarkovEncoder, SequenceEncoder
 
 __all__ = [
     "DeltaEncoder",
     "ExactPosteriorGuide",
     "GaussianEncoder",
     "LinearGaussianEncoder",
+    "MarkovEncoder",
     "SSVAEGuide",
     "SequenceEncoder",
 ]

@@ -3,7 +3,8 @@
 :class:`VAE` (deep latent Gaussian model, optionally a beta-VAE through its
 ``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`MixturePriorVAE`
 (a VAE with a Gaussian-mixture prior whose cluster is summed out: VaDE),
-:class:`SequenceVAE` (one code per sequence, a GRU decoder), :class:`FactorAnalysis`
+:class:`SequenceVAE` (one code per sequence, a GRU decoder), :class:`DeepMarkovModel` (a
+latent state per step under ``pyro.markov``), :class:`FactorAnalysis`
 (exact marginal, posterior and EM step) and :class:`GaussianMixture` (with its
 :class:`MixturePrior` and :func:`empty_guide`) are Pyro programs that keep the contract
 :mod:`pyrovae.infer` trains and evaluates. :func:`fit_mixture` fits a mixture by EM with
@@ -14,6 +15,7 @@ only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``
 ``kmeans``).
 """
 
+from .dmm import DeepMarkovModel
 from .factor_analysis import FactorAnalysis
 from .mixture import GaussianMixture, MixturePrior, empty_guide
 from .mixture_em import fit_mixture
@@ -23,6 +25,7 @@ from .ssvae import SSVAE
 from .vae import VAE
 
 __all__ = [
+    "DeepMarkovModel",
     "FactorAnalysis",
     "GaussianMixture",
     "MixturePrior",
