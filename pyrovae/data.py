@@ -491,3 +491,8 @@ def _make_splits(name: str, x, y, image_shape, train, test) -> DataSplits:
 def _tensor(a: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
     """``a`` as a tensor of ``dtype``, copied only when not already writable and contiguous."""
     return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
+
+
+# Sequence data (N, T, D) with lengths, and the Bach chorales: their own module, named here
+# too so that every loader is found in pyrovae.data.
+from .sequences import SequenceSplits, load_chorales, pad_sequences  # noqa: E402, F401

@@ -53,6 +53,7 @@ LIBRARY_TOP_LEVEL = frozenset(
         "nn",
         "ranks",
         "rng",
+        "sequences",
     )
 )
 LIBRARY_PACKAGES = ("pyrovae.models", "pyrovae.guides", "pyrovae.infer", "pyrovae.diagnostics")
