@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..infer.modes import program_mode
 from .clustering import clustering_scores, matched_clusters
 from .figures import save_latent_scatter, save_traversals
 from .mixture_figures import _projection, save_component_ellipses, save_component_means
@@ -33,14 +34,17 @@ from .vae_figures import write_figures
 @torch.no_grad()
 def mean_codes(guide: Callable, x: torch.Tensor, batch_size: int = 5000) -> torch.Tensor:
     """The guide's mean codes E_q[z | x] (N, L) for rows x (N, D), in batches (a guide with
-    an ``encode(x) -> (loc, scale)`` method, as :class:`~pyrovae.guides.GaussianEncoder`)."""
+    an ``encode(x) -> (loc, scale)`` method, as :class:`~pyrovae.guides.GaussianEncoder`),
+    its modules in evaluation mode."""
     encode = getattr(guide, "encode", None)
     if encode is None:
         raise ValueError(
             "the guide has no encode(x) -> (loc, scale) method to give mean codes; use "
             "pyrovae.guides.GaussianEncoder or add one"
         )
-    return torch.cat([encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+    with program_mode(guide, training=False):
+        parts = [encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)]
+    return torch.cat(parts)
 
 
 @torch.no_grad()
