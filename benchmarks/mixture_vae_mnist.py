@@ -75,7 +75,7 @@ def main_benchmark() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder with the MNIST idx files")
     parser.add_argument("--dataset", default="mnist", help="digits for a quick check")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; '' for none")
     parser.add_argument("--out", default="runs/benchmark-mixture-vae")
     parser.add_argument("--hidden", default="500,500,2000")
     parser.add_argument("--latent-dim", default="10")
@@ -94,7 +94,7 @@ def main_benchmark() -> None:
     common += ["--latent-dim", args.latent_dim, "--batch-size", args.batch_size, "--quiet"]
     common += ["--lr", args.lr, "--overwrite"]
     results: dict = {"settings": vars(args), "runs": []}
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         run = out / f"mixture-vae-seed{seed}"
         train = ["train", "mixture-vae", "--out", str(run), "--seed", str(seed), *common]
         train += ["--epochs", str(args.epochs), "--pretrain-epochs", str(args.pretrain_epochs)]
@@ -128,15 +128,17 @@ def main_benchmark() -> None:
         results["baselines"] = mixture_baselines(args.dataset, args.data_dir, 0)
         print(json.dumps(results["baselines"]), flush=True)
     runs = results["runs"]
-    accuracy = np.array([r["accuracy"] for r in runs])
     print("\n| model | test accuracy (%) | ARI | NMI | test log p(x) |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    print(
-        f"| mixture-prior VAE, {len(runs)} seeds | {100 * accuracy.mean():.2f} ± "
-        f"{100 * accuracy.std():.2f} | {np.mean([r['adjusted_rand_index'] for r in runs]):.3f} "
-        f"| {np.mean([r['normalized_mutual_info'] for r in runs]):.3f} | "
-        f"{np.mean([r['test_log_likelihood'] for r in runs]):.2f} |"
-    )
+    if runs:
+        accuracy = np.array([r["accuracy"] for r in runs])
+        print(
+            f"| mixture-prior VAE, {len(runs)} seeds | {100 * accuracy.mean():.2f} ± "
+            f"{100 * accuracy.std():.2f} | "
+            f"{np.mean([r['adjusted_rand_index'] for r in runs]):.3f} | "
+            f"{np.mean([r['normalized_mutual_info'] for r in runs]):.3f} | "
+            f"{np.mean([r['test_log_likelihood'] for r in runs]):.2f} |"
+        )
     if "vae" in results:
         vae = results["vae"]["test_log_likelihood"]
         print(f"| VAE, same networks and epochs | | | | {vae:.2f} |")
