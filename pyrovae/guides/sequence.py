@@ -23,6 +23,13 @@ from ..models.sequence_vae import step_mask
 from ..module import LocalPyroModule
 
 
+def full_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``lengths`` on x's device, or every sequence's T steps when None: (N,) int64."""
+    if lengths is None:
+        return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+    return lengths.to(x.device)
+
+
 def last_steps(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """states (N, T, H) at step T_n - 1 of each sequence: (N, H)."""
     index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, states.shape[-1])
@@ -61,9 +68,7 @@ class SequenceEncoder(LocalPyroModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation, each (N, L)."""
         step_mask(x, lengths)  # checks the shapes
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
-        lengths = lengths.to(x.device)
+        lengths = full_lengths(x, lengths)
         forward_states, _ = self.forward_gru(x)
         backward_states, _ = self.backward_gru(reverse_within(x, lengths))
         summary = torch.cat(
@@ -100,9 +105,7 @@ class MarkovEncoder(LocalPyroModule):
 
     def summaries(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """h_t (N, T, H): the backward GRU's state after reading x_{T_n}, ..., x_t."""
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
-        lengths = lengths.to(x.device)
+        lengths = full_lengths(x, lengths)
         states, _ = self.rnn(reverse_within(x, lengths))
         return reverse_within(states, lengths)
 
