@@ -1,8 +1,10 @@
-"""Dataset loading: built-in image sets and users' own arrays, as flat float32 rows.
+"""Dataset loading: built-in image sets, the Bach chorales and users' own arrays.
 
-Every loader returns a :class:`DataSplits` whose ``*_x`` tensors are ``(N, D)`` float32, one
-flattened example per row, and whose labels (when there are any) are ``(N,)`` int64. Nothing is
-downloaded unless ``download=True`` is passed for MNIST or Fashion-MNIST.
+Every loader returns a :class:`DataSplits` whose ``*_x`` tensors are float32 and either
+``(N, D)``, one flattened example per row, or, for sequence data, ``(N, T, D)``: N sequences
+padded to T steps, with ``*_lengths`` (N,) int64 giving each one's real steps. Labels (when
+there are any) are ``(N,)`` int64. Nothing is downloaded unless ``download=True`` is passed
+for MNIST or Fashion-MNIST.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist")
+#: Named datasets of sequences (N, T, D), for the sequence models (``seqvae``, ``dmm``).
+SEQUENCE_DATASETS = ("chorales",)
 FILE_EXTENSIONS = (".npy", ".npz", ".csv")
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -30,6 +34,7 @@ IDX_FILES = (
 )
 BINARIZED_MNIST_FILE = "binarized_mnist.npz"
 X_KEYS = ("x", "X", "data", "images")
+LENGTH_KEYS = ("lengths",)
 Y_KEYS = ("y", "labels", "targets")
 CSV_LABEL_COLUMNS = ("label", "y")
 _TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -43,11 +48,14 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, repr=False)
 class DataSplits:
-    """Train/test (and optional validation) examples as flat rows.
+    """Train/test (and optional validation) examples: flat rows, or padded sequences.
 
-    ``train_x`` is ``(N_train, D)`` float32, ``test_x`` is ``(N_test, D)``, labels are ``(N,)``
-    int64 or None, and ``image_shape`` is ``(C, H, W)`` with ``C * H * W == D`` (None when the
-    rows are not images).
+    Rows: ``train_x`` is ``(N_train, D)`` float32, ``test_x`` is ``(N_test, D)``, and
+    ``image_shape`` is ``(C, H, W)`` with ``C * H * W == D`` (None when the rows are not
+    images). Sequences: every ``*_x`` is ``(N, T, D)`` (T may differ between splits) with
+    ``*_lengths`` ``(N,)`` int64 in [1, T], each sequence's real steps (the steps past them are
+    padding; lengths not given are T for every sequence), and no image shape. Labels are
+    ``(N,)`` int64 or None.
     """
 
     name: str
@@ -58,19 +66,52 @@ class DataSplits:
     image_shape: tuple[int, int, int] | None
     valid_x: torch.Tensor | None = None
     valid_y: torch.Tensor | None = None
+    train_lengths: torch.Tensor | None = None
+    test_lengths: torch.Tensor | None = None
+    valid_lengths: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        dim = self.train_x.shape[-1]
-        for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
-            if x.dim() != 2 or x.shape[1] != dim or (y is not None and y.shape != x.shape[:1]):
+        dim, rank = self.train_x.shape[-1], self.train_x.dim()
+        if rank not in (2, 3):
+            raise DataError(
+                f"{self.name}: examples must be rows (N, D) or sequences (N, T, D), got "
+                f"{tuple(self.train_x.shape)}"
+            )
+        for split in ("train", "test", "valid"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x is None:
+                continue
+            if x.dim() != rank or x.shape[-1] != dim or (y is not None and y.shape != x.shape[:1]):
                 raise DataError(f"{self.name}: split shapes differ: x {tuple(x.shape)}, D {dim}")
-        if self.image_shape is not None and math.prod(self.image_shape) != dim:
+            lengths = getattr(self, f"{split}_lengths")
+            if rank == 2:
+                if lengths is not None:
+                    raise DataError(f"{self.name}: {split}_lengths given for rows, not sequences")
+                continue
+            if lengths is None:  # every sequence uses all T steps
+                lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+                object.__setattr__(self, f"{split}_lengths", lengths)
+            bad = lengths.shape != x.shape[:1] or lengths.is_floating_point()
+            if bad or (
+                len(lengths) and not 1 <= int(lengths.min()) <= int(lengths.max()) <= x.shape[1]
+            ):
+                raise DataError(
+                    f"{self.name}: {split}_lengths must be {x.shape[0]} integers in [1, "
+                    f"{x.shape[1]}] (each sequence's real steps), got {lengths.dtype} "
+                    f"{tuple(lengths.shape)}"
+                )
+        if self.image_shape is not None and (rank == 3 or math.prod(self.image_shape) != dim):
             raise DataError(f"{self.name}: image_shape {self.image_shape} does not give D = {dim}")
 
     @property
+    def is_sequences(self) -> bool:
+        """True when the examples are sequences (N, T, D) with lengths."""
+        return self.train_x.dim() == 3
+
+    @property
     def input_dim(self) -> int:
-        """D, the number of values in one flattened example."""
-        return int(self.train_x.shape[1])
+        """D, the number of values in one flattened example (in one step of a sequence)."""
+        return int(self.train_x.shape[-1])
 
     @property
     def num_classes(self) -> int | None:
@@ -108,18 +149,38 @@ def load_dataset(
     seed: int = 0,
     test_fraction: float = 0.2,
     download: bool = False,
+    sequences: bool = False,
 ) -> DataSplits:
-    """Load a dataset named in :data:`DATASETS`, or a user's ``.npy``/``.npz``/``.csv`` file.
+    """Load a dataset named in :data:`DATASETS` or :data:`SEQUENCE_DATASETS`, or a user's
+    ``.npy``/``.npz``/``.csv`` file.
 
     ``data_dir`` (default: ``$PYROVAE_DATA_DIR``, else ``./data``) is where the MNIST-family
-    files live; it is ignored for ``digits`` and for files. ``seed`` and ``test_fraction`` set
-    the random train/test split of a user's file (``ceil(test_fraction * N)`` test rows, as in
-    scikit-learn); the named datasets have fixed splits.
+    files live (and the chorales' converted cache); it is ignored for ``digits`` and for
+    files. ``seed`` and ``test_fraction`` set the random train/test split of a user's file
+    (``ceil(test_fraction * N)`` test examples, as in scikit-learn); the named datasets have
+    fixed splits.
+
+    ``sequences`` asks for sequence data (N, T, D) with lengths, as the sequence models need:
+    ``chorales``, or a user's ``.npz`` with ``x`` (N, T, D) and optionally ``lengths`` (N,)
+    (a ``.npy`` (N, T, D): every sequence T steps). Without it a 3-D array is images
+    (N, H, W), and sequence data are refused with the fix.
     """
     name = str(name)
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     key = name.strip().lower()
+    if key in DATASETS and sequences:
+        raise DataError(
+            f"{name} holds images, not sequences; a sequence model needs data (N, T, D): "
+            f"--dataset {SEQUENCE_DATASETS[0]}, or a .npz with x (N, T, D) and lengths (N,)"
+        )
+    if key in SEQUENCE_DATASETS:
+        if not sequences:
+            raise DataError(
+                f"{name} are sequences (N, T, D), which this model cannot take: train a "
+                "sequence model (pyrovae train seqvae or dmm)"
+            )
+        return load_chorales(_resolve_data_dir(data_dir))
     if key == "digits":
         return _load_digits()
     if key in _TORCHVISION_NAMES:
@@ -128,11 +189,14 @@ def load_dataset(
         return _load_binarized_mnist(_resolve_data_dir(data_dir))
     path = Path(name).expanduser()
     if path.suffix.lower() in FILE_EXTENSIONS:
+        if sequences:
+            return _load_sequence_file(name, path, seed, test_fraction)
         return _load_array_file(name, path, seed, test_fraction)
     is_file = path.suffix or path.exists() or "/" in name or os.sep in name
     problem = f"unsupported file type {path.suffix!r}" if is_file else "unknown dataset"
+    names = SEQUENCE_DATASETS if sequences else DATASETS
     raise DataError(
-        f"{name}: {problem}; use a dataset name ({', '.join(DATASETS)}) or a file ending in "
+        f"{name}: {problem}; use a dataset name ({', '.join(names)}) or a file ending in "
         f"{', '.join(FILE_EXTENSIONS)}, one example per row"
     )
 
@@ -323,8 +387,87 @@ def _load_array_file(name: str, path: Path, seed: int, test_fraction: float) -> 
         x, y = _read_csv(path)
     else:
         loaded = _np_load(path)
+        if isinstance(loaded, dict) and any(k in loaded for k in LENGTH_KEYS):
+            raise DataError(
+                f"{path}: holds sequences (it has lengths), which this model cannot take: "
+                "train a sequence model (pyrovae train seqvae or dmm)"
+            )
         x, y = _pick_npz_arrays(loaded, path) if isinstance(loaded, dict) else (loaded, None)
     return split_arrays(x, y, name, seed=seed, test_fraction=test_fraction)
+
+
+def _load_sequence_file(name: str, path: Path, seed: int, test_fraction: float) -> DataSplits:
+    """A user's sequences: ``x`` (N, T, D) with optional ``lengths`` (N,) and labels (N,),
+    split into train/test by a permutation seeded with ``seed``."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path (relative to {Path.cwd()})")
+    if path.suffix.lower() == ".csv":
+        raise DataError(
+            f"{path}: a csv holds rows, not sequences; save them with numpy.savez(path, "
+            "x=sequences (N, T, D), lengths=steps (N,))"
+        )
+    loaded = _np_load(path)
+    lengths = None
+    if isinstance(loaded, dict):
+        length_key = next((k for k in LENGTH_KEYS if k in loaded), None)
+        lengths = loaded.pop(length_key) if length_key else None
+        x, y = _pick_npz_arrays(loaded, path)
+    else:
+        x, y = loaded, None
+    return split_sequence_arrays(x, lengths, y, name, seed=seed, test_fraction=test_fraction)
+
+
+def split_sequence_arrays(
+    x: np.ndarray,
+    lengths: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    name: str = "sequences",
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> DataSplits:
+    """Validate a user's sequences ``x`` (N, T, D), padded after each one's ``lengths`` (N,)
+    steps (None: all T), and labels ``y`` (N,) or None, and split them into train/test by a
+    permutation seeded with ``seed``. The padded steps are set to zero."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.dtype.kind not in "biuf" or 0 in x.shape:
+        raise DataError(
+            f"{name}: sequences must be a numeric array (N, T, D) of N sequences of T steps of "
+            f"D values, got {x.dtype} {x.shape}; one sequence of T values is (1, T, 1)"
+        )
+    n, steps = x.shape[:2]
+    x = x.astype(np.float32)
+    if lengths is None:
+        lengths = np.full(n, steps, dtype=np.int64)
+    lengths = np.asarray(lengths)
+    integral = lengths.dtype.kind in "iu" or (
+        lengths.dtype.kind == "f" and np.all(np.isfinite(lengths) & (lengths == np.round(lengths)))
+    )
+    if lengths.shape != (n,) or not integral or lengths.min() < 1 or lengths.max() > steps:
+        raise DataError(
+            f"{name}: lengths must be {n} integers in [1, {steps}] (each sequence's real "
+            f"steps), got {lengths.dtype} {lengths.shape}"
+        )
+    lengths = lengths.astype(np.int64)
+    real = np.arange(steps) < lengths[:, None]
+    bad = int(np.count_nonzero(~np.isfinite(x[real])))
+    if bad:
+        raise DataError(
+            f"{name}: {bad} NaN or infinite value(s) in the real steps; clean the data or "
+            "impute the missing values first (padding past each length may hold anything)"
+        )
+    x[~real] = 0.0
+    if y is not None:
+        y = _check_labels(y, n, name)
+    train, test = _split_indices(n, test_fraction, seed, name)
+
+    def part(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = int(lengths[index].max())
+        return _tensor(x[index, :longest]), _tensor(lengths[index], np.int64)
+
+    (train_x, train_l), (test_x, test_l) = part(train), part(test)
+    ys = (None, None) if y is None else (_tensor(y[train], np.int64), _tensor(y[test], np.int64))
+    return DataSplits(name, train_x, test_x, *ys, None, train_lengths=train_l, test_lengths=test_l)
 
 
 def split_arrays(
@@ -495,4 +638,4 @@ def _tensor(a: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
 
 # Sequence data (N, T, D) with lengths, and the Bach chorales: their own module, named here
 # too so that every loader is found in pyrovae.data.
-from .sequences import SequenceSplits, load_chorales, pad_sequences  # noqa: E402, F401
+from .sequences import chorale_names, load_chorales, pad_sequences  # noqa: E402, F401

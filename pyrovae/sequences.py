@@ -12,19 +12,23 @@ onset + duration), as the JSB Chorales benchmark of Boulanger-Lewandowski et al.
 2012) does. :func:`load_chorales` converts the Bach chorales that the ``music21`` package
 ships in its corpus (``pip install music21``, or ``pip install -e ".[music]"``; no
 download), splits them by piece with a fixed permutation into 60% train, 20% validation and
-20% test pieces, and caches the result as ``chorales.npz`` in ``data_dir``, so that only the
-first call needs music21.
+20% test pieces, and caches the result as ``chorales.npz`` in ``data_dir`` (or in the user's
+cache directory when ``data_dir`` is read-only), so that only the first call needs music21.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .data import DataSplits
 
 #: MIDI pitch of the lowest piano key (A0); the roll has 88 keys, A0..C8.
 LOWEST_KEY = 21
@@ -35,25 +39,6 @@ CACHE_VERSION = 1
 #: Shares of pieces in train, validation and test, and the seed of the fixed permutation.
 SPLIT = (0.6, 0.2, 0.2)
 SPLIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class SequenceSplits:
-    """Padded sequences (N, T, D) float32 and lengths (N,) int64 per split, and names."""
-
-    name: str
-    train_x: torch.Tensor
-    train_lengths: torch.Tensor
-    valid_x: torch.Tensor
-    valid_lengths: torch.Tensor
-    test_x: torch.Tensor
-    test_lengths: torch.Tensor
-    #: The source of every sequence (a piece's corpus path), per split.
-    names: dict[str, tuple[str, ...]]
-
-    @property
-    def input_dim(self) -> int:
-        return int(self.train_x.shape[-1])
 
 
 def pad_sequences(sequences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,11 +104,32 @@ def _convert(path: str) -> np.ndarray:
     return piano_roll(notes)
 
 
-def load_chorales(data_dir: str | Path, *, progress: bool = False) -> SequenceSplits:
-    """The Bach chorales of music21's corpus as piano rolls, split by piece (see the module
-    docstring); converted once and cached in ``data_dir / chorales.npz``."""
-    cache = Path(data_dir) / CACHE
-    if not (cache.exists() and int(np.load(cache)["version"]) == CACHE_VERSION):
+def cache_candidates(data_dir: str | Path) -> list[Path]:
+    """Where the converted chorales are looked for, in order: ``data_dir``, then the user's
+    cache directory (``$XDG_CACHE_HOME/pyrovae``, default ``~/.cache/pyrovae``), which takes
+    the conversion when ``data_dir`` cannot be written (a read-only data share)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return [Path(data_dir) / CACHE, Path(base) / "pyrovae" / CACHE]
+
+
+def _current(path: Path) -> bool:
+    try:
+        with np.load(path) as stored:
+            return int(stored["version"]) == CACHE_VERSION
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def load_chorales(data_dir: str | Path, *, progress: bool = False) -> DataSplits:
+    """The Bach chorales of music21's corpus as piano rolls (N, T, 88) with lengths, split by
+    piece into train, validation and test (see the module docstring).
+
+    Converted once (about two minutes) and cached as ``chorales.npz`` in ``data_dir``, or in
+    the user's cache directory where ``data_dir`` is read-only (:func:`cache_candidates`);
+    later calls read the cache without music21."""
+    candidates = cache_candidates(data_dir)
+    cache = next((c for c in candidates if c.exists() and _current(c)), None)
+    if cache is None:
         paths = _chorale_paths()
         rolls, names = [], []
         for path in paths:
@@ -134,47 +140,87 @@ def load_chorales(data_dir: str | Path, *, progress: bool = False) -> SequenceSp
             if progress:
                 print(f"converted {len(rolls)} of {len(paths)} chorales", end="\r", flush=True)
         x, lengths = pad_sequences(rolls)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".partial.npz")
-        np.savez_compressed(
-            partial,
+        arrays = dict(
             x=x.numpy().astype(np.uint8),
             lengths=lengths.numpy(),
             names=np.array(names),
             version=CACHE_VERSION,
         )
-        partial.replace(cache)
+        cache = _write_cache(candidates, arrays)
     return split_sequences(cache)
 
 
-def split_sequences(path: Path) -> SequenceSplits:
-    """The cached rolls split by piece with the fixed permutation of :data:`SPLIT_SEED`."""
-    stored = np.load(path)
-    x = torch.from_numpy(stored["x"].astype(np.float32))
-    lengths = torch.from_numpy(stored["lengths"]).long()
-    names = [str(n) for n in stored["names"]]
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
-    n_train = round(SPLIT[0] * len(names))
-    n_valid = round(SPLIT[1] * len(names))
-    parts = {
+def _write_cache(candidates: list[Path], arrays: dict) -> Path:
+    """Write the conversion, atomically, into the first candidate that can be written."""
+    failures = []
+    for cache in candidates:
+        partial = cache.with_suffix(".partial.npz")
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(partial, **arrays)
+            partial.replace(cache)
+            return cache
+        except OSError as e:
+            partial.unlink(missing_ok=True) if partial.parent.exists() else None
+            failures.append(f"{cache.parent} ({e.strerror or e})")
+    raise OSError(
+        f"cannot cache the converted chorales in {' or '.join(failures)}; pass a writable "
+        "--data-dir (data_dir)"
+    )
+
+
+def split_pieces(count: int) -> dict[str, np.ndarray]:
+    """The sorted indices of the train, validation and test pieces among ``count``: the
+    shares :data:`SPLIT` of a permutation fixed by :data:`SPLIT_SEED`."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(count)
+    n_train, n_valid = round(SPLIT[0] * count), round(SPLIT[1] * count)
+    return {
         "train": np.sort(order[:n_train]),
         "valid": np.sort(order[n_train : n_train + n_valid]),
         "test": np.sort(order[n_train + n_valid :]),
     }
 
+
+def split_sequences(path: Path) -> DataSplits:
+    """The cached rolls split by piece with the fixed permutation of :data:`SPLIT_SEED`:
+    :data:`SPLIT` of the pieces in train, validation and test, each split padded to its own
+    longest piece."""
+    from .data import DataSplits
+
+    with np.load(path) as stored:
+        x = torch.from_numpy(stored["x"].astype(np.float32))
+        lengths = torch.from_numpy(stored["lengths"]).long()
+        count = len(stored["names"])
+    parts = split_pieces(count)
+
     def take(part: str) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(parts[part])
         longest = int(lengths[index].max())
-        return x[index, :longest], lengths[index]
+        return x[index, :longest].contiguous(), lengths[index]
 
     (train_x, train_l), (valid_x, valid_l), (test_x, test_l) = map(take, parts)
-    return SequenceSplits(
+    return DataSplits(
         "chorales",
         train_x,
-        train_l,
-        valid_x,
-        valid_l,
         test_x,
-        test_l,
-        {part: tuple(names[i] for i in index) for part, index in parts.items()},
+        None,
+        None,
+        None,
+        valid_x,
+        train_lengths=train_l,
+        test_lengths=test_l,
+        valid_lengths=valid_l,
     )
+
+
+def chorale_names(data_dir: str | Path) -> dict[str, tuple[str, ...]]:
+    """The corpus file of every chorale, per split (``"train"``, ``"valid"``, ``"test"``), in
+    the order :func:`load_chorales` returns them (after a first conversion)."""
+    cache = next((c for c in cache_candidates(data_dir) if c.exists() and _current(c)), None)
+    if cache is None:
+        raise FileNotFoundError(f"no converted chorales in {data_dir}: call load_chorales first")
+    with np.load(cache) as stored:
+        names = [str(n) for n in stored["names"]]
+    return {
+        part: tuple(names[i] for i in index) for part, index in split_pieces(len(names)).items()
+    }

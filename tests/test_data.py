@@ -454,3 +454,84 @@ def test_binarize_fixed_is_reproducible() -> None:
 def test_binarize_rejects_values_outside_unit_interval(bad: float) -> None:
     with pytest.raises(DataError, match=r"1 value\(s\) outside \[0, 1\]"):
         binarize(torch.tensor([0.2, bad, 0.9]))
+
+
+# ---- sequences (N, T, D) with lengths --------------------------------------------------------
+
+
+def _sequences(tmp_path: Path, **arrays) -> str:
+    path = tmp_path / "seq.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_a_users_sequences_keep_their_steps_and_lengths_and_split_by_seed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 6, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 3, 4, 5, 6, 1, 2, 3, 4])
+    x[1, 2:] = np.nan  # padding may hold anything: it is zeroed
+    y = np.arange(10) % 2
+    data = load_dataset(_sequences(tmp_path, x=x, lengths=lengths, y=y), sequences=True)
+    assert data.is_sequences and data.input_dim == 3 and data.image_shape is None
+    assert len(data.train_x) == 8 and len(data.test_x) == 2
+    for split in ("train", "test"):
+        xs, ls, ys = (getattr(data, f"{split}_{k}") for k in ("x", "lengths", "y"))
+        assert xs.shape[1] == int(ls.max())  # padded to the split's longest sequence
+        for row in range(len(xs)):
+            steps = int(ls[row])
+            original = next(i for i in range(10) if np.allclose(x[i, :steps], xs[row, :steps]))
+            assert int(ls[row]) == lengths[original] and int(ys[row]) == y[original]
+            assert xs[row, ls[row] :].eq(0).all()
+    again = load_dataset(_sequences(tmp_path, x=x, lengths=lengths), sequences=True, seed=1)
+    assert not torch.equal(again.test_lengths, data.test_lengths) or not torch.equal(
+        again.test_x, data.test_x
+    )
+    full = load_dataset(_sequences(tmp_path, x=np.nan_to_num(x)), sequences=True)
+    assert full.train_lengths.eq(6).all()  # no lengths: every sequence T steps
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"x": np.zeros((4, 5))}, r"sequences must be a numeric array \(N, T, D\)"),
+        ({"x": np.zeros((4, 5, 2)), "lengths": np.array([1, 2, 6, 1])}, r"integers in \[1, 5\]"),
+        ({"x": np.zeros((4, 5, 2)), "lengths": np.array([1, 2, 0, 1])}, r"integers in \[1, 5\]"),
+        ({"x": np.zeros((4, 5, 2)), "lengths": np.array([1.5, 2, 3, 1])}, "integers"),
+        ({"x": np.zeros((4, 5, 2)), "lengths": np.array([1, 2, 3])}, "4 integers"),
+        ({"x": np.full((4, 5, 2), np.inf)}, "NaN or infinite value"),
+    ],
+)
+def test_bad_sequences_are_refused_with_the_fix(tmp_path: Path, arrays: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        load_dataset(_sequences(tmp_path, **arrays), sequences=True)
+
+
+def test_sequences_and_rows_are_not_mixed_up(tmp_path: Path) -> None:
+    path = _sequences(tmp_path, x=np.zeros((4, 5, 2)), lengths=np.array([1, 2, 3, 4]))
+    with pytest.raises(DataError, match="holds sequences .* seqvae or dmm"):
+        load_dataset(path)
+    with pytest.raises(DataError, match="are sequences .* seqvae or dmm"):
+        load_dataset("chorales")
+    with pytest.raises(DataError, match="holds images, not sequences.* --dataset chorales"):
+        load_dataset("digits", sequences=True)
+    csv = tmp_path / "rows.csv"
+    csv.write_text("1,2\n3,4\n")
+    with pytest.raises(DataError, match="a csv holds rows, not sequences"):
+        load_dataset(str(csv), sequences=True)
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((4, 5, 5)))
+    assert load_dataset(str(images)).image_shape == (1, 5, 5)  # 3-D rows stay images
+
+
+def test_data_splits_check_sequence_lengths() -> None:
+    x = torch.zeros(3, 4, 2)
+    data = DataSplits("s", x, x[:2], None, None, None)
+    assert data.train_lengths.tolist() == [4, 4, 4] and data.test_lengths.tolist() == [4, 4]
+    with pytest.raises(DataError, match=r"train_lengths must be 3 integers in \[1, 4\]"):
+        DataSplits("s", x, x, None, None, None, train_lengths=torch.tensor([1, 5, 2]))
+    with pytest.raises(DataError, match="given for rows"):
+        DataSplits("s", x[:, 0], x[:, 0], None, None, None, train_lengths=torch.tensor([1, 1, 1]))
+    with pytest.raises(DataError, match="split shapes differ"):
+        DataSplits("s", x, x[:, 0], None, None, None)
+    with pytest.raises(DataError, match="image_shape"):
+        DataSplits("s", x, x, None, None, (1, 1, 2))

@@ -13,11 +13,20 @@ from pyrovae.sequences import (
     CACHE,
     CACHE_VERSION,
     KEYS,
+    chorale_names,
     load_chorales,
     pad_sequences,
     piano_roll,
     split_sequences,
 )
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    """The user's cache directory, empty and in the test's own folder."""
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache / "pyrovae"
 
 
 def test_a_key_is_on_at_every_quarter_onset_its_note_sounds_at():
@@ -63,10 +72,10 @@ def write_cache(path, n: int = 10) -> None:
 def test_the_cached_pieces_split_the_same_way_every_time_and_by_piece(tmp_path):
     write_cache(tmp_path)
     first, second = split_sequences(tmp_path / CACHE), load_chorales(tmp_path)
-    names = first.names
+    names = chorale_names(tmp_path)
     assert [len(names[p]) for p in ("train", "valid", "test")] == [6, 2, 2]
     assert sorted(sum(names.values(), ())) == sorted(f"piece{i}" for i in range(10))
-    assert second.names == names and torch.equal(second.test_x, first.test_x)
+    assert torch.equal(second.test_x, first.test_x) and first.is_sequences
     for part in ("train", "valid", "test"):
         x, lengths = getattr(first, f"{part}_x"), getattr(first, f"{part}_lengths")
         assert x.shape[1] == int(lengths.max())  # padded to this split's longest piece
@@ -87,9 +96,39 @@ def test_without_music21_or_a_cache_the_error_says_how_to_get_them(tmp_path, mon
 def test_real_chorales_convert_to_four_voice_rolls(tmp_path):
     pytest.importorskip("music21")
     data = load_chorales(tmp_path)
-    total = sum(len(v) for v in data.names.values())
-    assert total > 350
+    total = len(data.train_x) + len(data.valid_x) + len(data.test_x)
+    assert total > 350 and sum(map(len, chorale_names(tmp_path).values())) == total
     on = torch.cat([data.train_x, data.valid_x[:, : data.train_x.shape[1]]]).sum(-1)
     sounding = on[on > 0]
     assert 3.5 < float(sounding.mean()) <= 4.0  # four voices, sometimes in unison
     assert 40 < float(data.train_lengths.float().mean()) < 80  # quarters per chorale
+
+
+def test_a_data_directory_that_cannot_be_written_caches_in_the_users_cache(
+    tmp_path, user_cache, monkeypatch
+):
+    from pyrovae import sequences
+
+    rolls = [np.eye(KEYS, dtype=np.uint8)[: 3 + i] for i in range(10)]
+    monkeypatch.setattr(sequences, "_chorale_paths", lambda: [f"/c/{i}.mxl" for i in range(10)])
+    monkeypatch.setattr(sequences, "_convert", lambda path: rolls[int(path[3:-4])])
+    blocked = tmp_path / "file"  # a data directory below a file: not writable, even by root
+    blocked.write_text("not a directory")
+    data = load_chorales(blocked / "data")
+    assert (user_cache / CACHE).exists()
+    assert sorted(data.train_lengths.tolist() + data.valid_lengths.tolist() +
+                  data.test_lengths.tolist()) == list(range(3, 13))  # fmt: skip
+    monkeypatch.setattr(sequences, "_convert", None)  # read back from the cache, unconverted
+    assert torch.equal(load_chorales(blocked / "data").test_x, data.test_x)
+
+
+def test_a_cache_that_cannot_be_written_anywhere_is_an_error_naming_both(tmp_path, monkeypatch):
+    from pyrovae import sequences
+
+    monkeypatch.setattr(sequences, "_chorale_paths", lambda: ["/c/piece0.mxl"])
+    monkeypatch.setattr(sequences, "_convert", lambda path: np.eye(KEYS, dtype=np.uint8)[:3])
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    with pytest.raises(OSError, match="cannot cache the converted chorales"):
+        load_chorales(blocked / "data")

@@ -19,14 +19,16 @@ from ..likelihoods import check_support
 from .config import TrainConfig
 
 
-def load_data(config: TrainConfig) -> DataSplits:
-    """The dataset ``config.dataset`` names, split as the config says."""
+def load_data(config: TrainConfig, *, sequences: bool = False) -> DataSplits:
+    """The dataset ``config.dataset`` names, split as the config says; ``sequences`` for a
+    recipe whose model takes sequences (N, T, D) with lengths."""
     return load_dataset(
         config.dataset,
         config.data_dir,
         seed=config.seed,
         test_fraction=config.test_fraction,
         download=config.download,
+        sequences=sequences,
     )
 
 
@@ -48,6 +50,13 @@ def with_shape(config: TrainConfig, data: DataSplits) -> TrainConfig:
 
 
 def describe(data: DataSplits) -> str:
+    if data.is_sequences:
+        lengths = data.train_lengths
+        return (
+            f"data: {data.name}, {len(data.train_x)} train / {len(data.test_x)} test sequences "
+            f"of {int(lengths.min())} to {int(lengths.max())} steps (mean "
+            f"{float(lengths.float().mean()):.1f}) of dimension {data.input_dim}"
+        )
     return (
         f"data: {data.name}, {len(data.train_x)} train / {len(data.test_x)} test examples "
         f"of dimension {data.input_dim}"
@@ -57,7 +66,7 @@ def describe(data: DataSplits) -> str:
 def save_splits(path: str | Path, data: DataSplits) -> Path:
     """Write the splits as a pickle-free ``.npz``, atomically."""
     arrays = {"train_x": data.train_x.cpu().numpy(), "test_x": data.test_x.cpu().numpy()}
-    for key in ("train_y", "test_y"):
+    for key in ("train_y", "test_y", "train_lengths", "test_lengths"):
         value = getattr(data, key)
         if value is not None:
             arrays[key] = value.cpu().numpy()
@@ -87,6 +96,8 @@ def load_splits(path: str | Path, name: str) -> DataSplits:
         tensor("train_y"),
         tensor("test_y"),
         tuple(int(v) for v in shape) if shape is not None else None,
+        train_lengths=tensor("train_lengths"),
+        test_lengths=tensor("test_lengths"),
     )
 
 

@@ -14,19 +14,21 @@ from collections.abc import Callable
 import torch
 
 from ..infer import LogMarginal, log_marginal
+from .inputs import Inputs, as_args, num_examples
 
 
 def importance_report(
     model: Callable,
     guide: Callable,
-    x: torch.Tensor,
+    x: Inputs,
     *,
     num_samples: int,
     batch_size: int | None,
     progress: bool,
     device: str,
 ) -> tuple[dict, LogMarginal]:
-    """``eval.json``'s numbers for test rows x, and the :class:`LogMarginal` behind them."""
+    """``eval.json``'s numbers for the test inputs x (rows, or a tuple of the programs'
+    arguments), and the :class:`LogMarginal` behind them."""
     result = log_marginal(
         model,
         guide,
@@ -39,7 +41,7 @@ def importance_report(
     summary = result.summary()
     report = {
         "units": "nats per example, higher is better",
-        "num_examples": len(x),
+        "num_examples": num_examples(x),
         "num_samples": num_samples,
         "proposal": "guide",
         # "log p(x)", or with global latents "log posterior predictive" (see log_marginal).
@@ -54,7 +56,7 @@ def importance_report(
     exact = getattr(model, "log_prob", None)
     if callable(exact):
         with torch.no_grad():
-            report["test_log_likelihood_exact"] = float(exact(x).mean())
+            report["test_log_likelihood_exact"] = float(exact(*as_args(x)).mean())
     return report, result
 
 

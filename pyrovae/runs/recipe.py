@@ -12,7 +12,8 @@ A recipe declares:
 - ``options``: a frozen dataclass of its options (fields made options with
   :func:`~pyrovae.runs.config.setting`, resolved fields without), with ``validate()``;
 - ``objective``: the objective it always trains with, or None for ``--objective``;
-- ``files``: files of its own in a run directory (ssvae: ``best.pt``).
+- ``files``: files of its own in a run directory (ssvae: ``best.pt``);
+- ``sequences``: whether its models take sequences (N, T, D) with lengths (seqvae, dmm);
 
 and implements ``pair`` (the model and guide for a resolved config). The other hooks have
 defaults for a pair trained by SVI on the unlabelled training rows, evaluated by importance
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from ..data import DataSplits
 from ..diagnostics import views, write_figures
@@ -35,6 +35,7 @@ from ..infer import LogMarginal
 from .config import NoOptions, TrainConfig
 from .data import describe, load_data, with_shape
 from .estimates import importance_report, importance_rows
+from .inputs import Inputs
 from .record import Run
 
 Log = Callable[[str], None]
@@ -112,6 +113,8 @@ class Recipe:
     options: ClassVar[type] = NoOptions
     objective: ClassVar[str | None] = None
     files: ClassVar[tuple[str, ...]] = ()
+    #: The family's models take sequences (N, T, D) with lengths (seqvae, dmm), not rows.
+    sequences: ClassVar[bool] = False
 
     # ---- building ---------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class Recipe:
         depend on them, and build the pair. ``code_path`` is None when training; when a run
         is reopened, the only directories besides the installed environment that code named
         in its config may be imported from (a factory's)."""
-        data = saved if saved is not None else load_data(config)
+        data = saved if saved is not None else load_data(config, sequences=self.sequences)
         config, messages = self.prepare(config, data)
         model, guide = self.pair(config)
         return Built(config, model, guide, data, tuple(messages))
@@ -144,8 +147,9 @@ class Recipe:
         """The (model, guide) pair for a resolved config."""
         raise NotImplementedError(f"the recipe {self.name!r} builds no pair")
 
-    def test_inputs(self, config: TrainConfig, data: DataSplits) -> torch.Tensor:
-        """The test rows as the model sees them."""
+    def test_inputs(self, config: TrainConfig, data: DataSplits) -> Inputs:
+        """The test inputs as the model sees them: the rows x, or a tuple of the programs'
+        arguments (the sequence models' (x, lengths))."""
         return data.test_x
 
     # ---- training ---------------------------------------------------------------------------
@@ -234,9 +238,9 @@ class Recipe:
         return means.cpu().numpy(), f"{n} samples: E[x | z], z ~ p(z)"
 
     def evaluate(
-        self, run: Run, x: torch.Tensor, *, num_samples: int, batch_size: int | None, progress: bool
+        self, run: Run, x: Inputs, *, num_samples: int, batch_size: int | None, progress: bool
     ) -> Evaluation:
-        """``eval.json``'s numbers for test rows x: by default the importance-sampled
+        """``eval.json``'s numbers for the test inputs x: by default the importance-sampled
         log-likelihood and the ELBO from the same draws."""
         report, result = importance_report(
             run.model,

@@ -31,6 +31,7 @@ import torch
 from ..atomic import atomic_write
 from ..data import DataSplits
 from .config import TrainConfig
+from .inputs import Inputs, to_device
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -114,22 +115,23 @@ class RunError(RuntimeError):
 class Run:
     """A run rebuilt from disk (or just trained): the pair, its data and its record.
 
-    ``test_x`` holds the test rows as the model sees them (binarized once, with a fixed seed,
-    where the recipe binarizes); ``notes`` what the recipe recorded about the run (e.g. the
-    epoch it selected)."""
+    ``test_x`` holds the test inputs as the model sees them (binarized once, with a fixed
+    seed, where the recipe binarizes): a tensor, or a tuple of the programs' arguments (the
+    sequence models' (x, lengths)); ``notes`` what the recipe recorded about the run (e.g.
+    the epoch it selected)."""
 
     path: Path
     config: TrainConfig
     model: Callable
     guide: Callable
     data: DataSplits
-    test_x: torch.Tensor
+    test_x: Inputs
     history: list[dict] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def test_inputs(self) -> torch.Tensor:
-        """The test rows as the model sees them, on the run's device."""
-        return self.test_x.to(self.config.device)
+    def test_inputs(self) -> Inputs:
+        """The test inputs as the model sees them, on the run's device."""
+        return to_device(self.test_x, self.config.device)
 
 
 def run_files(out: Path, extra: Iterable[str] = ()) -> list[Path]:

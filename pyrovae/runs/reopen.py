@@ -18,6 +18,7 @@ from ..diagnostics import figures
 from ..infer import collect_params, make_objective
 from .config import TrainConfig, check_types
 from .data import load_splits
+from .inputs import as_args, head
 from .limits import check_sample_count
 from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
 from .registry import read_config, recipe_for
@@ -84,7 +85,7 @@ def load_run(
     if state.get("params"):
         # Programs in Pyro's classic style create their pyro.param sites when first run.
         objective = make_objective(config.objective)
-        collect_params(objective, run.model, run.guide, (run.test_inputs()[:8],))
+        collect_params(objective, run.model, run.guide, as_args(head(run.test_inputs(), 8)))
         store = pyro.get_param_store()
         with torch.no_grad():
             for name, value in state["params"].items():

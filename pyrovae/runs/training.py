@@ -36,6 +36,7 @@ from ..infer import Trainer
 from ..infer.distributed import world
 from .config import TrainConfig
 from .data import absolute_paths, save_splits
+from .inputs import as_args
 from .lock import LOCK, RunLock
 from .recipe import Fitted, Recipe
 from .record import (
@@ -182,7 +183,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         model,
         guide,
         plan.train_data,
-        test_data=(test_x,),
+        test_data=as_args(test_x),
         batch_size=config.batch_size,
         lr=config.lr,
         objective=plan.objective,
