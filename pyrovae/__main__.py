@@ -1,7 +1,5 @@
-"""``python -m pyrovae``: the command line (:mod:`pyrovae.cli`)."""
+"""``python -m pyrovae``: the command line (:func:`pyrovae.cli.entry`)."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

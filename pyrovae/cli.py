@@ -317,5 +317,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``pyrovae`` command and ``python -m pyrovae``: :func:`main`, then exit with its
+    status. A rank that torchrun launched ends without the interpreter's finalization,
+    which gloo's worker threads can abort (:func:`pyrovae.runs.processes.leave`)."""
+    from .runs.processes import launched_ranks, leave
+
+    code = main()
+    if launched_ranks() > 1:
+        leave(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

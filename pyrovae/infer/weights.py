@@ -188,7 +188,7 @@ def classify_sites(
     return sites
 
 
-def _log_density(site: dict) -> torch.Tensor:
+def log_density(site: dict) -> torch.Tensor:
     """log p of a site's value with its scale and mask, as Pyro's traces compute it (without
     the trace's NaN checks, which read values back to Python and stop graph capture)."""
     log_prob = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
@@ -202,11 +202,11 @@ def _factors(
     out = []
     for name in sites.observed + sites.enumerated + sites.drawn:
         site = model_trace.nodes[name]
-        out.append((name, site, _log_density(site)))
+        out.append((name, site, log_density(site)))
     if guide_trace is not None:
         for name in sites.drawn:
             site = guide_trace.nodes[name]
-            out.append((name, site, -_log_density(site)))
+            out.append((name, site, -log_density(site)))
     return out
 
 
@@ -222,7 +222,7 @@ def log_weights_from_traces(
     each site entered them."""
     sites = classify_sites(model_trace, guide_trace, allow_global=allow_global)
     factors = _factors(model_trace, guide_trace, sites)
-    data = _data_dim(model_trace)
+    data = data_plate_dim(model_trace)
     enumerated = [
         site
         for trace in (model_trace, guide_trace)
@@ -231,14 +231,14 @@ def log_weights_from_traces(
         if site["type"] == "sample" and is_enumerated(site)
     ]
     if not enumerated:
-        total = sum(_per_example(lp, nesting, data) for _, _, lp in factors)
+        total = sum(per_example_sum(lp, nesting, data) for _, _, lp in factors)
     else:
         total = _contract(model_trace, guide_trace, factors, nesting, data)
     particles = total.shape[0]
     return total.expand(particles, batch_size).transpose(0, 1), sites
 
 
-def _data_dim(trace: poutine.Trace) -> int:
+def data_plate_dim(trace: poutine.Trace) -> int:
     for site in trace.nodes.values():
         if site["type"] == "sample":
             for frame in site["cond_indep_stack"]:
@@ -250,7 +250,7 @@ def _data_dim(trace: poutine.Trace) -> int:
     )
 
 
-def _per_example(log_prob: torch.Tensor, nesting: int, data: int) -> torch.Tensor:
+def per_example_sum(log_prob: torch.Tensor, nesting: int, data: int) -> torch.Tensor:
     """A factor shaped (K, [plates]) summed over every plate but the data plate: (K, B or 1)."""
     log_prob = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + tuple(log_prob.shape))
     keep = (-(nesting + 1), data)
@@ -312,7 +312,7 @@ def _contract(
             "TraceEnum_ELBO sums; restructure the plates as its message says"
         ) from error
     total = packed.unpack(term, symbol_to_dim)
-    return _per_example(total, nesting, data)
+    return per_example_sum(total, nesting, data)
 
 
 def _is_unit(scale: float | torch.Tensor) -> bool:

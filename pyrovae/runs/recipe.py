@@ -30,13 +30,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data import DataSplits
-from ..diagnostics import views, write_figures
+from ..diagnostics import figures, views, write_figures
 from ..infer import LogMarginal
 from .config import NoOptions, TrainConfig
 from .data import describe, load_data, with_shape
 from .estimates import importance_report, importance_rows
 from .inputs import Inputs
-from .record import Run
+from .limits import check_sample_count
+from .record import Run, RunError
 
 Log = Callable[[str], None]
 
@@ -236,6 +237,19 @@ class Recipe:
         sites = views.find_sites(run.model, run.guide, (x[:8],))
         means = views.prior_means(run.model, (x[:1].expand(n, -1),), sites)
         return means.cpu().numpy(), f"{n} samples: E[x | z], z ~ p(z)"
+
+    def write_samples(self, run: Run, n: int, path: Path) -> Path:
+        """``pyrovae sample``: ``n`` draws of :meth:`draw` as a grid of images at ``path``
+        (seeded by the caller)."""
+        if run.data.image_shape is None:
+            raise RunError(
+                f"{run.path} was trained on data that are not images (no image shape); "
+                "sampling to a picture needs image data"
+            )
+        check_sample_count(n, run.data.image_shape)
+        images, title = self.draw(run, n)
+        grid = images.reshape(n, *run.data.image_shape)
+        return figures.save_image_grid(grid, path, title=title)
 
     def evaluate(
         self, run: Run, x: Inputs, *, num_samples: int, batch_size: int | None, progress: bool

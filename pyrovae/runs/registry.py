@@ -15,6 +15,7 @@ from .recipes.ae import AutoencoderRecipe
 from .recipes.factory import FactoryRecipe
 from .recipes.mixture import MixtureRecipe
 from .recipes.mixture_vae import MixtureVAERecipe
+from .recipes.sequences import DeepMarkovRecipe, SequenceVAERecipe
 from .recipes.ssvae import SemiSupervisedRecipe
 from .recipes.vae import VAERecipe
 
@@ -26,6 +27,8 @@ RECIPES: dict[str, Recipe] = {
         MixtureRecipe(),
         MixtureVAERecipe(),
         SemiSupervisedRecipe(),
+        SequenceVAERecipe(),
+        DeepMarkovRecipe(),
     )
 }
 FACTORY = FactoryRecipe(known=tuple(RECIPES))

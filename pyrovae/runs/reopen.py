@@ -14,12 +14,10 @@ import pyro
 import torch
 
 from ..data import DataSplits
-from ..diagnostics import figures
 from ..infer import collect_params, make_objective
 from .config import TrainConfig, check_types
 from .data import load_splits
 from .inputs import as_args, head
-from .limits import check_sample_count
 from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
 from .registry import read_config, recipe_for
 
@@ -138,18 +136,11 @@ def plot(run: Run, out_dir: str | Path | None = None) -> list[Path]:
 
 
 def sample(run: Run, n: int, out_path: str | Path, seed: int = 0) -> Path:
-    """A grid of ``n`` images from the model (a VAE: E[x | z], z ~ p(z); a mixture: draws
-    x ~ p(x)), written to ``out_path`` (PNG)."""
-    if run.data.image_shape is None:
-        raise RunError(
-            f"{run.path} was trained on data that are not images (no image shape); "
-            "sampling to a picture needs image data"
-        )
+    """A picture of ``n`` draws from the model, written to ``out_path`` (PNG) by its recipe
+    (a VAE: the grid of E[x | z], z ~ p(z); a mixture: draws x ~ p(x); a sequence model:
+    piano rolls), under a random stream seeded with ``seed``."""
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
-    check_sample_count(n, run.data.image_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        images, title = recipe_for(run.config.model).draw(run, n)
-    grid = images.reshape(n, *run.data.image_shape)
-    return figures.save_image_grid(grid, out_path, title=title)
+        return recipe_for(run.config.model).write_samples(run, n, Path(out_path))
