@@ -22,13 +22,11 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from .data import DataSplits
+from .splits import DataSplits
 
 #: MIDI pitch of the lowest piano key (A0); the roll has 88 keys, A0..C8.
 LOWEST_KEY = 21
@@ -185,8 +183,6 @@ def split_sequences(path: Path) -> DataSplits:
     """The cached rolls split by piece with the fixed permutation of :data:`SPLIT_SEED`:
     :data:`SPLIT` of the pieces in train, validation and test, each split padded to its own
     longest piece."""
-    from .data import DataSplits
-
     with np.load(path) as stored:
         x = torch.from_numpy(stored["x"].astype(np.float32))
         lengths = torch.from_numpy(stored["lengths"]).long()

@@ -54,6 +54,7 @@ LIBRARY_TOP_LEVEL = frozenset(
         "ranks",
         "rng",
         "sequences",
+        "splits",
     )
 )
 LIBRARY_PACKAGES = ("pyrovae.models", "pyrovae.guides", "pyrovae.infer", "pyrovae.diagnostics")

@@ -2,7 +2,8 @@
 
 A roll is (T, D): T steps (quarter notes) of D values (88 piano keys), 0/1 data or
 probabilities in [0, 1]; it is drawn with time to the right and the keys upwards (the
-lowest, A0, at the bottom), dark where a key sounds, as a musician reads a piano roll.
+lowest, A0, at the bottom, the Cs named when D is 88), dark where a key sounds, as a
+musician reads a piano roll; only the keys that sound somewhere in the figure are drawn.
 Every function writes one PNG atomically and returns its path.
 """
 
@@ -18,6 +19,7 @@ from .figures import _save, subplots
 
 #: MIDI pitch of the first key of an 88-key roll, for the axis labels (A0).
 LOWEST_KEY = 21
+PIANO_KEYS = 88
 
 
 def _key_label(key: int, lowest: int) -> str:
@@ -41,8 +43,9 @@ def _draw_roll(ax: Axes, roll: np.ndarray, title: str, keys: tuple[int, int], lo
     )
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=6)
-    ticks = [k for k in range(low, high) if (lowest + k) % 12 == 0]  # the Cs
-    ax.set_yticks(ticks, [_key_label(k, lowest) for k in ticks])
+    if roll.shape[-1] == PIANO_KEYS:  # a piano roll: the Cs named
+        ticks = [k for k in range(low, high) if (lowest + k) % 12 == 0]
+        ax.set_yticks(ticks, [_key_label(k, lowest) for k in ticks])
 
 
 def sounding_range(rolls: Sequence[np.ndarray], margin: int = 2) -> tuple[int, int]:

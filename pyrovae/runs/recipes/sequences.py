@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyro
@@ -121,6 +122,10 @@ class SequenceRecipe(Recipe):
     the terms recorded each epoch, the per-step numbers and the piano-roll figures."""
 
     sequences = True
+    #: Titles of the figures: the third column of the reconstructions, the two suptitles.
+    regenerated_title: ClassVar[str] = "generated"
+    reconstruction_title: ClassVar[str] = ""
+    samples_title: ClassVar[str] = ""
 
     def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
         chosen = resolve_likelihood(config.likelihood, "none", data)
@@ -171,7 +176,7 @@ class SequenceRecipe(Recipe):
             run, x, num_samples=num_samples, batch_size=batch_size, progress=progress
         )
         report = dict(evaluation.report)
-        sequences, lengths = x
+        _, lengths = x
         steps = int(lengths.sum())
         per_step = len(lengths) / steps  # a per-sequence mean times N / sum_n T_n
         report["units"] = "nats per sequence (per_step: per time step), higher is better"
@@ -238,10 +243,6 @@ class SequenceRecipe(Recipe):
             )
             written += self.extra_figures(run, x, lengths, out)
         return written
-
-    regenerated_title = "generated"
-    reconstruction_title = ""
-    samples_title = ""
 
     def reconstructions(
         self, run: Run, x: torch.Tensor, lengths: torch.Tensor
