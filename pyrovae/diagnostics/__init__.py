@@ -11,8 +11,9 @@ VAE-like pair; :mod:`~pyrovae.diagnostics.mixture_figures`,
 :mod:`~pyrovae.diagnostics.importance_figures` those of a Gaussian mixture, a semi-supervised
 VAE, a mixture-prior VAE, a sequence model (piano rolls) and importance sampling;
 :mod:`~pyrovae.diagnostics.clustering` scores clusters against labels (Hungarian-matched
-accuracy, ARI, NMI). ArviZ export and paired model comparison (:func:`to_inference_data`, :func:`compare_log_likelihoods`) and the
-Pareto k-hat (:func:`pareto_khat`) rest on :mod:`pyrovae.infer`'s estimators.
+accuracy, ARI, NMI). ArviZ export and paired model comparison (:func:`to_inference_data`,
+:func:`compare_log_likelihoods`) and the Pareto k-hat (:func:`pareto_khat`) rest on
+:mod:`pyrovae.infer`'s estimators.
 """
 
 from ..infer.psis import pareto_khat
