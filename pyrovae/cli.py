@@ -160,8 +160,9 @@ def _add_factory_path(parser) -> None:
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
-        help="draw images from a trained model's prior into a PNG grid",
-        description="Draw z ~ p(z) and write the grid of E[x | z] to a PNG file.",
+        help="draw from a trained model's prior into a PNG (images, or piano rolls)",
+        description="Draw z ~ p(z) and write the grid of E[x | z] to a PNG file (a sequence "
+        "model: sequences drawn step by step, as piano rolls).",
         formatter_class=_Formatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
