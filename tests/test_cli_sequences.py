@@ -99,6 +99,7 @@ def test_sample_and_plot_write_piano_rolls(seqvae, tmp_path):
     out = tmp_path / "samples.png"
     assert main(["sample", str(seqvae), "--n", "5", "--out", str(out)]) == 0
     assert_png(out)
+    assert main(["sample", str(seqvae), "--n", "33", "--out", str(tmp_path / "x.png")]) == 2
     assert main(["plot", str(seqvae), "--out", str(tmp_path / "again")]) == 0
     assert FIGURES <= {p.name for p in (tmp_path / "again").iterdir()}
 

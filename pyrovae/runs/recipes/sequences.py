@@ -56,6 +56,8 @@ TERMS_SEQUENCES = 500
 TERMS_DRAWS = 4
 #: Draws per test sequence of the terms ``evaluate`` reports.
 EVALUATE_TERMS_DRAWS = 32
+#: The most piano rolls ``pyrovae sample`` draws into one figure.
+MAX_ROLLS = 32
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,8 @@ class SequenceRecipe(Recipe):
     def write_samples(self, run: Run, n: int, path: Path) -> Path:
         """``pyrovae sample``: ``n`` sequences from the prior as piano rolls, each as long as
         the median test sequence."""
+        if n > MAX_ROLLS:
+            raise ValueError(f"--n: at most {MAX_ROLLS} piano rolls fit one figure, got {n}")
         steps = int(run.data.test_lengths.float().median())
         rows, titles = rows_of(list(self.samples(run, n, steps)), 4, "sample")
         return save_piano_rolls(rows, path, titles=titles, suptitle=self.samples_title)
