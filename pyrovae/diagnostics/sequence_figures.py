@@ -104,9 +104,9 @@ def save_terms_curves(history: Sequence[dict], path: str | Path) -> Path:
         weight.set_ylim(0, 1.05)
     right.plot(epochs, [r.get("test_reconstruction") for r in history], marker=marker)
     right.set_ylabel("E_q[log p(x | z)], nats per sequence")
-    for ax, title in ((left, "the code's cost"), (right, "reconstruction")):
+    for ax, title in ((left, "KL term"), (right, "reconstruction term")):
         ax.set_xlabel("epoch")
-        ax.set_title(f"test {title}", fontsize=9)
+        ax.set_title(f"{title}, test sequences", fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
