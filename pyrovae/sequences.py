@@ -110,6 +110,11 @@ def cache_candidates(data_dir: str | Path) -> list[Path]:
     return [Path(data_dir) / CACHE, Path(base) / "pyrovae" / CACHE]
 
 
+def _cached(data_dir: str | Path) -> Path | None:
+    """The first of :func:`cache_candidates` holding a conversion of this version, or None."""
+    return next((c for c in cache_candidates(data_dir) if c.exists() and _current(c)), None)
+
+
 def _current(path: Path) -> bool:
     try:
         with np.load(path) as stored:
@@ -125,8 +130,7 @@ def load_chorales(data_dir: str | Path, *, progress: bool = False) -> DataSplits
     Converted once (about two minutes) and cached as ``chorales.npz`` in ``data_dir``, or in
     the user's cache directory where ``data_dir`` is read-only (:func:`cache_candidates`);
     later calls read the cache without music21."""
-    candidates = cache_candidates(data_dir)
-    cache = next((c for c in candidates if c.exists() and _current(c)), None)
+    cache = _cached(data_dir)
     if cache is None:
         paths = _chorale_paths()
         rolls, names = [], []
@@ -144,7 +148,7 @@ def load_chorales(data_dir: str | Path, *, progress: bool = False) -> DataSplits
             names=np.array(names),
             version=CACHE_VERSION,
         )
-        cache = _write_cache(candidates, arrays)
+        cache = _write_cache(cache_candidates(data_dir), arrays)
     return split_sequences(cache)
 
 
@@ -159,7 +163,8 @@ def _write_cache(candidates: list[Path], arrays: dict) -> Path:
             partial.replace(cache)
             return cache
         except OSError as e:
-            partial.unlink(missing_ok=True) if partial.parent.exists() else None
+            if partial.parent.exists():
+                partial.unlink(missing_ok=True)
             failures.append(f"{cache.parent} ({e.strerror or e})")
     raise OSError(
         f"cannot cache the converted chorales in {' or '.join(failures)}; pass a writable "
@@ -212,7 +217,7 @@ def split_sequences(path: Path) -> DataSplits:
 def chorale_names(data_dir: str | Path) -> dict[str, tuple[str, ...]]:
     """The corpus file of every chorale, per split (``"train"``, ``"valid"``, ``"test"``), in
     the order :func:`load_chorales` returns them (after a first conversion)."""
-    cache = next((c for c in cache_candidates(data_dir) if c.exists() and _current(c)), None)
+    cache = _cached(data_dir)
     if cache is None:
         raise FileNotFoundError(f"no converted chorales in {data_dir}: call load_chorales first")
     with np.load(cache) as stored:
