@@ -91,6 +91,8 @@ def load_dataset(
         return _load_binarized_mnist(_resolve_data_dir(data_dir))
     path = Path(name).expanduser()
     if path.suffix.lower() in FILE_EXTENSIONS:
+        if not path.is_file():
+            raise DataError(f"{path}: file not found; check the path (relative to {Path.cwd()})")
         if sequences:
             return _load_sequence_file(name, path, seed, test_fraction)
         return _load_array_file(name, path, seed, test_fraction)
@@ -283,8 +285,6 @@ def _load_binarized_mnist(root: Path) -> DataSplits:
 
 
 def _load_array_file(name: str, path: Path, seed: int, test_fraction: float) -> DataSplits:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check the path (relative to {Path.cwd()})")
     if path.suffix.lower() == ".csv":
         x, y = _read_csv(path)
     else:
@@ -301,8 +301,6 @@ def _load_array_file(name: str, path: Path, seed: int, test_fraction: float) -> 
 def _load_sequence_file(name: str, path: Path, seed: int, test_fraction: float) -> DataSplits:
     """A user's sequences: ``x`` (N, T, D) with optional ``lengths`` (N,) and labels (N,),
     split into train/test by a permutation seeded with ``seed``."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check the path (relative to {Path.cwd()})")
     if path.suffix.lower() == ".csv":
         raise DataError(
             f"{path}: a csv holds rows, not sequences; save them with numpy.savez(path, "
