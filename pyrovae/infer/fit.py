@@ -215,7 +215,7 @@ class Trainer:
         scales = getattr(model, LATENT_SCALES, None) or {}
         self.kl_warmup = kl_warmup
         #: The latent sites' weights while training (``latent_scales``, warm-up factor).
-        self.scaling = LatentScaling(scales)
+        self.scaling = LatentScaling(scales, varying=kl_warmup > 0)
         if scales or kl_warmup:
             self._model = self.scaling.wrap(self._eval_model)
             self._guide = self.scaling.wrap(guide)
@@ -292,7 +292,8 @@ class Trainer:
             while self.epoch < epochs:
                 start = time.perf_counter()
                 if self.kl_warmup:
-                    # A new constant in the graph: the recheck below captures it again.
+                    # Changed in place: captured graphs read the new weight (and the recheck
+                    # below compares one of them with Pyro's loss under it).
                     self.scaling.factor = warmup_weight(self.epoch, self.kl_warmup)
                 total, count = 0.0, 0  # a tensor on the loss's device after the first step
                 with program_mode(self.model, self.guide, training=True):

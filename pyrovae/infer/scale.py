@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import torch
 from pyro.poutine.messenger import Messenger
 
 #: The name of the optional model attribute of the (model, guide) contract that
@@ -36,18 +37,20 @@ LATENT_SCALES = "latent_scales"
 
 class SiteScaleMessenger(Messenger):
     """Multiply ``msg["scale"]`` of every unobserved sample site by ``factor`` and, for the
-    named sites, by their weight in ``scales``."""
+    named sites, by their weight in ``scales``. A tensor ``factor`` (0-dimensional) is
+    always multiplied in, whatever its value, so that a graph captured from the programs
+    reads its current value."""
 
-    def __init__(self, scales: Mapping[str, float], factor: float = 1.0) -> None:
+    def __init__(self, scales: Mapping[str, float], factor: float | torch.Tensor = 1.0) -> None:
         super().__init__()
         self.scales = dict(scales)
-        self.factor = float(factor)
+        self.factor = factor if isinstance(factor, torch.Tensor) else float(factor)
 
     def _process_message(self, msg: dict) -> None:
         if msg["type"] != "sample" or msg["is_observed"]:
             return
         scale = self.scales.get(msg["name"], 1.0) * self.factor
-        if scale != 1.0:
+        if isinstance(scale, torch.Tensor) or scale != 1.0:
             msg["scale"] = msg["scale"] * scale
 
 
@@ -63,16 +66,33 @@ def warmup_weight(epoch: int, epochs: int) -> float:
 class LatentScaling:
     """Per-site weights and one common factor (the KL warm-up's w_e) on the latent sites of a
     (model, guide) pair; :meth:`wrap` gives programs that read both at every call, so the
-    factor may change between steps."""
+    factor may change between steps.
 
-    def __init__(self, scales: Mapping[str, float] | None = None) -> None:
+    With ``varying``, the factor is held in a 0-dimensional tensor that :attr:`factor`
+    changes in place: a loss graph captured from the wrapped programs
+    (:class:`~pyrovae.infer.captured.CapturedLoss`) reads its current value at every replay,
+    so a warm-up schedule needs no new capture when the weight moves. Without it the factor
+    is a float (no tensor enters programs whose weights never change)."""
+
+    def __init__(self, scales: Mapping[str, float] | None = None, varying: bool = False) -> None:
         self.scales = dict(scales or {})
-        #: The common weight of every latent site (1: none).
-        self.factor = 1.0
+        self._weight: float | torch.Tensor = torch.ones(()) if varying else 1.0
+
+    @property
+    def factor(self) -> float:
+        """The common weight of every latent site (1: none)."""
+        return float(self._weight)
+
+    @factor.setter
+    def factor(self, value: float) -> None:
+        if isinstance(self._weight, torch.Tensor):
+            self._weight.fill_(float(value))
+        else:
+            self._weight = float(value)
 
     def wrap(self, fn: Callable) -> Callable:
         def scaled(*args, **kwargs):
-            with SiteScaleMessenger(self.scales, self.factor):
+            with SiteScaleMessenger(self.scales, self._weight):
                 return fn(*args, **kwargs)
 
         scaled.__wrapped__ = fn  # type: ignore[attr-defined]

@@ -190,20 +190,62 @@ class Annealed(VAE):
             return super().forward(x, y)
 
 
-def test_a_constant_changed_between_epochs_is_captured_again():
+def test_a_constant_changed_between_epochs_is_captured_again_for_every_batch_shape():
     pyro.set_rng_seed(0)
     model, guide = Annealed(64, 4, (32,)), GaussianEncoder(64, 4, (32,))
     x = binary_digits(64)
-    trainer = Trainer(model, guide, x, batch_size=64, progress=False, seed=0)
+    trainer = Trainer(model, guide, x, batch_size=48, progress=False, seed=0)
+    trainer.run(1)
+    before = dict(trainer.loss.graphs)
+    assert len(before) == 2 and all(g is not None for g in before.values())  # 48 and 16 rows
+    model.weight = 0.25  # the schedule's next value: a different loss
+    trainer.run(2)  # the epoch's first replay compares, finds the change, drops every graph
+    assert set(trainer.loss.graphs) == set(before)
+    for key, graph in trainer.loss.graphs.items():
+        assert graph is not None and graph is not before[key]
+    for rows in (48, 16):  # each shape's new graph gives the new loss
+        (want, _), (got, _) = eager_and_replay(
+            trainer.loss, trainer.elbo, model, guide, x[:rows], seed=5
+        )
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_one_comparison_per_epoch_whatever_the_number_of_batch_shapes(monkeypatch):
+    model, guide = pair()
+    x = binary_digits(64)
+    trainer = Trainer(model, guide, x, batch_size=24, progress=False, seed=0)  # 24, 24, 16
+    trainer.run(1)
+    compared = []
+    agrees = CapturedLoss._agrees
+    monkeypatch.setattr(
+        CapturedLoss, "_agrees", lambda self, *a: compared.append(1) or agrees(self, *a)
+    )
+    graphs = dict(trainer.loss.graphs)
+    trainer.run(4)
+    assert len(compared) == 3  # one replay compared per epoch, not one per shape
+    assert trainer.loss.graphs == graphs  # nothing changed: nothing captured again
+
+
+def test_a_kl_warmup_changes_the_weight_the_captured_graph_reads_without_a_new_capture():
+    """The warm-up weight is a tensor the graph reads: each epoch's replay gives Pyro's loss
+    under that epoch's weight, from the graph captured in the first epoch."""
+    model, guide = pair()
+    x = binary_digits(64)
+    trainer = Trainer(model, guide, x, batch_size=64, progress=False, seed=0, kl_warmup=3)
     trainer.run(1)
     (key,) = trainer.loss.graphs
-    before = trainer.loss.graphs[key]
-    model.weight = 0.25  # the schedule's next value: a different loss
-    trainer.run(2)  # the epoch's first step compares, finds the change, captures again
-    assert trainer.loss.graphs[key] is not before
-    elbo = trainer.elbo
-    (want, _), (got, _) = eager_and_replay(trainer.loss, elbo, model, guide, x, seed=5)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    graph = trainer.loss.graphs[key]
+    for epochs, weight in ((2, 0.5), (3, 0.75), (4, 1.0)):
+        trainer.run(epochs)
+        assert trainer.loss.graphs[key] is graph
+        assert trainer.history[-1]["kl_weight"] == weight
+        scaled = scale_latents(model, guide, {"z": weight})
+        (want, want_grads), (got, got_grads) = eager_and_replay(
+            trainer.loss, trainer.elbo, *scaled, x, seed=epochs
+        )
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_the_eager_flag_is_saved_with_the_run(tmp_path):
