@@ -11,8 +11,9 @@ their lengths), lower is better:
   K draws: log p(x) is estimated, the ELBO bounds it; the KL term per sequence tells whether
   z is used), without and with its anti-collapse options (``--kl-warmup``,
   ``--input-dropout``);
-- ``dmm``: ``pyrovae train dmm`` with the network sizes of Pyro's example (z 100, transition
-  200, emission 100-100, guide RNN 600), batch 20, Adam 3e-4, then ``pyrovae evaluate``;
+- ``dmm``: ``pyrovae train dmm`` with the networks of Pyro's example (z 100, transition
+  200, emission 100-100, the guide's ReLU RNN 600: ``--guide-rnn rnn``), batch 20, Adam
+  3e-4, then ``pyrovae evaluate``;
 - ``pyro-dmm``: Pyro's own ``examples/dmm.py`` run unchanged on the same piano rolls
   (``--pyro-example PATH`` to a copy of it, ``--pyro-python`` to a Python whose Pyro matches
   it: the example asserts its version). It reads the rolls from the pickle its data loader
@@ -48,7 +49,7 @@ from pyrovae.data import load_chorales
 
 PYRO_SIZES = [
     "--latent-dim", "100", "--transition-dim", "200", "--emission-hidden", "100,100",
-    "--hidden-dim", "600",
+    "--hidden-dim", "600", "--guide-rnn", "rnn",
 ]  # fmt: skip
 OURS = {
     "seqvae": ["seqvae", "--latent-dim", "16", "--hidden-dim", "256"],

@@ -9,7 +9,8 @@ The package holds: SVI training (:func:`fit`, :class:`Trainer`, :class:`History`
 (:func:`log_marginal`, :class:`LogMarginal`, :func:`log_importance_weights`); the discrete
 posterior of enumerated sites (:func:`assign`); the generic EM driver for models with a
 closed-form M-step (:func:`em`, :class:`EMHistory`); the semi-supervised objective and its
-data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`); and
+data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`); padded
+sequences batched by length (:class:`SequenceData`); and
 :class:`TrainingDiverged` (defined in :mod:`pyrovae.errors`). Those names, ``__all__``, are
 the public API; the submodules' other names (minibatching in :mod:`~pyrovae.infer.batches`,
 site scaling in :mod:`~pyrovae.infer.scale`, label indices in
@@ -19,7 +20,7 @@ blocks. Nothing here imports :mod:`pyrovae.models`: models with their own fittin
 """
 
 from ..errors import TrainingDiverged
-from .batches import SemiSupervisedData
+from .batches import SemiSupervisedData, SequenceData
 from .discrete import assign
 from .em import EMHistory, em
 from .fit import History, Trainer, collect_params, evaluate_elbo, fit
@@ -38,6 +39,7 @@ __all__ = [
     "ProgramReport",
     "SemiSupervisedData",
     "SemiSupervisedELBO",
+    "SequenceData",
     "Trainer",
     "TrainingDiverged",
     "assign",

@@ -2,7 +2,9 @@
 
 Tensors that fit in memory are cut into batches by index (no per-item DataLoader);
 a user's Dataset or DataLoader passes through torch's own machinery; partly labelled
-data (:class:`SemiSupervisedData`) become alternating unlabelled and labelled batches.
+data (:class:`SemiSupervisedData`) become alternating unlabelled and labelled batches;
+padded sequences (:class:`SequenceData`) become batches of similar lengths, each cut to
+its longest sequence.
 """
 
 from __future__ import annotations
@@ -46,7 +48,81 @@ class SemiSupervisedData:
 
 #: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset, a
 #: DataLoader, or :class:`SemiSupervisedData`.
-Data = torch.Tensor | tuple | list | Dataset | DataLoader | SemiSupervisedData
+@dataclass
+class SequenceData:
+    """Padded sequences x (N, T, ...) with their lengths (N,) int64 in [1, T], and optional
+    per-sequence tensors ``extra`` (N, ...) (e.g. labels), batched by length.
+
+    A training batch is ``(x[:, :S], lengths, *extra)``: cut to S, the first of the bucket
+    lengths 8, 16, 24, 32, 40, 56, 72, 96, ... (each a multiple of 8 about 1.25 times the
+    last; T for the last) that holds its longest sequence (:func:`bucket_length`). A program
+    that masks the steps past each length (pyrovae's sequence models do) has the same loss
+    on the cut batch as on the padded one, for the work of S steps instead of T; the few
+    bucket lengths keep the batch shapes, each captured once
+    (:class:`~pyrovae.infer.captured.CapturedLoss`), few. A program that reads the padding
+    must not be given its data in this form.
+
+    With ``pool`` > 0 each pass is a random permutation cut into pools of ``pool`` batches;
+    each pool is sorted by length before it is cut into batches, and the pass takes the
+    full batches in a random order (the last, smaller batch, the shortest sequences of the
+    last pool, stays last), so a batch holds
+    sequences of similar lengths and little padding (the length-grouped sampling of Hugging
+    Face's ``group_by_length`` and torchtext's ``BucketIterator``). Pools keep the batches
+    random: a sequence's batch mates change from pass to pass. 0: batches of a plain random
+    permutation, each cut to its own longest sequence.
+    """
+
+    x: torch.Tensor
+    lengths: torch.Tensor
+    extra: tuple[torch.Tensor, ...] = ()
+    pool: int = 4
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        if self.x.dim() < 2:
+            raise ValueError(
+                f"x must be padded sequences (N, T, ...), got shape {tuple(self.x.shape)}"
+            )
+        if self.lengths.shape != (n,) or self.lengths.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"lengths must be (N,) = ({n},) integers, got {tuple(self.lengths.shape)} "
+                f"{self.lengths.dtype}"
+            )
+        if n and not bool(((self.lengths >= 1) & (self.lengths <= self.x.shape[1])).all()):
+            raise ValueError(f"lengths must lie in [1, T] = [1, {self.x.shape[1]}]")
+        for t in self.extra:
+            if t.shape[0] != n:
+                raise ValueError(f"every extra tensor needs {n} rows, got {t.shape[0]}")
+        if self.pool < 0:
+            raise ValueError(f"pool must be >= 0 batches, got {self.pool}")
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """``(x, lengths, *extra)``, uncut: the programs' arguments for the whole data."""
+        return (self.x, self.lengths, *self.extra)
+
+    def to(self, device: torch.device | str | None) -> SequenceData:
+        if device is None:
+            return self
+        moved = tuple(t.to(device) for t in self.tensors)
+        return SequenceData(moved[0], moved[1], moved[2:], self.pool)
+
+
+def bucket_length(longest: int, steps: int) -> int:
+    """The first bucket length 8, 16, 24, 32, 40, 56, 72, ... (each the multiple of 8 at or
+    above 1.25 times the last) at least ``longest``; ``steps`` (T) where the bucket after
+    that one would pass T, so the longest batches share one shape."""
+    bucket = 8
+    while bucket < longest:
+        bucket = _next_bucket(bucket)
+    return steps if _next_bucket(bucket) >= steps else bucket
+
+
+def _next_bucket(bucket: int) -> int:
+    return 8 * -(-(bucket * 5) // 32)  # ceil(1.25 * bucket / 8) * 8
+
+
+Data = torch.Tensor | tuple | list | Dataset | DataLoader | SemiSupervisedData | SequenceData
 #: ``transform(x, generator) -> x``, applied to the first tensor of each training batch.
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -116,14 +192,20 @@ class TensorBatches:
         steps = -(-self.num_examples // self.global_batch_size)
         return steps - (self.global_rows(steps - 1) < self.ranks)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _order(self) -> torch.Tensor | None:
+        """The pass's order of the rows (None: as stored)."""
+        if not self.shuffle:
+            return None
         n = self.num_examples
-        device = self.tensors[0].device
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.generator.device)
-            order = order.to(device)
-        else:
-            order = None
+        order = torch.randperm(n, generator=self.generator, device=self.generator.device)
+        return order.to(self.tensors[0].device)
+
+    def _finish(self, batch: Batch) -> Batch:
+        """A batch as the programs receive it (a subclass may cut it)."""
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self._order()
         for step in range(len(self)):
             start = step * self.global_batch_size
             rows = self.global_rows(step)
@@ -138,14 +220,57 @@ class TensorBatches:
                 if self.ranks > 1:
                     first, last = shard_bounds(rows, self.rank, self.ranks)
                     batch = tuple(t[first:last] for t in batch)
-            yield batch
+            yield self._finish(batch)
 
     def peek(self) -> Batch:
         """The first rows as one (transformed) batch, without advancing the generator."""
         batch = tuple(t[: self.batch_size] for t in self.tensors)
         if self.transform is not None:
             batch = (self.transform(batch[0], _copy(self.generator)), *batch[1:])
-        return batch
+        return self._finish(batch)
+
+
+class SequenceBatches(TensorBatches):
+    """Batches of :class:`SequenceData`: ``(x[:, :S], lengths, *extra)``, grouped by length
+    in pools of ``pool`` batches when shuffled, each cut to its bucket length S (see
+    :class:`SequenceData`). The other arguments are :class:`TensorBatches`'s; under
+    torch.distributed every rank cuts its own share of a global batch."""
+
+    def __init__(
+        self,
+        data: SequenceData,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        transform: Transform | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        super().__init__(data.tensors, batch_size, shuffle, generator, transform, shard)
+        self.pool = data.pool
+
+    def _order(self) -> torch.Tensor | None:
+        order = super()._order()
+        if order is None or not self.pool:
+            return order
+        size, n = self.global_batch_size, self.num_examples
+        lengths = self.tensors[1][order]
+        # Whole pools at the end, the remainder first: the last pool's shortest rows make the
+        # smaller last batch, whose shape then varies little from pass to pass.
+        rest = n % (self.pool * size)
+        sizes = ([rest] if rest else []) + [self.pool * size] * (n // (self.pool * size))
+        pools = []
+        for rows, pool_lengths in zip(order.split(sizes), lengths.split(sizes), strict=True):
+            pools.append(rows[torch.sort(pool_lengths, descending=True, stable=True).indices])
+        order = torch.cat(pools)
+        full = n // size  # full global batches; a smaller last one stays last
+        shuffled = torch.randperm(full, generator=self.generator, device=self.generator.device)
+        blocks = order[: full * size].view(full, size)[shuffled.to(order.device)]
+        return torch.cat([blocks.reshape(-1), order[full * size :]])
+
+    def _finish(self, batch: Batch) -> Batch:
+        x, lengths, *extra = batch
+        steps = bucket_length(int(lengths.max()), x.shape[1])
+        return (x[:, :steps], lengths, *extra)
 
 
 class InterleavedBatches:
@@ -328,6 +453,8 @@ def make_batches(
         )
     if isinstance(data, SemiSupervisedData):
         return InterleavedBatches(data.to(device), batch_size, shuffle, generator, transform, shard)
+    if isinstance(data, SequenceData):
+        return SequenceBatches(data.to(device), batch_size, shuffle, generator, transform, shard)
     if isinstance(data, torch.Tensor):
         data = (data,)
     if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
@@ -340,7 +467,8 @@ def make_batches(
         return _Loader(loader, transform, generator, device)
     raise TypeError(
         "data must be a tensor x of shape (N, D), a tuple of tensors (x, y), a torch Dataset, "
-        f"a DataLoader or pyrovae.infer.SemiSupervisedData; got {type(data).__name__}"
+        "a DataLoader, pyrovae.infer.SemiSupervisedData or pyrovae.infer.SequenceData; got "
+        f"{type(data).__name__}"
     )
 
 

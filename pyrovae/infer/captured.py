@@ -11,9 +11,9 @@ reparameterised noise eps in z = mu + sigma * eps, stay random operations and ar
 drawn afresh on every replay) and replays the graph on later steps. The Pyro program
 stays the source of truth: a graph is used only after its loss and its gradients
 match Pyro's own ``differentiable_loss`` on the same batch and the same random stream,
-and that comparison is repeated at the start of every epoch (``recheck``: the epoch's first
-replayed step is compared; where it disagrees, every graph is dropped and captured again at
-its next use), so a model whose Python constants change between epochs (an annealed weight
+and the loss is compared again at the start of every epoch (``recheck``: the epoch's first
+replayed step; where it disagrees, every graph is dropped and captured again at its next
+use), so a model whose Python constants change between epochs (an annealed weight
 kept as a float) is captured again. A tensor the programs read but do not receive as an
 argument (the Trainer's KL warm-up weight, a 0-dimensional tensor it updates in place) is
 read by the graph at every replay, so changing its value in place needs no new capture.
@@ -191,11 +191,12 @@ class CapturedLoss:
     signature (shapes, dtypes, devices of the arguments) to its graph, or to None where
     that signature runs eagerly, and ``reasons`` maps those signatures to the cause.
 
-    A recheck compares one graph, the first replayed after it, and drops them all if that
-    one disagrees: a changed constant changes every signature's loss, and one comparison
-    per epoch costs one eager step whatever the number of batch shapes (sequences cut to
-    their lengths have many). A change that alters the loss of some batch shapes only is
-    not seen until one of those is the first compared.
+    A recheck compares one graph, the first replayed after it, by the loss's value, and
+    drops them all if it disagrees: a changed constant changes every signature's loss, and
+    one comparison per epoch costs one eager forward pass whatever the number of batch
+    shapes (sequences cut to their lengths have several). A new capture is compared by value
+    and gradients. Not seen: a change that alters the loss of some batch shapes only, until
+    one of those is the first compared, or the gradients only, not the loss.
     """
 
     def __init__(
@@ -241,20 +242,34 @@ class CapturedLoss:
         if graph is None:
             with pyro.validation_enabled(False):  # checked on this signature's first step
                 return self._eager(*args)
-        if graph is _MISSING or self._check_next:
-            return self._reference_step(key, args, None if graph is _MISSING else graph)
+        if graph is _MISSING:
+            return self._reference_step(key, args)
+        if self._check_next:
+            return self._recheck_step(key, args, graph)
         return graph(*self._params, *args)
 
     def _eager(self, *args: Any) -> torch.Tensor:
         return self.elbo.differentiable_loss(self.model, self.guide, *args)
 
-    def _reference_step(self, key: Signature, args: tuple, graph: Any) -> torch.Tensor:
-        """An eager step whose loss and gradients check ``graph`` (captured anew if None;
-        if it disagrees, every graph is dropped and this one captured anew); the random
-        stream continues as after the eager step alone. A new capture does not stand for
-        the pending recheck: that compares a graph captured before it."""
-        if graph is not None:
-            self._check_next = False
+    def _recheck_step(self, key: Signature, args: tuple, graph: Any) -> torch.Tensor:
+        """The pending recheck: Pyro's loss against the graph's replay on the same random
+        stream. Agreeing, the replay is the step's loss (a recheck costs
+        one eager forward pass); otherwise every graph is dropped and the step is a
+        reference step that captures this signature anew, loss and gradients checked."""
+        self._check_next = False
+        before = _rng_state()
+        eager = self._eager(*args).detach()  # (Pyro refuses to build its loss without grad)
+        _set_rng_state(before)
+        replay = graph(*self._params, *args)
+        if torch.allclose(replay.detach(), eager, rtol=RTOL, atol=ATOL):
+            return replay
+        _set_rng_state(before)
+        self.graphs = {k: g for k, g in self.graphs.items() if g is None}
+        return self._reference_step(key, args)
+
+    def _reference_step(self, key: Signature, args: tuple) -> torch.Tensor:
+        """An eager step whose loss and gradients check a graph captured from it; the random
+        stream continues as after the eager step alone."""
         if getattr(self.elbo, "max_plate_nesting", 0) == float("inf"):
             # Pyro guesses the nesting on its first call by running the programs once;
             # guess now, off the random stream, so the eager step and the replay below
@@ -271,10 +286,6 @@ class CapturedLoss:
         loss = self._eager(*args)
         after = _rng_state()
         try:
-            if graph is not None and self._agrees(graph, loss, args, before):
-                return loss
-            if graph is not None:  # a constant changed: no graph can be trusted any more
-                self.graphs = {k: g for k, g in self.graphs.items() if g is None}
             graph = self._capture(args)
             if not self._agrees(graph, loss, args, before):
                 raise NotCapturable("the captured graph's loss or gradients differ from Pyro's")

@@ -55,10 +55,13 @@ def elbo_terms(
     num_samples: int = 1,
     batch_size: int = 1000,
     device: torch.device | str | None = None,
+    nesting: int | None = None,
 ) -> ElboTerms:
     """The reconstruction and KL terms of every example of ``data`` (see the module
     docstring), from ``num_samples`` draws of the guide each, with the pair's modules in
-    evaluation mode.
+    evaluation mode. ``nesting``: the programs' plate nesting
+    (:func:`~pyrovae.infer.importance.plate_nesting`, found by running them once when None;
+    a caller that evaluates the same pair often passes it).
 
     Raises:
         ValueError: the program enumerates a site, or has a global latent.
@@ -66,7 +69,6 @@ def elbo_terms(
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     reconstructions, kls = [], []
-    nesting = None
     for args in make_batches(data, batch_size, shuffle=False, device=device):
         if nesting is None:
             nesting = plate_nesting(model, guide, args)

@@ -72,6 +72,9 @@ class TrainingPlan:
     messages: tuple[str, ...] = ()
     #: KL warm-up epochs (:class:`~pyrovae.infer.Trainer`'s ``kl_warmup``); 0: none.
     kl_warmup: int = 0
+    #: Whether one of ``metrics`` records each epoch's ``test_elbo`` (then the Trainer does
+    #: not evaluate it a second time); the recipe's ``test_elbo_note`` says how.
+    test_elbo_metric: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Recipe:
     files: ClassVar[tuple[str, ...]] = ()
     #: The family's models take sequences (N, T, D) with lengths (seqvae, dmm), not rows.
     sequences: ClassVar[bool] = False
+    #: What metrics.json's ``units`` says of each epoch's ``test_elbo``.
+    test_elbo_note: ClassVar[str] = "test_elbo is a one-sample estimate of the ELBO"
 
     # ---- building ---------------------------------------------------------------------------
 

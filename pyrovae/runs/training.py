@@ -183,7 +183,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         model,
         guide,
         plan.train_data,
-        test_data=as_args(test_x),
+        test_data=None if plan.test_elbo_metric else as_args(test_x),
         batch_size=config.batch_size,
         lr=config.lr,
         objective=plan.objective,
@@ -325,7 +325,7 @@ def _finish(recipe: Recipe, run: Run, log: Log, *, write_metrics: bool) -> Run:
 
 def _metrics(recipe: Recipe, config: TrainConfig, history: list[dict]) -> dict:
     """metrics.json of an SVI run: what its numbers are, the objective and the history."""
-    note = "nats per example, higher is better; test_elbo is a one-sample estimate of the ELBO"
+    note = f"nats per example, higher is better; {recipe.test_elbo_note}"
     if config.objective == "iwae":
         note += f"; train_elbo is the IWAE bound with K = {config.num_particles}"
     clause = recipe.units(config)
