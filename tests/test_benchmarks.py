@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pyrovae.cli import main
@@ -129,3 +130,49 @@ def test_the_mixture_vae_benchmark_trains_evaluates_and_tabulates(tmp_path):
         assert 0 < row["accuracy"] <= 1 and row["test_log_likelihood"] >= row["test_elbo"] - 1
     assert results["vae"]["epochs"] == 2
     assert set(results["baselines"]) == {"gmm_pixels", "gmm_pca50"}
+
+
+#: A stand-in for Pyro's examples/dmm.py: its first run fails (as an unseeded run that
+#: diverges does), the next writes the log line the benchmark reads.
+FAKE_PYRO_EXAMPLE = """
+import argparse, os, pathlib, pickle, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("-n", type=int)
+parser.add_argument("-l")
+args = parser.parse_args()
+home = pathlib.Path(os.environ["HOME"])
+rolls = pickle.loads((home / ".data" / "jsb_chorales.pkl").read_bytes())
+assert set(rolls) == {"train", "valid", "test"}
+marker = home / "tried"
+if not marker.exists():
+    marker.write_text("once")
+    sys.exit(1)
+pathlib.Path(args.l).write_text("[val/test epoch 50]  12.5  12.25\\n")
+"""
+
+
+def test_the_chorales_benchmark_runs_our_dmm_and_retries_pyros_failed_run(tmp_path):
+    from pyrovae.sequences import CACHE_VERSION
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, 11, 20)
+    x = (rng.random((20, 10, 88)) < 0.05).astype(np.uint8)
+    x[np.arange(10) >= lengths[:, None]] = 0
+    names = np.array([f"piece{i}" for i in range(20)])
+    np.savez(tmp_path / "chorales.npz", x=x, lengths=lengths, names=names, version=CACHE_VERSION)
+    example = tmp_path / "dmm.py"
+    example.write_text(FAKE_PYRO_EXAMPLE)
+    out = tmp_path / "results.json"
+    printed = script(
+        "sequences_chorales.py", "--data-dir", str(tmp_path), "--epochs", "1", "--models",
+        "floor,pyro-dmm,dmm", "--pyro-example", str(example), "--num-samples", "3",
+        "--json", str(out),
+    )  # fmt: skip
+    assert "Pyro's example failed (exit 1)" in printed
+    results = json.loads(out.read_text())["results"]
+    pyro = results["pyro-dmm"]
+    assert pyro["test_elbo_per_step"] == -12.25 and len(pyro["failed_attempts_seconds"]) == 1
+    ours = results["dmm"]
+    assert ours["test_log_likelihood_per_step"] < 0 and ours["test_kl_per_sequence"] > 0
+    assert results["floor"]["test_log_likelihood_per_step"] < 0
+    assert printed.splitlines()[-1].startswith("| dmm |")

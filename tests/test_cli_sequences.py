@@ -119,10 +119,12 @@ def test_a_resumed_sequence_vae_equals_an_uninterrupted_one(data, tmp_path):
 
 def test_a_deep_markov_model_run_trains_evaluates_and_draws(data, tmp_path):
     out = tmp_path / "dmm"
-    assert main(["train", "dmm", "--dataset", data, "--out", str(out), "--epochs", "2", *DMM]) == 0
+    args = ["train", "dmm", "--dataset", data, "--out", str(out), "--epochs", "2", *DMM]
+    assert main([*args, "--guide-rnn", "rnn"]) == 0
     history = read(out / "metrics.json")["history"]
     assert all(r["test_kl"] > 0 for r in history)
-    assert read(out / "config.json")["emission_dims"] == [8]
+    config = read(out / "config.json")
+    assert config["emission_dims"] == [8] and config["guide_rnn"] == "rnn"
     assert FIGURES <= {p.name for p in (out / "figures").iterdir()}
     assert main(["evaluate", str(out), "--num-samples", "10", "--quiet"]) == 0
     report = read(out / "eval.json")
@@ -136,6 +138,7 @@ def test_a_deep_markov_model_run_trains_evaluates_and_draws(data, tmp_path):
         (["train", "seqvae", "--dataset", "digits"], "holds images, not sequences"),
         (["train", "seqvae", "--dataset", "{data}", "--input-dropout", "1"], "--input-dropout"),
         (["train", "dmm", "--dataset", "{data}", "--kl-warmup", "-1"], "--kl-warmup"),
+        (["train", "dmm", "--dataset", "{data}", "--guide-rnn", "lstm"], "--guide-rnn"),
     ],
 )
 def test_bad_data_or_options_are_refused_before_anything_is_written(

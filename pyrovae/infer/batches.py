@@ -67,15 +67,16 @@ class SequenceData:
     full batches in a random order (the last, smaller batch, the shortest sequences of the
     last pool, stays last), so a batch holds
     sequences of similar lengths and little padding (the length-grouped sampling of Hugging
-    Face's ``group_by_length`` and torchtext's ``BucketIterator``). Pools keep the batches
-    random: a sequence's batch mates change from pass to pass. 0: batches of a plain random
-    permutation, each cut to its own longest sequence.
+    Face's ``group_by_length``, whose pools are 50 batches, and torchtext's
+    ``BucketIterator``). Pools keep the batches random: a sequence's batch mates change from
+    pass to pass. 0: batches of a plain random permutation, each cut to its own longest
+    sequence.
     """
 
     x: torch.Tensor
     lengths: torch.Tensor
     extra: tuple[torch.Tensor, ...] = ()
-    pool: int = 4
+    pool: int = 8
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]

@@ -253,9 +253,9 @@ class CapturedLoss:
 
     def _recheck_step(self, key: Signature, args: tuple, graph: Any) -> torch.Tensor:
         """The pending recheck: Pyro's loss against the graph's replay on the same random
-        stream. Agreeing, the replay is the step's loss (a recheck costs
-        one eager forward pass); otherwise every graph is dropped and the step is a
-        reference step that captures this signature anew, loss and gradients checked."""
+        stream. Agreeing, the replay is the step's loss (a recheck costs one eager forward
+        pass); otherwise every graph is dropped and the step is a reference step that
+        captures this signature anew, loss and gradients checked."""
         self._check_next = False
         before = _rng_state()
         eager = self._eager(*args).detach()  # (Pyro refuses to build its loss without grad)

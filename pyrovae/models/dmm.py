@@ -5,14 +5,18 @@ of x_n (T, D), the rest padding)::
 
     z_0 = a learned vector
     z_t ~ N(mu(z_{t-1}), diag s(z_{t-1})^2)     site "z_t", t = 1..T, under pyro.markov
-    x_t ~ p(x | e(z_t))                         site "x_t"
+    x_t ~ p(x | e(z_t))                         all steps in one site "x", event (T, D)
 
 with the gated transition of Krishnan, Shalit & Sontag, "Structured Inference Networks for
 Nonlinear State Space Models", AAAI 2017 (section 5): g = sigmoid(MLP_g(z_{t-1})),
 m = MLP_m(z_{t-1}), mu = (1 - g) * (W z_{t-1} + b) + g * m (W starts as the identity),
 s = softplus(W_s relu(m) + b_s); and an MLP emission e. Steps past T_n are masked out of
-both sites (their terms are zero), so a padded batch has the numbers of its unpadded
+both kinds of site (their terms are zero), so a padded batch has the numbers of its unpadded
 sequences, and ``pyro.markov`` tells Pyro that z_t depends on the past only through z_{t-1}.
+The states are drawn one step after another, but given them the x_t are independent: the
+emission runs once on all T states and scores every step in the one site "x" (its log
+density is sum_t log p(x_t | z_t) over the real steps), which costs a few large matrix
+products instead of T small ones.
 
 :class:`pyrovae.guides.MarkovEncoder` is the structured guide q(z_t | z_{t-1}, x_{t:T}) of
 the same paper (its "DKS" variant). Compared with :class:`~pyrovae.models.SequenceVAE`'s one
@@ -85,17 +89,21 @@ class DeepMarkovModel(LocalPyroModule):
         self.z_0 = nn.Parameter(torch.zeros(latent_dim))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
-        """Sample z_1..z_T and observe x_1..x_T (masked past each length)."""
+        """Sample z_1..z_T, then observe x_1..x_T in one site (masked past each length)."""
         mask = step_mask(x, lengths)
         n, steps = x.shape[:2]
         previous = self.z_0.expand(n, self.latent_dim)
+        states = []
         with pyro.plate("data", n):
             for t in pyro.markov(range(steps)):
                 real = True if mask is None else mask[:, t]
                 loc, scale = self.transition(previous)
-                z = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(real))
-                pyro.sample(f"x_{t + 1}", self.decode(z).mask(real), obs=x[:, t])
-                previous = z
+                previous = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(real))
+                states.append(previous)
+            emission = self.decode(torch.stack(states, -2))  # batch (..., N, T), event (D,)
+            if mask is not None:
+                emission = emission.mask(mask)
+            pyro.sample("x", emission.to_event(1), obs=x)
 
     def decode(self, z: torch.Tensor) -> dist.Distribution:
         """p(x_t | z_t) for states z (..., L): event shape (D,)."""

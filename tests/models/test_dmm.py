@@ -43,12 +43,14 @@ def site_log_probs(program, x, lengths, values: dict) -> dict[str, torch.Tensor]
     return {
         name: site["log_prob"]
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and name[:2] in ("z_", "x_")
+        if site["type"] == "sample" and (name[:2] == "z_" or name == "x")
     }
 
 
-def test_a_padded_batch_has_the_numbers_of_its_unpadded_sequences():
-    model, guide = pair()
+@pytest.mark.parametrize("rnn", ["gru", "rnn"])
+def test_a_padded_batch_has_the_numbers_of_its_unpadded_sequences(rnn):
+    model, _ = pair()
+    guide = MarkovEncoder(D, L, 16, rnn=rnn)
     x, lengths = sequences()
     values = {f"z_{t + 1}": torch.randn(len(x), L) for t in range(x.shape[1])}
     with torch.no_grad():
@@ -59,7 +61,7 @@ def test_a_padded_batch_has_the_numbers_of_its_unpadded_sequences():
                     program, x[n : n + 1, :t], None, {k: v[n : n + 1] for k, v in values.items()}
                 )
                 for name, lp in batch.items():
-                    step = int(name.split("_")[1])
+                    step = 1 if name == "x" else int(name.split("_")[1])  # x: all real steps
                     expected = float(alone[name]) if step <= t else 0.0  # padding: no term
                     assert float(lp[n]) == pytest.approx(expected, abs=1e-5), (program, name)
 
@@ -127,3 +129,11 @@ def test_fit_lowers_the_loss_and_the_prior_generates_sequences():
     assert history[-1]["train_elbo"] > history[0]["train_elbo"]
     drawn = model.generate(3, 8)
     assert drawn.shape == (3, 8, D) and set(drawn.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_guide_takes_a_gru_or_an_elman_relu_rnn_and_refuses_others_by_name():
+    assert isinstance(MarkovEncoder(3, 2, 4).rnn, torch.nn.GRU)
+    rnn = MarkovEncoder(3, 2, 4, rnn="rnn").rnn
+    assert isinstance(rnn, torch.nn.RNN) and rnn.nonlinearity == "relu"
+    with pytest.raises(ValueError, match="'gru' or 'rnn', got 'lstm'"):
+        MarkovEncoder(3, 2, 4, rnn="lstm")
