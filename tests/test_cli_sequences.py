@@ -138,7 +138,6 @@ def test_a_deep_markov_model_run_trains_evaluates_and_draws(data, tmp_path):
         (["train", "seqvae", "--dataset", "digits"], "holds images, not sequences"),
         (["train", "seqvae", "--dataset", "{data}", "--input-dropout", "1"], "--input-dropout"),
         (["train", "dmm", "--dataset", "{data}", "--kl-warmup", "-1"], "--kl-warmup"),
-        (["train", "dmm", "--dataset", "{data}", "--guide-rnn", "lstm"], "--guide-rnn"),
     ],
 )
 def test_bad_data_or_options_are_refused_before_anything_is_written(
@@ -148,4 +147,13 @@ def test_bad_data_or_options_are_refused_before_anything_is_written(
     args = [a.replace("{data}", data) for a in args]
     assert main([*args, "--out", str(out), "--epochs", "1", "--quiet"]) == 2
     assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_a_guide_rnn_other_than_gru_or_rnn_is_refused_by_argparse(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "dmm", "--dataset", data, "--guide-rnn", "lstm", "--out", str(out)])
+    assert refused.value.code == 2
+    assert "--guide-rnn: invalid choice: 'lstm'" in capsys.readouterr().err
     assert not out.exists()
