@@ -46,8 +46,6 @@ class SemiSupervisedData:
         return SemiSupervisedData(move(self.labeled_x), move(self.labeled_y), unlabeled)
 
 
-#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset, a
-#: DataLoader, or :class:`SemiSupervisedData`.
 @dataclass
 class SequenceData:
     """Padded sequences x (N, T, ...) with their lengths (N,) int64 in [1, T], and optional
@@ -65,12 +63,11 @@ class SequenceData:
     With ``pool`` > 0 each pass is a random permutation cut into pools of ``pool`` batches;
     each pool is sorted by length before it is cut into batches, and the pass takes the
     full batches in a random order (the last, smaller batch, the shortest sequences of the
-    last pool, stays last), so a batch holds
-    sequences of similar lengths and little padding (the length-grouped sampling of Hugging
-    Face's ``group_by_length``, whose pools are 50 batches, and torchtext's
-    ``BucketIterator``). Pools keep the batches random: a sequence's batch mates change from
-    pass to pass. 0: batches of a plain random permutation, each cut to its own longest
-    sequence.
+    last pool, stays last), so a batch holds sequences of similar lengths and little padding
+    (the length-grouped sampling of Hugging Face's ``group_by_length``, whose pools are 50
+    batches, and torchtext's ``BucketIterator``). Pools keep the batches random: a
+    sequence's batch mates change from pass to pass. 0: batches of a plain random
+    permutation, each cut to its own longest sequence.
     """
 
     x: torch.Tensor
@@ -123,6 +120,8 @@ def _next_bucket(bucket: int) -> int:
     return 8 * -(-(bucket * 5) // 32)  # ceil(1.25 * bucket / 8) * 8
 
 
+#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset, a
+#: DataLoader, :class:`SemiSupervisedData` or :class:`SequenceData`.
 Data = torch.Tensor | tuple | list | Dataset | DataLoader | SemiSupervisedData | SequenceData
 #: ``transform(x, generator) -> x``, applied to the first tensor of each training batch.
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
