@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyro
 import pytest
+import torch
 from images import assert_png
 
 from pyrovae.cli import main
+from pyrovae.guides import SequenceEncoder
 from pyrovae.infer import log_marginal
+from pyrovae.models import SequenceVAE
 from pyrovae.runs import load_run
+from pyrovae.runs.recipes.sequences import terms_metric
 
 SEQVAE = ["--latent-dim", "2", "--hidden-dim", "12", "--batch-size", "16", "--quiet"]
 DMM = [
@@ -157,3 +162,17 @@ def test_a_guide_rnn_other_than_gru_or_rnn_is_refused_by_argparse(data, tmp_path
     assert refused.value.code == 2
     assert "--guide-rnn: invalid choice: 'lstm'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_epoch_terms_leave_the_cuda_stream_of_training_alone():
+    """The metric seeds its own draws; CUDA's generator, which training draws from, must be
+    as it was (seeding without forking it would repeat the same noise every epoch)."""
+    x, lengths = (torch.as_tensor(a) for a in rolls())
+    model, guide = SequenceVAE(8, 2, 8).cuda(), SequenceEncoder(8, 2, 8).cuda()
+    trainer = SimpleNamespace(model=model, guide=guide, device="cuda")
+    torch.randn(1, device="cuda")  # CUDA initialised, its stream in use
+    before = torch.cuda.get_rng_state()
+    record = terms_metric((x.float(), lengths.long()), seed=0)(trainer)
+    assert record["test_kl"] > 0
+    assert torch.equal(torch.cuda.get_rng_state(), before)

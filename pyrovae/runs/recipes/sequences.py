@@ -44,6 +44,7 @@ from ...infer.modes import program_mode
 from ...infer.terms import elbo_terms
 from ...likelihoods import LIKELIHOODS
 from ...models import DeepMarkovModel, SequenceVAE
+from ...rng import initialised_cuda_devices
 from ..config import OptionsBase, TrainConfig, setting
 from ..data import resolve_likelihood
 from ..estimates import importance_rows
@@ -300,7 +301,9 @@ def terms_metric(test: tuple[torch.Tensor, ...], seed: int) -> Callable[[Trainer
 
     def metric(trainer: Trainer) -> dict:
         inputs = tuple(t.to(trainer.device or "cpu") for t in test)
-        with torch.random.fork_rng(devices=[]):
+        # Every generator in use forked, CUDA's too: seeding below must not reset the
+        # stream training draws from on the next epoch.
+        with torch.random.fork_rng(devices=initialised_cuda_devices()):
             if not nesting:
                 nesting.append(plate_nesting(trainer.model, trainer.guide, inputs))
             pyro.set_rng_seed(seed)
