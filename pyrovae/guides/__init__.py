@@ -7,6 +7,8 @@ point mass: a regularised autoencoder) for one latent vector site "z";
 :class:`ExactPosteriorGuide` (the exact posterior) for
 :class:`~pyrovae.models.FactorAnalysis`; :class:`SSVAEGuide` (classifier q(y | x), enumerated
 when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE`;
+:class:`ADGMGuide` (q(a | x), then q(y | a, x) enumerated and q(z | a, y, x)) for
+:class:`~pyrovae.models.ADGM`;
 :class:`SequenceEncoder` (a bidirectional GRU over each sequence's real steps) for
 :class:`~pyrovae.models.SequenceVAE`; :class:`MarkovEncoder` (q(z_t | z_{t-1}, x_{t:T})) for
 :class:`~pyrovae.models.DeepMarkovModel`. A guide
@@ -14,12 +16,14 @@ module may import the model module it is written for; nothing here imports
 :mod:`pyrovae.infer`.
 """
 
+from .auxiliary import ADGMGuide
 from .classifier import SSVAEGuide
 from .encoder import DeltaEncoder, GaussianEncoder
 from .linear import ExactPosteriorGuide, LinearGaussianEncoder
 from .sequence import MarkovEncoder, SequenceEncoder
 
 __all__ = [
+    "ADGMGuide",
     "DeltaEncoder",
     "ExactPosteriorGuide",
     "GaussianEncoder",

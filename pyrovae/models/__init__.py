@@ -1,7 +1,8 @@
 """Generative programs p(x, z), one file per model family, and their closed-form fitting.
 
 :class:`VAE` (deep latent Gaussian model, optionally a beta-VAE through its
-``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`MixturePriorVAE`
+``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`ADGM` (M2 with
+an auxiliary variable a, Maaløe et al. 2016), :class:`MixturePriorVAE`
 (a VAE with a Gaussian-mixture prior whose cluster is summed out: VaDE),
 :class:`SequenceVAE` (one code per sequence, a GRU decoder), :class:`DeepMarkovModel` (a
 latent state per step under ``pyro.markov``), :class:`FactorAnalysis`
@@ -15,6 +16,7 @@ only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``
 ``kmeans``).
 """
 
+from .adgm import ADGM
 from .dmm import DeepMarkovModel
 from .factor_analysis import FactorAnalysis
 from .mixture import GaussianMixture, MixturePrior, empty_guide
@@ -25,6 +27,7 @@ from .ssvae import SSVAE
 from .vae import VAE
 
 __all__ = [
+    "ADGM",
     "DeepMarkovModel",
     "FactorAnalysis",
     "GaussianMixture",
