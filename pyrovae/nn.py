@@ -56,12 +56,39 @@ def mlp_with_class(mlp: nn.Sequential, features: torch.Tensor, y: torch.Tensor) 
     Shapes: features (..., F), y (...,) int64 class indices (broadcast against each other);
     the first module of ``mlp`` is an ``nn.Linear`` with F + C inputs.
     """
+    return mlp_on_parts(mlp, (features,), y)
+
+
+def mlp_on_parts(
+    mlp: nn.Sequential, parts: Sequence[torch.Tensor], y: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``mlp([part_1, ..., part_k, one_hot(y)])`` with each part through the first layer at
+    its own shape.
+
+    The first layer's weight splits by columns as W = [W_1, ..., W_k, W_c], so
+    W [p_1; ...; p_k; e_y] + b = sum_i W_i p_i + b + W_c[:, y]: a part that does not vary
+    with an enumerated class, e.g. x (N, D) beside z (C, N, L), passes through its block
+    once and broadcasts. Without y the first layer has no class columns.
+
+    Shapes: parts (..., F_i) broadcastable against each other (and y (...,)); the first
+    module of ``mlp`` is an ``nn.Linear`` with sum_i F_i (+ C) inputs. Returns (..., out).
+    """
     first = mlp[0]
     if not isinstance(first, nn.Linear):
         raise TypeError(f"the MLP's first module must be nn.Linear, got {type(first).__name__}")
-    width = features.shape[-1]
-    hidden = nn.functional.linear(features, first.weight[:, :width], first.bias)
-    hidden = hidden + first.weight[:, width:].T[y]
+    start, hidden = 0, None
+    for part in parts:
+        width = part.shape[-1]
+        bias = first.bias if hidden is None else None
+        term = nn.functional.linear(part, first.weight[:, start : start + width], bias)
+        hidden = term if hidden is None else hidden + term
+        start += width
+    if y is not None:
+        hidden = hidden + first.weight[:, start:].T[y]
+    elif start != first.in_features:
+        raise ValueError(
+            f"the parts have {start} features; the first layer takes {first.in_features}"
+        )
     for layer in list(mlp)[1:]:
         hidden = layer(hidden)
     return hidden

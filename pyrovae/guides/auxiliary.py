@@ -19,7 +19,7 @@ import torch
 from torch.nn.functional import softplus
 
 from ..module import LocalPyroModule
-from ..nn import MLP, mlp_with_class
+from ..nn import MLP, mlp_on_parts
 
 
 class ADGMGuide(LocalPyroModule):
@@ -56,8 +56,8 @@ class ADGMGuide(LocalPyroModule):
         return loc, softplus(raw_scale) + self.min_scale
 
     def class_logits(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Unnormalised log q(y | a, x): (..., N, C)."""
-        return self.classifier(torch.cat([x.expand(*a.shape[:-1], x.shape[-1]), a], -1))
+        """Unnormalised log q(y | a, x) for x (N, D) and a (..., N, A): (..., N, C)."""
+        return mlp_on_parts(self.classifier, (x, a))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,11 +71,15 @@ class ADGMGuide(LocalPyroModule):
         return self.predict_proba(x).argmax(-1)
 
     def encode(
-        self, x: torch.Tensor, a: torch.Tensor, y: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and standard deviation of q(z | a, y, x), each (..., N, L)."""
-        features = torch.cat([x.expand(*a.shape[:-1], x.shape[-1]), a], -1)
-        loc, raw_scale = mlp_with_class(self.encoder, features, y).split(self.latent_dim, -1)
+        """Mean and standard deviation of q(z | a, y, x), each (..., N, L), for x (N, D),
+        classes y (..., N) and a (..., N, A); without a, at the mean of q(a | x) (the call
+        of :meth:`pyrovae.guides.SSVAEGuide.encode`, for figures)."""
+        if a is None:
+            a = self.auxiliary(x)[0]
+        hidden = mlp_on_parts(self.encoder, (x, a), y)
+        loc, raw_scale = hidden.split(self.latent_dim, -1)
         return loc, softplus(raw_scale) + self.min_scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,5 +92,5 @@ class ADGMGuide(LocalPyroModule):
                     dist.Categorical(logits=self.class_logits(x, a)),
                     infer={"enumerate": "parallel"},
                 )
-            loc, scale = self.encode(x, a, y)
+            loc, scale = self.encode(x, y, a)
             return pyro.sample("z", dist.Normal(loc, scale).to_event(1))

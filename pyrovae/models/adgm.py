@@ -30,13 +30,15 @@ import pyro.distributions as dist
 import torch
 from torch.nn.functional import softplus
 
-from ..likelihoods import Likelihood
-from ..module import LocalPyroModule
-from ..nn import MLP, mlp_with_class
+from ..nn import MLP, mlp_on_parts
+from .ssvae import SSVAE
 
 
-class ADGM(LocalPyroModule):
+class ADGM(SSVAE):
     """p(x, y, z, a) = Cat(y; 1/C) N(z; 0, I) p(x | decoder(z, y)) N(a; mu(x, z, y), s^2).
+
+    M2 (:class:`~pyrovae.models.SSVAE`: its sites "y", "z", "x" and decoder) with the
+    auxiliary site "a" after them.
 
     Args:
         input_dim: D, the length of a flattened example.
@@ -45,6 +47,7 @@ class ADGM(LocalPyroModule):
         aux_dim: A, the dimension of a.
         hidden_dims: hidden widths of the decoder and of the network of p(a | x, z, y).
         likelihood: ``"bernoulli"``, ``"continuous-bernoulli"`` or ``"gaussian"``.
+        image_shape: (C, H, W) of the images, for figures.
         min_scale: a floor on the standard deviation of p(a | x, z, y).
     """
 
@@ -56,38 +59,23 @@ class ADGM(LocalPyroModule):
         aux_dim: int = 100,
         hidden_dims: Sequence[int] = (500, 500),
         likelihood: str = "bernoulli",
+        image_shape: tuple[int, int, int] | None = None,
         min_scale: float = 1e-4,
     ) -> None:
-        super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"a semi-supervised model needs at least 2 classes, got {num_classes}")
-        self.input_dim, self.num_classes = input_dim, num_classes
-        self.latent_dim, self.aux_dim, self.min_scale = latent_dim, aux_dim, min_scale
-        self.decoder = MLP(latent_dim + num_classes, hidden_dims, input_dim)
-        self.likelihood = Likelihood(likelihood, input_dim)
+        super().__init__(input_dim, num_classes, latent_dim, hidden_dims, likelihood, image_shape)
+        self.aux_dim, self.min_scale = aux_dim, min_scale
         self.auxiliary = MLP(input_dim + latent_dim + num_classes, hidden_dims, 2 * aux_dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Observe x (N, D) at site "x" and, when given, the labels y (N,) at site "y"."""
-        n = x.shape[0]
-        with pyro.plate("data", n):
-            prior_y = dist.Categorical(logits=x.new_zeros(n, self.num_classes))
-            y = pyro.sample("y", prior_y, obs=y)
-            z = pyro.sample("z", dist.Normal(x.new_zeros(n, self.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", self.decode(z, y), obs=x)
+        with pyro.plate("data", x.shape[0]):
+            y, z = self.sample_sites(x, y)
             pyro.sample("a", self.auxiliary_prior(x, z, y))
         return z
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
-        """p(x | z, y) for styles z (..., L) and classes y (...,): event shape (D,)."""
-        return self.likelihood(mlp_with_class(self.decoder, z, y))
-
     def auxiliary_prior(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor):
-        """p(a | x, z, y): a diagonal Gaussian with event shape (A,)."""
-        features = torch.cat([x.expand(*z.shape[:-1], x.shape[-1]), z], -1)
-        loc, raw_scale = mlp_with_class(self.auxiliary, features, y).split(self.aux_dim, -1)
+        """p(a | x, z, y): a diagonal Gaussian with event shape (A,). x (N, D) enters the
+        first layer once, however many classes z (..., N, L) and y carry."""
+        hidden = mlp_on_parts(self.auxiliary, (x, z), y)
+        loc, raw_scale = hidden.split(self.aux_dim, -1)
         return dist.Normal(loc, softplus(raw_scale) + self.min_scale).to_event(1)
-
-    def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """E[x | z, y], the mean image of each (z, y) pair: (..., D)."""
-        return self.decode(z, y).mean

@@ -64,13 +64,22 @@ class SSVAE(LocalPyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Observe x (N, D) at site "x" and, when given, the labels y (N,) at site "y"."""
-        n = x.shape[0]
-        with pyro.plate("data", n):
-            prior_y = dist.Categorical(logits=x.new_zeros(n, self.num_classes))
-            y = pyro.sample("y", prior_y, obs=y)
-            z = pyro.sample("z", dist.Normal(x.new_zeros(n, self.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", self.decode(z, y), obs=x)
+        with pyro.plate("data", x.shape[0]):
+            _, z = self.sample_sites(x, y)
         return z
+
+    def sample_sites(
+        self, x: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sites "y", "z" and "x" inside the caller's data plate; returns (y, z), y the
+        labels or the draw (under enumeration (C, 1)), z (..., N, L). For models that add
+        sites to M2's, e.g. :class:`~pyrovae.models.ADGM`."""
+        n = x.shape[0]
+        prior_y = dist.Categorical(logits=x.new_zeros(n, self.num_classes))
+        y = pyro.sample("y", prior_y, obs=y)
+        z = pyro.sample("z", dist.Normal(x.new_zeros(n, self.latent_dim), 1.0).to_event(1))
+        pyro.sample("x", self.decode(z, y), obs=x)
+        return y, z
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """p(x | z, y) for styles z (..., L) and classes y (...,): event shape (D,)."""

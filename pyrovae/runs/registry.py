@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import TrainConfig, make_config
 from .recipe import Recipe
+from .recipes.adgm import AuxiliaryRecipe
 from .recipes.ae import AutoencoderRecipe
 from .recipes.factory import FactoryRecipe
 from .recipes.mixture import MixtureRecipe
@@ -27,6 +28,7 @@ RECIPES: dict[str, Recipe] = {
         MixtureRecipe(),
         MixtureVAERecipe(),
         SemiSupervisedRecipe(),
+        AuxiliaryRecipe(),
         SequenceVAERecipe(),
         DeepMarkovRecipe(),
     )

@@ -59,7 +59,7 @@ def elbo_by_hand(model: ADGM, guide: ADGMGuide, x: torch.Tensor, seed: int) -> t
         model_trace = poutine.trace(poutine.condition(model, {"z": z[c], "a": a})).get_trace(x, y)
         model_trace.compute_log_prob()
         log_p = sum(model_trace.nodes[s]["log_prob"] for s in ("y", "z", "x", "a"))
-        loc, scale = guide.encode(x, a, y)
+        loc, scale = guide.encode(x, y, a)
         log_q_z = torch.distributions.Normal(loc, scale).log_prob(z[c]).sum(-1)
         total = total + log_q_y[:, c].exp() * (log_p - log_q_z - log_q_y[:, c])
     return total.sum()

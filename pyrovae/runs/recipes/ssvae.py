@@ -88,7 +88,7 @@ def check_labels(data: DataSplits) -> int:
     are not the class indices 0..C-1 with an example of each (:func:`~pyrovae.data.class_count`)."""
     if data.train_y is None or data.test_y is None:
         raise DataError(
-            f"{data.name} has no labels, and the semi-supervised VAE needs some: use a labelled "
+            f"{data.name} has no labels, and a semi-supervised model needs some: use a labelled "
             "dataset (digits, mnist, fashion-mnist) or a .npz/.csv file with a label column; for "
             "unlabelled data train a vae"
         )
@@ -195,6 +195,10 @@ class SemiSupervisedRecipe(ObservedRecipe):
     options = SemiSupervisedOptions
     objective = "enum"
     files = (BEST,)
+    #: The classifier whose argmax is scored, as the run's notes and tables name it.
+    classifier = "q(y | x)"
+    #: How the importance weights of ``evaluate`` are drawn.
+    importance_method = "y summed exactly over the classes, z importance-sampled from q(z | x, y)"
 
     def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
         config, messages = super().resolve(config, data)
@@ -245,8 +249,9 @@ class SemiSupervisedRecipe(ObservedRecipe):
         return (
             "y is summed out exactly where unlabelled; train_elbo is minus the training "
             f"objective (labelled and unlabelled batches, minus alpha = {config.alpha} times the "
-            "cross-entropy of q(y | x) on labelled batches); valid_accuracy: argmax q(y | x) on "
-            "the validation split; selected: the epoch with the best valid_accuracy (best.pt)"
+            f"cross-entropy of {self.classifier} on labelled batches); valid_accuracy: argmax "
+            f"{self.classifier} on the validation split; selected: the epoch with the best "
+            "valid_accuracy (best.pt)"
         )
 
     def reopen(self, run: Run) -> Run:
@@ -278,9 +283,7 @@ class SemiSupervisedRecipe(ObservedRecipe):
             run, x, num_samples=num_samples, batch_size=batch_size, progress=progress
         )
         report = dict(evaluation.report)
-        report["method"] = (
-            "y summed exactly over the classes, z importance-sampled from q(z | x, y)"
-        )
+        report["method"] = self.importance_method
         report["test_elbo"] = evaluate_elbo(
             run.model,
             run.guide,
@@ -298,5 +301,5 @@ class SemiSupervisedRecipe(ObservedRecipe):
 
     def table(self, report: dict) -> list[tuple[str, str]]:
         rows = super().table(report)
-        row = ("test accuracy, argmax q(y | x)", f"{100 * report['test_accuracy']:.2f}%")
+        row = (f"test accuracy, argmax {self.classifier}", f"{100 * report['test_accuracy']:.2f}%")
         return [*rows[:2], row, *rows[2:]]
