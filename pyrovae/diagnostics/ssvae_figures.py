@@ -48,8 +48,11 @@ def save_class_grid(
     return _save(fig, path)
 
 
-def save_accuracy_curve(history: Sequence[dict], path: str | Path) -> Path:
-    """Validation accuracy per epoch (and the training objective, on a second axis)."""
+def save_accuracy_curve(
+    history: Sequence[dict], path: str | Path, classifier: str = "q(y | x)"
+) -> Path:
+    """Validation accuracy per epoch (and the training objective, on a second axis);
+    ``classifier`` names the classifier in the title."""
     epochs = [r["epoch"] for r in history if r.get("valid_accuracy") is not None]
     accuracy = [100 * r["valid_accuracy"] for r in history if r.get("valid_accuracy") is not None]
     fig, ax = subplots(figsize=(5.2, 3.4))
@@ -71,7 +74,7 @@ def save_accuracy_curve(history: Sequence[dict], path: str | Path) -> Path:
     train = [r.get("train_elbo") for r in history]
     right.plot([r["epoch"] for r in history], train, color="tab:grey", lw=1.0, alpha=0.8)
     right.set_ylabel("train objective (nats / example)", color="tab:grey")
-    ax.set_title("q(y | x) on held-out labels", fontsize=9)
+    ax.set_title(f"{classifier} on held-out labels", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -132,17 +135,19 @@ def write_ssvae_figures(
     image_shape: tuple[int, int, int] | None,
     history: list[dict],
     seed: int = 0,
+    classifier: str = "q(y | x)",
 ) -> list[Path]:
     """Figures of a fitted SSVAE on test rows x (N, D) with labels (N,): ``elbo.png``,
     ``accuracy.png``, ``confusion.png`` and, for images, ``conditional.png`` (rows: one
     z ~ N(0, I) each, columns: y = 0..C-1, E[x | z, y]) and ``analogies.png`` (rows: a test
     image, its style z = E[q(z | x, y_hat)] under the predicted class, then E[x | z, y] for
-    every class y)."""
+    every class y). ``classifier`` names the guide's classifier on the axes; the style of an
+    image is the guide's ``encode(x, y)``."""
     out = Path(out_dir)
     written = []
     if history:
         written.append(figures.save_elbo_curves(history, out / "elbo.png", title="ELBO"))
-        written.append(save_accuracy_curve(history, out / "accuracy.png"))
+        written.append(save_accuracy_curve(history, out / "accuracy.png", classifier))
     predictions = predict(guide, x).cpu().numpy()
     truth = labels.cpu().numpy()
     counts = confusion_matrix(truth, predictions, model.num_classes)
@@ -152,6 +157,7 @@ def write_ssvae_figures(
             counts,
             out / "confusion.png",
             title=f"test accuracy {100 * share:.2f}% ({len(truth)} examples)",
+            xlabel=f"predicted class (argmax {classifier})",
         )
     )
     if image_shape is None:

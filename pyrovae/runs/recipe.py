@@ -72,9 +72,6 @@ class TrainingPlan:
     messages: tuple[str, ...] = ()
     #: KL warm-up epochs (:class:`~pyrovae.infer.Trainer`'s ``kl_warmup``); 0: none.
     kl_warmup: int = 0
-    #: Whether one of ``metrics`` records each epoch's ``test_elbo`` (then the Trainer does
-    #: not evaluate it a second time); the recipe's ``test_elbo_note`` says how.
-    test_elbo_metric: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,8 +116,10 @@ class Recipe:
     files: ClassVar[tuple[str, ...]] = ()
     #: The family's models take sequences (N, T, D) with lengths (seqvae, dmm), not rows.
     sequences: ClassVar[bool] = False
-    #: What metrics.json's ``units`` says of each epoch's ``test_elbo``.
-    test_elbo_note: ClassVar[str] = "test_elbo is a one-sample estimate of the ELBO"
+    #: None: the Trainer estimates each epoch's ``test_elbo`` (one sample). Otherwise one of
+    #: the plan's ``metrics`` records it (the Trainer does not evaluate it a second time), and
+    #: this is what metrics.json's ``units`` says of it.
+    test_elbo_note: ClassVar[str | None] = None
 
     # ---- building ---------------------------------------------------------------------------
 

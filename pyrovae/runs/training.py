@@ -177,13 +177,18 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     def save_epoch(trainer: Trainer) -> None:
         # ``config`` as it is when the epoch ends: with the objective the trainer resolved.
         checkpoint = {**trainer.state_dict(), "config": config.to_dict()}
+        if recipe.test_elbo_note and "test_elbo" not in trainer.history[-1]:
+            raise RuntimeError(
+                f"the {recipe.name} recipe says its metrics record test_elbo "
+                f"({recipe.test_elbo_note!r}), but none of them did"
+            )
         writer.save(checkpoint, config, _metrics(recipe, config, trainer.history))
 
     trainer = Trainer(
         model,
         guide,
         plan.train_data,
-        test_data=None if plan.test_elbo_metric else as_args(test_x),
+        test_data=None if recipe.test_elbo_note else as_args(test_x),
         batch_size=config.batch_size,
         lr=config.lr,
         objective=plan.objective,
@@ -325,7 +330,8 @@ def _finish(recipe: Recipe, run: Run, log: Log, *, write_metrics: bool) -> Run:
 
 def _metrics(recipe: Recipe, config: TrainConfig, history: list[dict]) -> dict:
     """metrics.json of an SVI run: what its numbers are, the objective and the history."""
-    note = f"nats per example, higher is better; {recipe.test_elbo_note}"
+    test_elbo = recipe.test_elbo_note or "test_elbo is a one-sample estimate of the ELBO"
+    note = f"nats per example, higher is better; {test_elbo}"
     if config.objective == "iwae":
         note += f"; train_elbo is the IWAE bound with K = {config.num_particles}"
     clause = recipe.units(config)

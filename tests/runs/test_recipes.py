@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from pyrovae.data import DataSplits
-from pyrovae.runs import RECIPES, config_for, recipe_for
+from pyrovae.runs import RECIPES, config_for, recipe_for, train
 from pyrovae.runs.config import TrainConfig
+from pyrovae.runs.recipes.adgm import AuxiliaryRecipe
 from pyrovae.runs.recipes.ae import AutoencoderRecipe
 from pyrovae.runs.recipes.factory import FactoryRecipe
 from pyrovae.runs.recipes.mixture import MixtureRecipe
@@ -27,6 +28,7 @@ from pyrovae.runs.training import _metrics
         ("ae", AutoencoderRecipe),
         ("gmm", MixtureRecipe),
         ("ssvae", SemiSupervisedRecipe),
+        ("adgm", AuxiliaryRecipe),
         ("my_models:make", FactoryRecipe),
     ],
 )
@@ -111,3 +113,20 @@ def test_every_recipe_option_has_a_help_and_a_validating_default():
         for f in dataclasses.fields(options):
             if f.metadata.get("option"):
                 assert f.metadata["option"]["help"], f"{recipe.name}.{f.name} has no help"
+
+
+class _SaysItsMetricsRecordTheTestELBO(VAERecipe):
+    test_elbo_note = "test_elbo from a metric of the recipe"
+
+
+def test_a_recipe_whose_metrics_do_not_record_the_test_elbo_it_promised_fails(
+    tmp_path, monkeypatch
+):
+    """With a test_elbo_note the Trainer skips its own test ELBO; a recipe whose metrics then
+    record none stops at the first epoch, naming itself, and leaves no run behind."""
+    monkeypatch.setitem(RECIPES, "vae", _SaysItsMetricsRecordTheTestELBO())
+    out = tmp_path / "run"
+    config = config_for("vae", out=str(out), epochs=1, latent_dim=2, hidden_dims=[8])
+    with pytest.raises(RuntimeError, match="the vae recipe says its metrics record test_elbo"):
+        train(config, progress=False, log=lambda line: None)
+    assert not out.exists()

@@ -157,7 +157,6 @@ class SequenceRecipe(Recipe):
             config.objective,
             metrics=[terms_metric(self.test_inputs(config, data), config.seed)],
             kl_warmup=config.kl_warmup,
-            test_elbo_metric=True,
         )
 
     def units(self, config: TrainConfig) -> str:

@@ -271,6 +271,7 @@ class SemiSupervisedRecipe(ObservedRecipe):
             image_shape=run.data.image_shape,
             history=run.history,
             seed=run.config.seed,
+            classifier=self.classifier,
         )
 
     def evaluate(
