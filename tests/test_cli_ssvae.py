@@ -1,5 +1,5 @@
-"""``pyrovae train ssvae`` and ``pyrovae train adgm`` (the same recipe with the auxiliary
-pair) and what follows, end to end as a user runs them."""
+"""``pyrovae train ssvae`` and ``pyrovae train adgm | sdgm`` (the same recipe with the
+auxiliary pairs) and what follows, end to end as a user runs them."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ from pyrovae.runs import load_run
 
 SMALL = ["--latent-dim", "4", "--hidden", "32", "--batch-size", "64", "--quiet"]
 #: The settings of each semi-supervised model for a small run.
-MODELS = {"ssvae": SMALL, "adgm": [*SMALL, "--aux-dim", "4"]}
+MODELS = {"ssvae": SMALL, "adgm": [*SMALL, "--aux-dim", "4"], "sdgm": [*SMALL, "--aux-dim", "4"]}
 #: The classifier each model's report names.
-CLASSIFIER = {"ssvae": "q(y | x)", "adgm": "q(y | a, x) at the mean of q(a | x)"}
+CLASSIFIER = {
+    "ssvae": "q(y | x)",
+    "adgm": "q(y | a, x) at the mean of q(a | x)",
+    "sdgm": "q(y | a, x) at the mean of q(a | x)",
+}
 SSVAE_FIGURES = {"elbo.png", "accuracy.png", "confusion.png", "conditional.png", "analogies.png"}
 
 

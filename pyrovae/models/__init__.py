@@ -2,7 +2,8 @@
 
 :class:`VAE` (deep latent Gaussian model, optionally a beta-VAE through its
 ``latent_scales``), :class:`SSVAE` (the semi-supervised M2 model), :class:`ADGM` (M2 with
-an auxiliary variable a, Maaløe et al. 2016), :class:`MixturePriorVAE`
+an auxiliary variable a, Maaløe et al. 2016) and :class:`SDGM` (its skip variant, a in the
+generative path), :class:`MixturePriorVAE`
 (a VAE with a Gaussian-mixture prior whose cluster is summed out: VaDE),
 :class:`SequenceVAE` (one code per sequence, a GRU decoder), :class:`DeepMarkovModel` (a
 latent state per step under ``pyro.markov``), :class:`FactorAnalysis`
@@ -16,7 +17,7 @@ only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``
 ``kmeans``).
 """
 
-from .adgm import ADGM
+from .adgm import ADGM, SDGM
 from .dmm import DeepMarkovModel
 from .factor_analysis import FactorAnalysis
 from .mixture import GaussianMixture, MixturePrior, empty_guide
@@ -33,6 +34,7 @@ __all__ = [
     "GaussianMixture",
     "MixturePrior",
     "MixturePriorVAE",
+    "SDGM",
     "SSVAE",
     "SequenceVAE",
     "VAE",

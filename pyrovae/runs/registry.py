@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import TrainConfig, make_config
 from .recipe import Recipe
-from .recipes.adgm import AuxiliaryRecipe
+from .recipes.adgm import AuxiliaryRecipe, SkipRecipe
 from .recipes.ae import AutoencoderRecipe
 from .recipes.factory import FactoryRecipe
 from .recipes.mixture import MixtureRecipe
@@ -29,6 +29,7 @@ RECIPES: dict[str, Recipe] = {
         MixtureVAERecipe(),
         SemiSupervisedRecipe(),
         AuxiliaryRecipe(),
+        SkipRecipe(),
         SequenceVAERecipe(),
         DeepMarkovRecipe(),
     )

@@ -1,5 +1,6 @@
-"""The auxiliary deep generative model (ADGM): the pair contract, enumeration against the
-sum over classes by hand with the guide's own draws, and the all-labelled case."""
+"""The auxiliary deep generative models (ADGM and its skip variant SDGM, one guide): the
+pair contract, enumeration against the sum over classes by hand with the guide's own draws,
+the all-labelled case, the generative path of the SDGM."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyrovae.data import load_dataset
 from pyrovae.guides import ADGMGuide
 from pyrovae.infer import SemiSupervisedELBO, Trainer, split_labeled
-from pyrovae.models import ADGM
+from pyrovae.models import ADGM, SDGM
 
 C, D, L, A = 3, 6, 2, 2
 
 
-def small_pair() -> tuple[ADGM, ADGMGuide]:
-    model = ADGM(D, num_classes=C, latent_dim=L, aux_dim=A, hidden_dims=(8,))
+MODELS = {"adgm": ADGM, "sdgm": SDGM}
+
+
+def small_pair(kind: str = "adgm") -> tuple[ADGM | SDGM, ADGMGuide]:
+    model = MODELS[kind](D, num_classes=C, latent_dim=L, aux_dim=A, hidden_dims=(8,))
     guide = ADGMGuide(D, num_classes=C, latent_dim=L, aux_dim=A, hidden_dims=(8,))
     return model, guide
 
@@ -32,12 +36,13 @@ class TestADGMContract(PairContract):
     """On unlabelled rows y is enumerated by the guide (TraceEnum_ELBO); on labelled rows it
     is observed (Trace_ELBO) and the classifier q(y | a, x) is never read."""
 
-    variants = ("unlabelled", "labelled")
+    variants = ("adgm-unlabelled", "adgm-labelled", "sdgm-unlabelled", "sdgm-labelled")
 
     def make_pair(self, variant):
-        model, guide = small_pair()
+        kind, labels = variant.split("-")
+        model, guide = small_pair(kind)
         x = binary_rows(16)
-        if variant == "unlabelled":
+        if labels == "unlabelled":
             return Pair(model, guide, (x,), "enum")
         y = torch.randint(C, (16,))
         return Pair(model, guide, (x, y), "elbo", untouched=("guide.classifier",))
@@ -65,8 +70,9 @@ def elbo_by_hand(model: ADGM, guide: ADGMGuide, x: torch.Tensor, seed: int) -> t
     return total.sum()
 
 
-def test_enumeration_gives_the_elbo_summed_over_classes_by_hand():
-    model, guide = small_pair()
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_enumeration_gives_the_elbo_summed_over_classes_by_hand(kind):
+    model, guide = small_pair(kind)
     x = binary_rows()
     pyro.set_rng_seed(3)
     loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x)
@@ -77,8 +83,9 @@ def test_enumeration_gives_the_elbo_summed_over_classes_by_hand():
     assert torch.allclose(loss, expected, rtol=1e-5)
 
 
-def test_a_labelled_batch_is_the_conditional_elbo_and_alpha_adds_a_classification_loss():
-    model, guide = small_pair()
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_labelled_batch_is_the_conditional_elbo_and_alpha_adds_a_classification_loss(kind):
+    model, guide = small_pair(kind)
     x, y = binary_rows(), torch.tensor([0, 2, 1, 1, 0])
     pyro.set_rng_seed(5)
     plain = Trace_ELBO().differentiable_loss(model, guide, x, y)
@@ -95,12 +102,13 @@ def digits():
     return load_dataset("digits", None, seed=0)
 
 
-def test_with_every_label_it_trains_as_a_supervised_conditional_model(digits):
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_with_every_label_it_trains_as_a_supervised_conditional_model(digits, kind):
     x, y = digits.train_x[:600], digits.train_y[:600]
     data = split_labeled(x, y, num_labels=None)
     pyro.set_rng_seed(0)
-    model = ADGM(64, 10, latent_dim=8, aux_dim=8, hidden_dims=(128,),
-                 likelihood="continuous-bernoulli")  # fmt: skip
+    model = MODELS[kind](64, 10, latent_dim=8, aux_dim=8, hidden_dims=(128,),
+                         likelihood="continuous-bernoulli")  # fmt: skip
     guide = ADGMGuide(64, 10, latent_dim=8, aux_dim=8, hidden_dims=(128,))
     trainer = Trainer(
         model, guide, data, batch_size=64, objective=SemiSupervisedELBO(alpha=10.0), seed=0,
@@ -111,3 +119,19 @@ def test_with_every_label_it_trains_as_a_supervised_conditional_model(digits):
     assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 20
     accuracy = float((guide.predict(digits.test_x) == digits.test_y).float().mean())
     assert accuracy > 0.85
+
+
+def test_the_sdgm_draws_a_from_z_and_y_and_decodes_x_from_all_three():
+    """Site order y, z, a, x; p(a | z, y) reads no x; p(x | a, z, y) changes with a; the
+    mean image of generate is the decoder's at a = E[a | z, y]."""
+    model, _ = small_pair("sdgm")
+    x = binary_rows()
+    trace = poutine.trace(model).get_trace(x)
+    sites = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"]
+    assert sites == ["y", "z", "a", "x"]
+    z, y = torch.randn(4, L), torch.tensor([0, 1, 2, 0])
+    prior = model.auxiliary_prior(z, y)
+    assert prior.event_shape == (A,) and prior.batch_shape == (4,)
+    a = prior.sample()
+    assert not torch.allclose(model.decode(z, y, a).mean, model.decode(z, y, a + 1).mean)
+    torch.testing.assert_close(model.generate(z, y), model.decode(z, y, prior.mean).mean)

@@ -11,7 +11,7 @@ import torch
 from pyrovae.data import DataSplits
 from pyrovae.runs import RECIPES, config_for, recipe_for, train
 from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.recipes.adgm import AuxiliaryRecipe
+from pyrovae.runs.recipes.adgm import AuxiliaryRecipe, SkipRecipe
 from pyrovae.runs.recipes.ae import AutoencoderRecipe
 from pyrovae.runs.recipes.factory import FactoryRecipe
 from pyrovae.runs.recipes.mixture import MixtureRecipe
@@ -29,6 +29,7 @@ from pyrovae.runs.training import _metrics
         ("gmm", MixtureRecipe),
         ("ssvae", SemiSupervisedRecipe),
         ("adgm", AuxiliaryRecipe),
+        ("sdgm", SkipRecipe),
         ("my_models:make", FactoryRecipe),
     ],
 )

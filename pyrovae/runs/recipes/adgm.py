@@ -1,4 +1,4 @@
-"""``pyrovae train adgm``: the auxiliary deep generative model (Maaløe et al. 2016).
+"""``pyrovae train adgm | sdgm``: the auxiliary deep generative models (Maaløe et al. 2016).
 
 The M2 recipe (:mod:`pyrovae.runs.recipes.ssvae`: the validation split, the class-balanced
 labelled subset, :class:`~pyrovae.infer.SemiSupervisedELBO` with ``--alpha``, the epoch with
@@ -9,6 +9,9 @@ scores it under p(a | x, y, z). y is observed where labelled and summed out exac
 (enumerated) elsewhere. The classifier that is scored is q(y | a, x) at the mean of
 q(a | x) (:meth:`~pyrovae.guides.ADGMGuide.predict`). The defaults are the paper's MNIST
 networks: z and a of 100 dimensions, every network two hidden layers of 500.
+
+``sdgm`` is the same with the skip variant :class:`~pyrovae.models.SDGM` (a ~ p(a | z, y),
+x ~ p(x | a, z, y)) and the same guide.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...guides import ADGMGuide
-from ...models import ADGM
+from ...models import ADGM, SDGM
 from ..config import TrainConfig, setting
 from .observed import positive_ints
 from .ssvae import SemiSupervisedOptions, SemiSupervisedRecipe
@@ -50,14 +53,16 @@ class AuxiliaryRecipe(SemiSupervisedRecipe):
         "examples, summed out for the rest"
     )
     options = AuxiliaryOptions
+    #: The generative model of the pair (its guide is always ADGMGuide).
+    model: type = ADGM
     classifier = "q(y | a, x) at the mean of q(a | x)"
     importance_method = (
         "y summed exactly over the classes, a and z importance-sampled from q(a | x) and "
         "q(z | a, y, x)"
     )
 
-    def pair(self, config: TrainConfig) -> tuple[ADGM, ADGMGuide]:
-        """The ADGM over ``num_classes`` classes and its guide, every network an MLP with
+    def pair(self, config: TrainConfig) -> tuple[ADGM | SDGM, ADGMGuide]:
+        """The model over ``num_classes`` classes and its guide, every network an MLP with
         the widths of ``hidden_dims``."""
         kwargs = dict(
             input_dim=config.input_dim,
@@ -67,5 +72,16 @@ class AuxiliaryRecipe(SemiSupervisedRecipe):
             hidden_dims=tuple(config.hidden_dims),
         )
         image_shape = tuple(config.image_shape) if config.image_shape else None
-        model = ADGM(likelihood=config.likelihood, image_shape=image_shape, **kwargs)
+        model = self.model(likelihood=config.likelihood, image_shape=image_shape, **kwargs)
         return model, ADGMGuide(**kwargs)
+
+
+class SkipRecipe(AuxiliaryRecipe):
+    """See the module docstring."""
+
+    name = "sdgm"
+    summary = (
+        "skip deep generative model (Maaløe et al. 2016): the ADGM with a ~ p(a | z, y) and "
+        "x ~ p(x | a, z, y); the same guide, labels and selection"
+    )
+    model = SDGM
