@@ -21,9 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sequences import chorale_names, load_chorales, pad_sequences  # noqa: F401
+from .sequences import chorale_names, load_chorales, pad_sequences
 from .splits import DataError, DataSplits
 
+__all__ = [
+    "DATASETS",
+    "SEQUENCE_DATASETS",
+    "DataError",
+    "DataSplits",
+    "binarize",
+    "binarize_fixed",
+    "chorale_names",
+    "class_count",
+    "load_chorales",
+    "load_dataset",
+    "pad_sequences",
+    "split_arrays",
+    "split_sequence_arrays",
+]
+
+#: Named datasets of flattened examples (N, D); see :func:`load_dataset`.
 DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist")
 #: Named datasets of sequences (N, T, D), for the sequence models (``seqvae``, ``dmm``).
 SEQUENCE_DATASETS = ("chorales",)
@@ -66,6 +83,14 @@ def load_dataset(
     ``chorales``, or a user's ``.npz`` with ``x`` (N, T, D) and optionally ``lengths`` (N,)
     (a ``.npy`` (N, T, D): every sequence T steps). Without it a 3-D array is images
     (N, H, W), and sequence data are refused with the fix.
+
+    Example:
+        >>> from pyrovae.data import load_dataset
+        >>> digits = load_dataset("digits")
+        >>> digits.train_x.shape, digits.test_x.shape, digits.image_shape
+        (torch.Size([1437, 64]), torch.Size([360, 64]), (1, 8, 8))
+        >>> float(digits.train_x.min()), float(digits.train_x.max())
+        (0.0, 1.0)
     """
     name = str(name)
     if not 0.0 < test_fraction < 1.0:

@@ -72,6 +72,15 @@ def mlp_on_parts(
 
     Shapes: parts (..., F_i) broadcastable against each other (and y (...,)); the first
     module of ``mlp`` is an ``nn.Linear`` with sum_i F_i (+ C) inputs. Returns (..., out).
+
+    Example:
+        >>> import torch
+        >>> from pyrovae.nn import MLP, mlp_on_parts
+        >>> mlp = MLP(5 + 2 + 3, (16,), 4)  # inputs [x, z, one_hot(y)], 3 classes
+        >>> x, z = torch.randn(7, 5), torch.randn(3, 7, 2)  # z: one per class, (C, N, L)
+        >>> y = torch.arange(3).view(3, 1)  # the classes, as enumeration gives them
+        >>> mlp_on_parts(mlp, (x, z), y).shape
+        torch.Size([3, 7, 4])
     """
     first = mlp[0]
     if not isinstance(first, nn.Linear):

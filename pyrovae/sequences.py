@@ -34,8 +34,9 @@ KEYS = 88
 #: The cache file in ``data_dir``; its ``version`` guards against an older conversion.
 CACHE = "chorales.npz"
 CACHE_VERSION = 1
-#: Shares of pieces in train, validation and test, and the seed of the fixed permutation.
+#: Shares of pieces in train, validation and test.
 SPLIT = (0.6, 0.2, 0.2)
+#: The seed of the fixed permutation of the pieces that :data:`SPLIT` cuts.
 SPLIT_SEED = 0
 
 
@@ -111,7 +112,8 @@ def cache_candidates(data_dir: str | Path) -> list[Path]:
 
 
 def _cached(data_dir: str | Path) -> Path | None:
-    """The first of :func:`cache_candidates` holding a conversion of this version, or None."""
+    """The first of :func:`~pyrovae.sequences.cache_candidates` holding a conversion of this
+    version, or None."""
     return next((c for c in cache_candidates(data_dir) if c.exists() and _current(c)), None)
 
 
@@ -128,8 +130,8 @@ def load_chorales(data_dir: str | Path, *, progress: bool = False) -> DataSplits
     piece into train, validation and test (see the module docstring).
 
     Converted once (about two minutes) and cached as ``chorales.npz`` in ``data_dir``, or in
-    the user's cache directory where ``data_dir`` is read-only (:func:`cache_candidates`);
-    later calls read the cache without music21."""
+    the user's cache directory where ``data_dir`` is read-only
+    (:func:`~pyrovae.sequences.cache_candidates`); later calls read the cache without music21."""
     cache = _cached(data_dir)
     if cache is None:
         paths = _chorale_paths()
@@ -174,7 +176,7 @@ def _write_cache(candidates: list[Path], arrays: dict) -> Path:
 
 def split_pieces(count: int) -> dict[str, np.ndarray]:
     """The sorted indices of the train, validation and test pieces among ``count``: the
-    shares :data:`SPLIT` of a permutation fixed by :data:`SPLIT_SEED`."""
+    shares :data:`SPLIT` of a permutation fixed by :data:`~pyrovae.sequences.SPLIT_SEED`."""
     order = np.random.default_rng(SPLIT_SEED).permutation(count)
     n_train, n_valid = round(SPLIT[0] * count), round(SPLIT[1] * count)
     return {
@@ -185,7 +187,8 @@ def split_pieces(count: int) -> dict[str, np.ndarray]:
 
 
 def split_sequences(path: Path) -> DataSplits:
-    """The cached rolls split by piece with the fixed permutation of :data:`SPLIT_SEED`:
+    """The cached rolls split by piece with the fixed permutation of
+    :data:`~pyrovae.sequences.SPLIT_SEED`:
     :data:`SPLIT` of the pieces in train, validation and test, each split padded to its own
     longest piece."""
     with np.load(path) as stored:

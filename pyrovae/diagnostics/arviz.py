@@ -5,7 +5,7 @@ log w_k = log p(x, z_k) - log q(z_k | x) are kept. By default the draws are resa
 in proportion to w_k (sampling importance resampling), so ``posterior`` approximates
 p(z | x) itself rather than q; ``resample=False`` keeps the guide's draws. Groups:
 
-- ``posterior``: each latent site, dims (chain=1, draw, example, *event).
+- ``posterior``: each latent site, dims ``(chain=1, draw, example, *event)``.
 - ``sample_stats``: per example (dim ``example``) ``importance_ess``, the importance effective
   sample size 1 / sum_k wbar_k^2 of the K guide draws (wbar_k = w_k / sum_j w_j), and
   ``importance_khat``, the Pareto k-hat of their weights (above 0.7 neither the draws nor

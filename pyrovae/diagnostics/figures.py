@@ -23,7 +23,8 @@ from ..atomic import atomic_write
 
 
 def subplots(*args, figsize: tuple[float, float], **kwargs) -> tuple[Figure, object]:
-    """A new :class:`Figure` and its axes, like ``plt.subplots`` without pyplot's state."""
+    """A new :class:`~matplotlib.figure.Figure` and its axes, like ``plt.subplots`` without pyplot's
+    state."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*args, **kwargs)
 

@@ -13,7 +13,8 @@ cluster generates and where the clusters lie in the latent space.
 - ``cluster_confusion.png``: labels against clusters after Hungarian matching (with labels),
   titled with the accuracy, the adjusted Rand index and the NMI.
 
-Clusters are argmax_c p(c | z) at the guide's mean code (:meth:`MixturePriorVAE.cluster`).
+Clusters are argmax_c p(c | z) at the guide's mean code
+(:meth:`~pyrovae.models.MixturePriorVAE.cluster`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The figures of a trained VAE-like pair (one continuous latent vector per example), written
-into one directory by :func:`write_figures`: reconstructions, samples, the latent space,
-traversals and interpolations, and the ELBO curves, from traces of the pair
+into one directory by :func:`~pyrovae.diagnostics.write_figures`: reconstructions, samples, the
+latent space, traversals and interpolations, and the ELBO curves, from traces of the pair
 (:mod:`pyrovae.diagnostics.views`) drawn by :mod:`pyrovae.diagnostics.figures`."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ point mass: a regularised autoencoder) for one latent vector site "z";
 :class:`~pyrovae.models.FactorAnalysis`; :class:`SSVAEGuide` (classifier q(y | x), enumerated
 when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE`;
 :class:`ADGMGuide` (q(a | x), then q(y | a, x) enumerated and q(z | a, y, x)) for
-:class:`~pyrovae.models.ADGM`;
+:class:`~pyrovae.models.ADGM` and :class:`~pyrovae.models.SDGM`;
 :class:`SequenceEncoder` (a bidirectional GRU over each sequence's real steps) for
 :class:`~pyrovae.models.SequenceVAE`; :class:`MarkovEncoder` (q(z_t | z_{t-1}, x_{t:T})) for
 :class:`~pyrovae.models.DeepMarkovModel`. A guide

@@ -83,6 +83,9 @@ class ADGMGuide(LocalPyroModule):
         return loc, softplus(raw_scale) + self.min_scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw a ~ q(a | x) at site "a"; y ~ q(y | a, x) at site "y" (marked for
+        parallel enumeration) unless the labels y (N,) are given; z ~ q(z | a, y, x) at site
+        "z", returned: (N, L), or (C, N, L) under enumeration."""
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.auxiliary(x)
             a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))

@@ -69,6 +69,9 @@ class SSVAEGuide(LocalPyroModule):
         return loc, softplus(raw_scale) + self.min_scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw y ~ q(y | x) at site "y" (marked for parallel enumeration) unless the
+        labels y (N,) are given, then z ~ q(z | x, y) at site "z", returned: (N, L), or
+        (C, N, L) under enumeration."""
         with pyro.plate("data", x.shape[0]):
             if y is None:
                 y = pyro.sample(

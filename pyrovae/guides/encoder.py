@@ -66,6 +66,8 @@ class GaussianEncoder(_Encoder):
         return loc, softplus(raw_scale) + self.min_scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw z ~ q(z | x) = N(mu(x), diag sigma(x)^2) at the latent site, for rows x
+        (N, D); y is accepted and ignored (a labelled batch). Returns z (N, L)."""
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
             return pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
@@ -91,5 +93,7 @@ class DeltaEncoder(_Encoder):
         return code, torch.zeros_like(code)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The point mass z = f(x) at the latent site (a Delta: no entropy term), for rows
+        x (N, D); y is accepted and ignored. Returns z (N, L)."""
         with pyro.plate("data", x.shape[0]):
             return pyro.sample(self.site, dist.Delta(self.net(x)).to_event(1))

@@ -28,7 +28,8 @@ class LinearGaussianEncoder(LocalPyroModule):
     S = T T^T with T (L, L) lower triangular with a positive diagonal, learned and shared
     by all rows (``full_covariance=True``); or S = diag(s^2) (``full_covariance=False``,
     mean field). For factor analysis the exact posterior has A = Sigma W^T Psi^{-1},
-    c = -A b and S = Sigma (see :meth:`FactorAnalysis.posterior`), inside the full family.
+    c = -A b and S = Sigma (see :meth:`~pyrovae.models.FactorAnalysis.posterior`), inside the full
+    family.
 
     Args:
         input_dim: D.
@@ -76,6 +77,8 @@ class LinearGaussianEncoder(LocalPyroModule):
         return loc, scale.expand_as(loc)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw z ~ N(A x + b, S) at the latent site (S diagonal, or full when
+        ``full_covariance``), for rows x (N, D). Returns z (N, L)."""
         loc = self.linear(x)
         with pyro.plate("data", x.shape[0]):
             if self.full_covariance:
@@ -87,7 +90,8 @@ class LinearGaussianEncoder(LocalPyroModule):
 
 
 class ExactPosteriorGuide(LocalPyroModule):
-    """q(z | x) = p(z | x) = N(z; mean(x), Sigma) of a :class:`FactorAnalysis`, rows x (N, D).
+    """q(z | x) = p(z | x) = N(z; mean(x), Sigma) of a :class:`~pyrovae.models.FactorAnalysis`, rows
+    x (N, D).
 
     It holds the model by reference without registering it as a submodule: its own
     ``parameters()`` is empty, so a (model, guide) pair counts the model's parameters once.
@@ -102,9 +106,12 @@ class ExactPosteriorGuide(LocalPyroModule):
 
     @property
     def model(self) -> FactorAnalysis:
+        """The factor-analysis model whose exact posterior this guide draws from."""
         return self._model[0]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw z from the model's exact posterior p(z | x) = N(m(x), S) at the latent
+        site, for rows x (N, D). Returns z (N, L)."""
         mean, covariance = self.model.posterior(x)
         with pyro.plate("data", x.shape[0]):
             return pyro.sample(self.site, dist.MultivariateNormal(mean, covariance))

@@ -79,6 +79,8 @@ class SequenceEncoder(LocalPyroModule):
         return loc, softplus(raw_scale) + self.min_scale
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw z ~ q(z | x) at site "z" from the summary of each sequence's real steps,
+        for sequences x (N, T, D) with lengths (N,). Returns z (N, L)."""
         loc, scale = self.encode(x, lengths)
         with pyro.plate("data", x.shape[0]):
             return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
@@ -120,6 +122,8 @@ class MarkovEncoder(LocalPyroModule):
         return reverse_within(states, lengths)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Draw z_1, ..., z_T at sites "z_1", ... under ``pyro.markov``, each from
+        q(z_t | z_{t-1}, x_{t:T}), masked past each length, for x (N, T, D)."""
         mask = step_mask(x, lengths)
         n, steps = x.shape[:2]
         h = self.summaries(x, lengths).unbind(1)  # one backward for all steps, not T

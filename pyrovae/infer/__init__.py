@@ -3,14 +3,15 @@ examples observed inside ``pyro.plate("data", N)``; an optional ``model.latent_s
 
 The package holds: SVI training (:func:`fit`, :class:`Trainer`, :class:`History`,
 :func:`collect_params`, :func:`evaluate_elbo`) with the objectives it takes by name
-(:data:`OBJECTIVES`, :func:`make_objective`, :class:`IWAE_ELBO`) or reads from the program
-(:func:`choose_objective`) after checking the pair on a first batch (:func:`check_program`,
+(:data:`~pyrovae.infer.objectives.OBJECTIVES`, :func:`make_objective`, :class:`IWAE_ELBO`) or reads
+from the program (:func:`choose_objective`) after checking the pair on a first batch
+(:func:`check_program`,
 :class:`ProgramReport`); importance-sampled log p(x) with enumerated sites summed exactly
 (:func:`log_marginal`, :class:`LogMarginal`, :func:`log_importance_weights`); the discrete
 posterior of enumerated sites (:func:`assign`); the generic EM driver for models with a
-closed-form M-step (:func:`em`, :class:`EMHistory`); the semi-supervised objective and its
-data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`); padded
-sequences batched by length (:class:`SequenceData`); and
+closed-form M-step (:func:`~pyrovae.infer.em`, :class:`EMHistory`); the semi-supervised objective
+and its data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`);
+padded sequences batched by length (:class:`SequenceData`); and
 :class:`TrainingDiverged` (defined in :mod:`pyrovae.errors`). Those names, ``__all__``, are
 the public API; the submodules' other names (minibatching in :mod:`~pyrovae.infer.batches`,
 site scaling in :mod:`~pyrovae.infer.scale`, label indices in

@@ -41,6 +41,7 @@ class SemiSupervisedData:
             self.unlabeled_x = None
 
     def to(self, device: torch.device | str | None) -> SemiSupervisedData:
+        """The same rows on ``device`` (unchanged when None)."""
         move = (lambda t: t) if device is None else (lambda t: t.to(device))
         unlabeled = None if self.unlabeled_x is None else move(self.unlabeled_x)
         return SemiSupervisedData(move(self.labeled_x), move(self.labeled_y), unlabeled)
@@ -53,10 +54,10 @@ class SequenceData:
 
     A training batch is ``(x[:, :S], lengths, *extra)``: cut to S, the first of the bucket
     lengths 8, 16, 24, 32, 40, 56, 72, 96, ... (each a multiple of 8 about 1.25 times the
-    last; T for the last) that holds its longest sequence (:func:`bucket_length`). A program
-    that masks the steps past each length (pyrovae's sequence models do) has the same loss
-    on the cut batch as on the padded one, for the work of S steps instead of T; the few
-    bucket lengths keep the batch shapes, each captured once
+    last; T for the last) that holds its longest sequence
+    (:func:`~pyrovae.infer.batches.bucket_length`). A program that masks the steps past each length
+    (pyrovae's sequence models do) has the same loss on the cut batch as on the padded one, for the
+    work of S steps instead of T; the few bucket lengths keep the batch shapes, each captured once
     (:class:`~pyrovae.infer.captured.CapturedLoss`), few. A program that reads the padding
     must not be given its data in this form.
 
@@ -100,6 +101,7 @@ class SequenceData:
         return (self.x, self.lengths, *self.extra)
 
     def to(self, device: torch.device | str | None) -> SequenceData:
+        """The same sequences, lengths and extra tensors on ``device`` (unchanged when None)."""
         if device is None:
             return self
         moved = tuple(t.to(device) for t in self.tensors)
@@ -109,7 +111,13 @@ class SequenceData:
 def bucket_length(longest: int, steps: int) -> int:
     """The first bucket length 8, 16, 24, 32, 40, 56, 72, ... (each the multiple of 8 at or
     above 1.25 times the last) at least ``longest``; ``steps`` (T) where the bucket after
-    that one would pass T, so the longest batches share one shape."""
+    that one would pass T, so the longest batches share one shape.
+
+    Example:
+        >>> from pyrovae.infer.batches import bucket_length
+        >>> [bucket_length(n, steps=200) for n in (3, 8, 9, 33, 100, 190)]
+        [8, 8, 16, 40, 120, 200]
+    """
     bucket = 8
     while bucket < longest:
         bucket = _next_bucket(bucket)

@@ -70,7 +70,7 @@ def assign(
         batch_size: rows per pass; every chunk is an independent call of the programs.
 
     Returns:
-        {site name: values (N, ...)} for every site the guide enumerates, then every site the
+        ``{site name: values (N, ...)}`` for every site the guide enumerates, then every site the
         model enumerates, each in program order, the data plate's dimension first (an HMM's state
         s_t under ``pyro.markov`` is its own site, (N,) each).
 

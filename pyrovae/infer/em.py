@@ -14,7 +14,7 @@ the log-likelihood never decreases (Dempster, Laird & Rubin 1977; Neal & Hinton 
 A model takes part by implementing ``em_step(x) -> float``: one E- and M-step in place,
 returning the mean log p(x_n) per example at the parameters it started from. A model may set
 ``em_reset = True`` after a step that left the monotone path on purpose (the mixture
-re-seeding an empty component): :func:`em` then records the iteration in
+re-seeding an empty component): :func:`~pyrovae.infer.em` then records the iteration in
 :attr:`EMHistory.resets` and does not read the next change as convergence.
 
 This module is the generic driver only: what a step computes belongs to each model
@@ -38,7 +38,7 @@ from .progress import progress_bar
 
 @dataclass
 class EMHistory:
-    """The run of :func:`em`.
+    """The run of :func:`~pyrovae.infer.em`.
 
     Attributes:
         log_likelihood: mean log p(x_n) (nats per example) at the parameters entering each
@@ -48,7 +48,7 @@ class EMHistory:
         resets: the iterations (1-based) after which the model set ``em_reset``.
         restarts: for a driver that restarts EM and keeps the best run
             (``pyrovae.models.fit_mixture``): the final mean log-likelihood of every restart;
-            this history is that of the best. Empty after :func:`em` alone.
+            this history is that of the best. Empty after :func:`~pyrovae.infer.em` alone.
     """
 
     log_likelihood: list[float] = field(default_factory=list)

@@ -32,6 +32,7 @@ from .program import check_program, choose_objective, enumerate_sites
 from .progress import progress_bar
 from .scale import LATENT_SCALES, LatentScaling, warmup_weight
 
+#: ``callback(trainer)``, called after each epoch with the :class:`Trainer`.
 Callback = Callable[["Trainer"], None]
 
 
@@ -39,6 +40,7 @@ class History(list):
     """Per-epoch records ``{"epoch", "train_elbo", "test_elbo", "seconds"}`` (nats per example)."""
 
     def column(self, key: str) -> list[Any]:
+        """One value per epoch of ``key`` (None where an epoch did not record it)."""
         return [record.get(key) for record in self]
 
 
@@ -252,7 +254,7 @@ class Trainer:
         self.loss = CapturedLoss(
             self.elbo, self._model, self._guide, modules, self.params, enabled=capture
         )
-        #: The loss each step calls: :attr:`loss`, or DistributedDataParallel around it.
+        #: The loss each step calls: ``loss``, or DistributedDataParallel around it.
         self.step_loss: Callable[..., torch.Tensor] = self.loss
         if self.ranks > 1:
             unused = _unused_parameters(self.elbo, self._model, self._guide, self)
@@ -365,6 +367,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved: the model and guide (or Pyro's parameter
+        store), the optimizer, the epoch, the history and the random streams, so training goes
+        on as if it had not stopped."""
         for program, key in ((self.model, "model"), (self.guide, "guide")):
             if isinstance(program, torch.nn.Module):
                 program.load_state_dict(state[key])
@@ -432,7 +437,8 @@ def fit(
     epochs: int = 10,
     **kwargs: Any,
 ) -> History:
-    """Fit ``guide`` and ``model`` to ``data`` by SVI for ``epochs`` passes; see :class:`Trainer`.
+    """Fit ``guide`` and ``model`` to ``data`` by SVI for ``epochs`` passes; see
+    :class:`~pyrovae.infer.Trainer`.
 
     Returns the per-epoch history: ``train_elbo`` (running mean of the training bound over
     the epoch) and, with ``test_data``, ``test_elbo``, both in nats per example.
@@ -441,6 +447,21 @@ def fit(
     (:data:`~pyrovae.infer.scale.LATENT_SCALES`): a dict {latent site name: scale}; each
     named site is scaled by its value in both model and guide while training, so the ELBO's
     KL term for that site is multiplied by the scale (a beta-VAE's beta). The test ELBO is
-    unscaled. See :class:`Trainer` for the other arguments.
+    unscaled. See :class:`~pyrovae.infer.Trainer` for the other arguments.
+
+    Example:
+        >>> import pyrovae
+        >>> from pyrovae.data import load_dataset
+        >>> data = load_dataset("digits")
+        >>> vae = pyrovae.models.VAE(64, latent_dim=4, likelihood="continuous-bernoulli")
+        >>> encoder = pyrovae.guides.GaussianEncoder(64, latent_dim=4)
+        >>> history = pyrovae.fit(
+        ...     vae, encoder, data.train_x, test_data=data.test_x, epochs=2, seed=0,
+        ...     progress=False,
+        ... )
+        >>> [record["epoch"] for record in history], sorted(history[-1])
+        ([1, 2], ['epoch', 'seconds', 'test_elbo', 'train_elbo'])
+        >>> history[-1]["train_elbo"] > history[0]["train_elbo"]
+        True
     """
     return Trainer(model, guide, data, **kwargs).run(epochs)

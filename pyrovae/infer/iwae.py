@@ -64,6 +64,8 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
         return torch.logsumexp(lw, -1) - math.log(k)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
+        """Minus the IWAE bound summed over the data plate, log (1/K) sum_k w_k per
+        example, K = ``num_particles`` (its DReG surrogate with ``dreg``); differentiable."""
         if kwargs:
             raise TypeError("IWAE_ELBO passes positional arguments only to model and guide")
         if self.dreg:

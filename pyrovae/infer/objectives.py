@@ -20,6 +20,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from .iwae import IWAE_ELBO
 from .semisupervised import SemiSupervisedELBO
 
+#: The objectives by name (``--objective``), each an ELBO class taking Pyro's arguments.
 OBJECTIVES = {
     "elbo": Trace_ELBO,
     "meanfield": TraceMeanField_ELBO,
@@ -34,8 +35,8 @@ def make_objective(
     dreg: bool = False,
     max_plate_nesting: int | None = None,
 ) -> ELBO:
-    """An ELBO instance from a name in :data:`OBJECTIVES`, or the instance given;
-    ``max_plate_nesting`` (known from a checked program) spares Pyro's guess."""
+    """An ELBO instance from a name in :data:`~pyrovae.infer.objectives.OBJECTIVES`, or the instance
+    given; ``max_plate_nesting`` (known from a checked program) spares Pyro's guess."""
     if isinstance(objective, ELBO):
         return objective
     if objective == "auto":

@@ -41,11 +41,14 @@ class ProgramReport:
     #: Enumerated by the guide (the semi-supervised VAE's class y).
     guide_enumerated: list[str] = field(default_factory=list)
     #: Discrete model latents the guide does not sample and the model does not mark:
-    #: pyrovae enumerates them (:func:`enumerate_sites`) rather than sample them blindly.
+    #: pyrovae enumerates them (:func:`~pyrovae.infer.program.enumerate_sites`) rather than sample
+    #: them blindly.
     unmarked_discrete: list[str] = field(default_factory=list)
 
     @property
     def enumerated(self) -> list[str]:
+        """Every site summed exactly: marked for enumeration in the model or in the guide,
+        or discrete and unmarked (pyrovae marks those itself)."""
         return self.model_enumerated + self.guide_enumerated + self.unmarked_discrete
 
 

@@ -65,8 +65,8 @@ def warmup_weight(epoch: int, epochs: int) -> float:
 
 class LatentScaling:
     """Per-site weights and one common factor (the KL warm-up's w_e) on the latent sites of a
-    (model, guide) pair; :meth:`wrap` gives programs that read both at every call, so the
-    factor may change between steps.
+    (model, guide) pair; :meth:`~pyrovae.infer.scale.LatentScaling.wrap` gives programs that read
+    both at every call, so the factor may change between steps.
 
     With ``varying``, the factor is held in a 0-dimensional tensor that :attr:`factor`
     changes in place: a loss graph captured from the wrapped programs
@@ -91,6 +91,9 @@ class LatentScaling:
             self._weight = float(value)
 
     def wrap(self, fn: Callable) -> Callable:
+        """``fn`` run with its latent sites' log-densities scaled by their weights (read
+        at each call, so a changed weight applies at once)."""
+
         def scaled(*args, **kwargs):
             with SiteScaleMessenger(self.scales, self._weight):
                 return fn(*args, **kwargs)

@@ -73,6 +73,8 @@ class SemiSupervisedELBO(LossFromDifferentiableLoss, TraceEnum_ELBO):
     def differentiable_loss(
         self, model: Callable, guide: Callable, *args, **kwargs
     ) -> torch.Tensor:
+        """Minus the ELBO of the batch (y summed out when unlabelled) plus ``alpha`` times
+        the classification loss of its labelled rows; differentiable."""
         return self.objective(super().differentiable_loss, model, guide, *args, **kwargs)
 
     def objective(
@@ -132,7 +134,19 @@ def split_labeled(
     x: torch.Tensor, y: torch.Tensor, num_labels: int | None, seed: int = 0
 ) -> SemiSupervisedData:
     """Keep the labels of a class-balanced subset of ``num_labels`` rows and drop the rest:
-    the labelled rows and the others as unlabelled (None: keep every label)."""
+    the labelled rows and the others as unlabelled (None: keep every label).
+
+    Example:
+        >>> import torch
+        >>> from pyrovae.data import load_dataset
+        >>> from pyrovae.infer import split_labeled
+        >>> digits = load_dataset("digits")
+        >>> data = split_labeled(digits.train_x, digits.train_y, num_labels=100, seed=0)
+        >>> len(data.labeled_y), len(data.unlabeled_x)
+        (100, 1337)
+        >>> torch.bincount(data.labeled_y).tolist()  # ten of each class
+        [10, 10, 10, 10, 10, 10, 10, 10, 10, 10]
+    """
     if num_labels is None or num_labels >= len(y):
         return SemiSupervisedData(x, y, None)
     index = torch.as_tensor(balanced_label_indices(y, num_labels, seed), device=x.device)

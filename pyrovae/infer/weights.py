@@ -84,7 +84,7 @@ def trace_pair(
     enumeration allocated as ``TraceEnum_ELBO`` allocates it: the guide's enumerated dims
     first, left of the particle dim, then the model's further left. Discrete model latents
     that the guide does not sample are enumerated even when unmarked
-    (:func:`mark_for_enumeration`), so they are summed, never drawn blindly from the prior."""
+    (``mark_for_enumeration``), so they are summed, never drawn blindly from the prior."""
     particle_dim = -(nesting + 1)
     plate = pyro.plate(PARTICLES, particles, dim=particle_dim)
     if guide is None:

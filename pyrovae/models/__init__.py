@@ -9,8 +9,8 @@ generative path), :class:`MixturePriorVAE`
 latent state per step under ``pyro.markov``), :class:`FactorAnalysis`
 (exact marginal, posterior and EM step) and :class:`GaussianMixture` (with its
 :class:`MixturePrior` and :func:`empty_guide`) are Pyro programs that keep the contract
-:mod:`pyrovae.infer` trains and evaluates. :func:`fit_mixture` fits a mixture by EM with
-k-means++ seeds and restarts (:mod:`pyrovae.models.mixture_em`); it is the one part of this
+:mod:`pyrovae.infer` trains and evaluates. :func:`~pyrovae.models.fit_mixture` fits a mixture by EM
+with k-means++ seeds and restarts (:mod:`pyrovae.models.mixture_em`); it is the one part of this
 package that imports :mod:`pyrovae.infer` (its generic EM driver), and
 :class:`MixturePriorVAE` uses it to initialise its prior. Every other module here depends
 only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``, ``nn``,

@@ -110,9 +110,10 @@ class FactorAnalysis(LocalPyroModule):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x_n) = log N(x_n; b, W W^T + Psi) for rows x (N, D); returns (N,).
 
-        With r = x - b and M = T T^T (Cholesky), u = T^{-1} W^T Psi^{-1} r:
-        log p(x) = -1/2 [D log 2 pi + sum_d log psi_d + 2 sum_l log T_ll
-                         + r^T Psi^{-1} r - |u|^2].
+        With r = x - b and M = T T^T (Cholesky), u = T^{-1} W^T Psi^{-1} r::
+
+            log p(x) = -1/2 [D log 2 pi + sum_d log psi_d + 2 sum_l log T_ll
+                             + r^T Psi^{-1} r - |u|^2].
         """
         x = x.to(self.W)
         psi, scaled_w, tril = self._precision_factor()

@@ -13,10 +13,10 @@ same program trains by SVI under ``TraceEnum_ELBO`` with an empty guide (z is su
 
 EM (Dempster, Laird & Rubin 1977; Bishop, PRML section 9.2). The E-step takes the
 responsibilities r_nk = p(z_n = k | x_n) from the program's parallel enumeration of z,
-written out once per iteration in closed form (:class:`MixtureLogJoint`, tested against the
-traced program; a subclass that redefines the program is traced instead); the M-step is
-closed form in the sufficient statistics N_k = sum_n r_nk, sum_n r_nk x_n and
-sum_n r_nk x_n x_n^T, accumulated chunk by chunk:
+written out once per iteration in closed form
+(:class:`~pyrovae.models.mixture_density.MixtureLogJoint`, tested against the traced program; a
+subclass that redefines the program is traced instead); the M-step is closed form in the sufficient
+statistics N_k = sum_n r_nk, sum_n r_nk x_n and sum_n r_nk x_n x_n^T, accumulated chunk by chunk:
 
     pi_k = N_k / N,   mu_k = sum_n r_nk x_n / N_k,
     Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I
@@ -31,13 +31,13 @@ The sums and the M-step are :mod:`pyrovae.models.mixture_stats`; EM from k-means
 (:meth:`GaussianMixture.assign`) come from the same closed-form posterior r_nk. This module
 imports nothing from :mod:`pyrovae.infer`.
 
-Cost. The program's component densities (:class:`DiagonalNormal`, :class:`CholeskyNormal`)
-and EM's closed form broadcast K components against a chunk of B rows by matrix products:
-the expanded quadratic form about the mixture's centre of mass in float64 (as scikit-learn
-does) or, for full covariances, every row whitened by all K factors at once. The statistics
-are float64 products too; only full covariances with D > K take (K, B, D) differences.
-Chunks are sized to stay in the CPU's cache (:meth:`GaussianMixture.chunk_rows`). Memory is
-O(K B D + K D^2) whatever N is; float32 models keep float32 parameters and data but sum in
+Cost. The program's component densities (:class:`~pyrovae.distributions.DiagonalNormal`,
+:class:`~pyrovae.distributions.CholeskyNormal`) and EM's closed form broadcast K components against
+a chunk of B rows by matrix products: the expanded quadratic form about the mixture's centre of mass
+in float64 (as scikit-learn does) or, for full covariances, every row whitened by all K factors at
+once. The statistics are float64 products too; only full covariances with D > K take (K, B, D)
+differences. Chunks are sized to stay in the CPU's cache (:meth:`GaussianMixture.chunk_rows`).
+Memory is O(K B D + K D^2) whatever N is; float32 models keep float32 parameters and data but sum in
 float64.
 """
 
@@ -413,9 +413,10 @@ class GaussianMixture(LocalPyroModule):
         self.set_parameters(weights, means, covariances)
 
     def closed_form(self) -> bool:
-        """Whether the program is this class's own, so that :class:`MixtureLogJoint` (its
-        enumeration written out) may stand in for :meth:`log_joint`: False when a subclass
-        redefines the program (``forward``, ``component``) or ``log_joint``."""
+        """Whether the program is this class's own, so that
+        :class:`~pyrovae.models.mixture_density.MixtureLogJoint` (its enumeration written out) may
+        stand in for :meth:`log_joint`: False when a subclass redefines the program (``forward``,
+        ``component``) or ``log_joint``."""
         cls = type(self)
         return all(
             getattr(cls, name) is getattr(GaussianMixture, name)
@@ -424,9 +425,10 @@ class GaussianMixture(LocalPyroModule):
 
     def log_joint_function(self) -> Callable[..., torch.Tensor]:
         """A function chunk (B, D) [, centred, square] -> log p(x_n, z_n = k) (K, B) at the
-        current parameters, not differentiable: :class:`MixtureLogJoint` about the centre of
-        mass where :meth:`closed_form` allows it (build it again after the parameters
-        change), else the program's :meth:`log_joint`."""
+        current parameters, not differentiable:
+        :class:`~pyrovae.models.mixture_density.MixtureLogJoint` about the centre of mass where
+        :meth:`closed_form` allows it (build it again after the parameters change), else the
+        program's :meth:`log_joint`."""
         if not self.closed_form():
 
             def enumerated(chunk: torch.Tensor, *_: Any) -> torch.Tensor:
@@ -490,7 +492,7 @@ class GaussianMixture(LocalPyroModule):
         the model is on a GPU. A component whose responsibilities sum to less than eps N (it
         explains no point) is re-seeded at a worst-explained row (lowest log p(x_n)), with
         weight 1/N and the average covariance of the others; ``reseeded`` lists it and
-        ``em_reset`` tells :func:`~pyrovae.infer.em.em` that this one step need not increase
+        ``em_reset`` tells :func:`~pyrovae.infer.em` that this one step need not increase
         the log-likelihood.
 
         Raises:

@@ -5,9 +5,9 @@ log p(x_n, z_n = k) off the Pyro program under parallel enumeration: the source 
 and what SVI differentiates. EM needs the same (K, B) array for every chunk of every
 iteration with the parameters fixed, and there the program's trace (the messenger stack, the
 site checks, one distribution per call) costs more than the arithmetic on small data.
-:class:`MixtureLogJoint` is that contraction written out once per iteration, from the
-parameters, for rows centred at a reference point c (the mixture's centre of mass),
-v_n = x_n - c, m_k = mu_k - c:
+:class:`~pyrovae.models.mixture_density.MixtureLogJoint` is that contraction written out once per
+iteration, from the parameters, for rows centred at a reference point c (the mixture's centre of
+mass), v_n = x_n - c, m_k = mu_k - c:
 
     log p(x_n, z_n = k) = log pi_k - D/2 log(2 pi) - 1/2 log |Sigma_k| - 1/2 q_nk,
 

@@ -1,13 +1,13 @@
-"""EM for the Gaussian mixture with restarts: :func:`fit_mixture`, the counterpart of
-scikit-learn's ``GaussianMixture.fit``.
+"""EM for the Gaussian mixture with restarts: :func:`~pyrovae.models.fit_mixture`, the counterpart
+of scikit-learn's ``GaussianMixture.fit``.
 
 Each run seeds a :class:`~pyrovae.models.GaussianMixture` by k-means++
 (:meth:`~pyrovae.models.GaussianMixture.initialize`), then iterates its
 :meth:`~pyrovae.models.GaussianMixture.em_step` (E-step by enumerating the program, closed-form
 M-step of :mod:`pyrovae.models.mixture_stats`) under the generic driver
-:func:`pyrovae.infer.em.em`, and the best of ``n_init`` runs is kept.
+:func:`pyrovae.infer.em`, and the best of ``n_init`` runs is kept.
 
-Layering: this module's import of :mod:`pyrovae.infer.em` (:func:`~pyrovae.infer.em.em`,
+Layering: this module's import of :mod:`pyrovae.infer.em` (:func:`~pyrovae.infer.em`,
 :class:`~pyrovae.infer.em.EMHistory`) is the one edge from :mod:`pyrovae.models` to
 :mod:`pyrovae.infer` that the package allows (``tests/test_imports.py`` checks it): fitting
 a model by a generic inference routine sits above both. :mod:`pyrovae.infer` imports nothing
@@ -47,8 +47,8 @@ def fit_mixture(
 
     Each run seeds the means by greedy k-means++ (Arthur & Vassilvitskii 2007), assigns every
     row to its nearest seed, takes one M-step on those hard responsibilities, then iterates
-    :func:`em` until the mean log-likelihood improves by less than ``tol`` (scikit-learn's
-    rule). Run i draws its seeds with ``seed + i``. Data are streamed in chunks of
+    :func:`~pyrovae.infer.em` until the mean log-likelihood improves by less than ``tol``
+    (scikit-learn's rule). Run i draws its seeds with ``seed + i``. Data are streamed in chunks of
     ``chunk_size`` rows, so x may be larger than the accelerator's memory and stay on the CPU.
 
     Under torch.distributed (e.g. ``torchrun``) call it on every rank with the same x: the
@@ -62,7 +62,8 @@ def fit_mixture(
         num_components: K <= N.
         covariance: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
         n_init: independent runs; the one with the highest final log-likelihood is kept.
-        max_iter, tol: per run, as in :func:`em` (scikit-learn's defaults, 100 and 1e-3).
+        max_iter, tol: per run, as in :func:`~pyrovae.infer.em` (scikit-learn's defaults, 100 and
+        1e-3).
         reg_covar: added to every covariance's diagonal (scikit-learn's default 1e-6).
         init: ``"kmeans++"`` or ``"random"`` (K distinct random rows as the seeds).
         seed: the first run's seed; None draws one from torch's global generator.

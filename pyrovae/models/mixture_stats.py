@@ -8,7 +8,7 @@ or MAP parameters (PRML eqs. 9.24-9.27; Fraley & Raftery 2007).
 (:mod:`pyrovae.models.mixture_em`) drives the iterations.
 
 Both functions read only the attributes of :class:`MixtureModel` from the model, so this
-module imports nothing from pyrovae but :mod:`pyrovae.ranks`: :mod:`pyrovae.models.mixture`
+module imports nothing from pyrovae but ``pyrovae.ranks``: :mod:`pyrovae.models.mixture`
 imports it, never the other way round.
 
 Under torch.distributed (e.g. ``torchrun``) every rank passes the same rows; each streams

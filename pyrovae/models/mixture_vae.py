@@ -15,9 +15,9 @@ This is VaDE's generative model (Jiang et al., "Variational Deep Embedding", IJC
 and, with fixed uniform weights, that of Dilokthanakul et al.'s GMVAE (2016) with one
 Gaussian per cluster; here c is summed out of the model exactly instead of given a guide
 q(c | x). The cluster posterior is p(c | z) = pi_c N(z; mu_c, Sigma_c) / p(z)
-(:meth:`MixturePriorVAE.cluster_posterior`), and p(c | x) is its expectation under the
-posterior of z (:func:`pyrovae.infer.assign` draws z from the guide; VaDE's rule, argmax
-p(c | E_q[z]), is :meth:`MixturePriorVAE.cluster`).
+(:meth:`~pyrovae.models.MixturePriorVAE.cluster_posterior`), and p(c | x) is its expectation under
+the posterior of z (:func:`pyrovae.infer.assign` draws z from the guide; VaDE's rule, argmax
+p(c | E_q[z]), is :meth:`~pyrovae.models.MixturePriorVAE.cluster`).
 
 Against the collapse of the mixture onto a few components, each optional:
 
