@@ -1,4 +1,5 @@
-"""The README's Python example runs as written, and its quick start names real commands."""
+"""The README's Python example and those of the concept pages (docs/concepts/) run as written,
+and the README's quick start names real commands."""
 
 import json
 import re
@@ -10,17 +11,46 @@ import pytest
 import torch
 from images import assert_png
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+CONCEPTS = ROOT / "docs" / "concepts"
 
 
-def test_python_example_runs(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README has no Python example"
-    monkeypatch.chdir(tmp_path)
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def run_blocks(blocks: list[str], source: Path) -> list[dict]:
     namespaces = []
     for block in blocks:
         namespaces.append({"__name__": "readme_example"})
-        exec(compile(block, str(README), "exec"), namespaces[-1])  # noqa: S102 - our README
+        exec(compile(block, str(source), "exec"), namespaces[-1])  # noqa: S102 - our docs
+    return namespaces
+
+
+def test_the_readme_example_declares_fits_and_scores_a_pair(tmp_path, monkeypatch):
+    blocks = python_blocks(README.read_text())
+    assert len(blocks) == 1, "the README has one Python example, its own pair"
+    assert len(blocks[0].strip().splitlines()) <= 40
+    monkeypatch.chdir(tmp_path)
+    (example,) = run_blocks(blocks, README)
+    history, result = example["history"], example["result"]
+    assert len(history) == 20 and history[-1]["test_elbo"] > history[0]["test_elbo"]
+    assert result.log_likelihood.shape == (360,)
+    # The importance-sampled log p(x) is at least the ELBO, up to the ELBO's one-sample noise.
+    assert result.mean() > history[-1]["test_elbo"] - 1.0
+
+
+def test_the_concept_pages_examples_run(tmp_path, monkeypatch):
+    """The Python examples of docs/concepts/, in the order of the concepts' toctree."""
+    order = re.findall(
+        r"^(\S+)$", (CONCEPTS / "index.md").read_text().split(":maxdepth: 1")[1], re.M
+    )
+    pages = [CONCEPTS / f"{name}.md" for name in order if name != "```"]
+    blocks = [b for page in pages for b in python_blocks(page.read_text())]
+    assert blocks, "the concept pages have no Python example"
+    monkeypatch.chdir(tmp_path)
+    namespaces = run_blocks(blocks, CONCEPTS)
     vae = namespaces[0]
     mixture = next(ns for ns in namespaces if "em_history" in ns)
     ssvae = next(ns for ns in namespaces if "SSVAE" in ns)
