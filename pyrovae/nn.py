@@ -43,6 +43,15 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def gaussian_head(
+    output: torch.Tensor, dim: int, min_scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation a network's output (..., 2 dim) holds: its first
+    ``dim`` values are the mean, its last ``dim`` give softplus(raw) + ``min_scale``."""
+    loc, raw_scale = output.split(dim, dim=-1)
+    return loc, nn.functional.softplus(raw_scale) + min_scale
+
+
 def mlp_with_class(mlp: nn.Sequential, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``mlp([features, one_hot(y)])`` without building the one-hot input.
 

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn.functional import softplus
 
 from ..module import LocalPyroModule
-from ..nn import MLP, mlp_on_parts
+from ..nn import MLP, gaussian_head, mlp_on_parts
 
 
 class ADGMGuide(LocalPyroModule):
@@ -52,8 +51,7 @@ class ADGMGuide(LocalPyroModule):
 
     def auxiliary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(a | x), each (N, A)."""
-        loc, raw_scale = self.aux_encoder(x).split(self.aux_dim, -1)
-        return loc, softplus(raw_scale) + self.min_scale
+        return gaussian_head(self.aux_encoder(x), self.aux_dim, self.min_scale)
 
     def class_logits(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Unnormalised log q(y | a, x) for x (N, D) and a (..., N, A): (..., N, C)."""
@@ -79,8 +77,7 @@ class ADGMGuide(LocalPyroModule):
         if a is None:
             a = self.auxiliary(x)[0]
         hidden = mlp_on_parts(self.encoder, (x, a), y)
-        loc, raw_scale = hidden.split(self.latent_dim, -1)
-        return loc, softplus(raw_scale) + self.min_scale
+        return gaussian_head(hidden, self.latent_dim, self.min_scale)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Draw a ~ q(a | x) at site "a"; y ~ q(y | a, x) at site "y" (marked for

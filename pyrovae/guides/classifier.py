@@ -15,10 +15,9 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn.functional import softplus
 
 from ..module import LocalPyroModule
-from ..nn import MLP, mlp_with_class
+from ..nn import MLP, gaussian_head, mlp_with_class
 
 
 class SSVAEGuide(LocalPyroModule):
@@ -65,8 +64,8 @@ class SSVAEGuide(LocalPyroModule):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(z | x, y), each (..., N, L)."""
-        loc, raw_scale = mlp_with_class(self.encoder, x, y).split(self.latent_dim, dim=-1)
-        return loc, softplus(raw_scale) + self.min_scale
+        hidden = mlp_with_class(self.encoder, x, y)
+        return gaussian_head(hidden, self.latent_dim, self.min_scale)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Draw y ~ q(y | x) at site "y" (marked for parallel enumeration) unless the

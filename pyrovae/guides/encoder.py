@@ -14,10 +14,9 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn.functional import softplus
 
 from ..module import LocalPyroModule
-from ..nn import make_encoder
+from ..nn import gaussian_head, make_encoder
 
 
 class _Encoder(LocalPyroModule):
@@ -62,8 +61,7 @@ class GaussianEncoder(_Encoder):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation, each (N, L)."""
-        loc, raw_scale = self.net(x).split(self.latent_dim, dim=-1)
-        return loc, softplus(raw_scale) + self.min_scale
+        return gaussian_head(self.net(x), self.latent_dim, self.min_scale)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Draw z ~ q(z | x) = N(mu(x), diag sigma(x)^2) at the latent site, for rows x

@@ -22,6 +22,7 @@ from torch.nn.functional import softplus
 
 from ..models.sequence_vae import step_mask
 from ..module import LocalPyroModule
+from ..nn import gaussian_head
 
 
 def full_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -75,8 +76,7 @@ class SequenceEncoder(LocalPyroModule):
         summary = torch.cat(
             [last_steps(forward_states, lengths), last_steps(backward_states, lengths)], -1
         )
-        loc, raw_scale = self.head(summary).split(self.latent_dim, dim=-1)
-        return loc, softplus(raw_scale) + self.min_scale
+        return gaussian_head(self.head(summary), self.latent_dim, self.min_scale)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Draw z ~ q(z | x) at site "z" from the summary of each sequence's real steps,

@@ -33,11 +33,10 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn.functional import softplus
 
 from ..likelihoods import Likelihood
 from ..module import LocalPyroModule
-from ..nn import MLP, mlp_on_parts
+from ..nn import MLP, gaussian_head, mlp_on_parts
 from .ssvae import SSVAE
 
 
@@ -84,8 +83,7 @@ class ADGM(SSVAE):
         """p(a | x, z, y): a diagonal Gaussian with event shape (A,). x (N, D) enters the
         first layer once, however many classes z (..., N, L) and y carry."""
         hidden = mlp_on_parts(self.auxiliary, (x, z), y)
-        loc, raw_scale = hidden.split(self.aux_dim, -1)
-        return dist.Normal(loc, softplus(raw_scale) + self.min_scale).to_event(1)
+        return dist.Normal(*gaussian_head(hidden, self.aux_dim, self.min_scale)).to_event(1)
 
 
 class SDGM(LocalPyroModule):
@@ -139,8 +137,8 @@ class SDGM(LocalPyroModule):
 
     def auxiliary_prior(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """p(a | z, y): a diagonal Gaussian with event shape (A,)."""
-        loc, raw_scale = mlp_on_parts(self.auxiliary, (z,), y).split(self.aux_dim, -1)
-        return dist.Normal(loc, softplus(raw_scale) + self.min_scale).to_event(1)
+        hidden = mlp_on_parts(self.auxiliary, (z,), y)
+        return dist.Normal(*gaussian_head(hidden, self.aux_dim, self.min_scale)).to_event(1)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> dist.Distribution:
         """p(x | a, z, y) for a (..., A), z (..., L) and y (...,): event shape (D,)."""
