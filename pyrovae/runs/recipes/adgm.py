@@ -31,7 +31,7 @@ class AuxiliaryOptions(SemiSupervisedOptions):
     hidden_dims: tuple[int, ...] = setting(
         (500, 500),
         "hidden layer widths of every network (q(a | x), q(y | a, x), q(z | a, y, x), the "
-        "decoder, p(a | x, y, z)), comma-separated",
+        "decoder and the prior of a), comma-separated",
         flag="--hidden",
         parse=positive_ints("positive hidden layer widths, e.g. 500,500"),
     )
@@ -54,7 +54,7 @@ class AuxiliaryRecipe(SemiSupervisedRecipe):
     )
     options = AuxiliaryOptions
     #: The generative model of the pair (its guide is always ADGMGuide).
-    model: type = ADGM
+    model_class: type = ADGM
     classifier = "q(y | a, x) at the mean of q(a | x)"
     importance_method = (
         "y summed exactly over the classes, a and z importance-sampled from q(a | x) and "
@@ -72,7 +72,7 @@ class AuxiliaryRecipe(SemiSupervisedRecipe):
             hidden_dims=tuple(config.hidden_dims),
         )
         image_shape = tuple(config.image_shape) if config.image_shape else None
-        model = self.model(likelihood=config.likelihood, image_shape=image_shape, **kwargs)
+        model = self.model_class(likelihood=config.likelihood, image_shape=image_shape, **kwargs)
         return model, ADGMGuide(**kwargs)
 
 
@@ -84,4 +84,4 @@ class SkipRecipe(AuxiliaryRecipe):
         "skip deep generative model (Maaløe et al. 2016): the ADGM with a ~ p(a | z, y) and "
         "x ~ p(x | a, z, y); the same guide, labels and selection"
     )
-    model = SDGM
+    model_class = SDGM
