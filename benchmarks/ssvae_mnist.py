@@ -57,12 +57,18 @@ def run_dir(runs: Path, model: str, labels: int, seed: int) -> Path:
     return runs / f"{model}-{labels}-seed{seed}"
 
 
-def epochs_done(path: Path) -> int:
-    """The epochs a run has finished (0 where it has no metrics yet)."""
+def history(path: Path) -> list[dict]:
+    """The run's per-epoch records from ``metrics.json`` (empty where it has none yet)."""
     metrics = path / "metrics.json"
-    if not metrics.exists():
-        return 0
-    return json.loads(metrics.read_text())["history"][-1]["epoch"]
+    return json.loads(metrics.read_text())["history"] if metrics.exists() else []
+
+
+def minutes_per_run(records: list[dict]) -> float:
+    """The epochs times the median epoch's seconds, in minutes: the wall time of the run
+    trained in one go. Not the sum of the epochs' seconds: an epoch during which the process
+    was stopped (SIGSTOP, a suspended laptop) or a run resumed across sessions counts that
+    pause in its own seconds, and the median leaves it out."""
+    return len(records) * statistics.median(r["seconds"] for r in records) / 60
 
 
 def train_one(args: argparse.Namespace, labels: int, seed: int) -> None:
@@ -98,16 +104,12 @@ def evaluation(path: Path, num_samples: int) -> dict:
     return evaluate(run, num_samples=num_samples, progress=False, log=lambda message: None)
 
 
-def read(path: Path, num_samples: int) -> dict | None:
+def read(path: Path, records: list[dict], num_samples: int) -> dict:
     """One run's row: epochs trained and selected, minutes, and its test numbers."""
-    metrics = path / "metrics.json"
-    if not metrics.exists():
-        return None
-    history = json.loads(metrics.read_text())["history"]
     report = evaluation(path, num_samples)
     return {
-        "epochs": history[-1]["epoch"],
-        "minutes": sum(r["seconds"] for r in history) / 60,
+        "epochs": records[-1]["epoch"],
+        "minutes": minutes_per_run(records),
         "selected": report["selected_epoch"],
         "test_error": 100 * (1 - report["test_accuracy"]),
         "test_elbo": report["test_elbo"],
@@ -134,7 +136,7 @@ def main() -> None:
         "test error (%)",
         "draws",
         "epochs (selected)",
-        "minutes per run",
+        "minutes per run (epochs × median epoch)",
         "test ELBO",
         f"log p(x), IS K={args.eval_samples}",
         "Kingma M2",
@@ -148,11 +150,12 @@ def main() -> None:
         rows = []
         for seed in args.seeds:
             path = run_dir(args.runs, args.model, labels, seed)
-            if not args.summarize and epochs_done(path) < args.epochs:
+            records = history(path)
+            if not args.summarize and (not records or records[-1]["epoch"] < args.epochs):
                 train_one(args, labels, seed)
-            row = read(path, args.eval_samples)
-            if row is not None:
-                rows.append(row)
+                records = history(path)
+            if records:
+                rows.append(read(path, records, args.eval_samples))
         if not rows:
             continue
         errors = [r["test_error"] for r in rows]

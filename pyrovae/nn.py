@@ -94,12 +94,13 @@ def mlp_on_parts(
     first = mlp[0]
     if not isinstance(first, nn.Linear):
         raise TypeError(f"the MLP's first module must be nn.Linear, got {type(first).__name__}")
-    start, hidden = 0, None
-    for part in parts:
+    if not parts:
+        raise ValueError("give at least one part to pass through the first layer")
+    start = parts[0].shape[-1]
+    hidden = nn.functional.linear(parts[0], first.weight[:, :start], first.bias)
+    for part in parts[1:]:
         width = part.shape[-1]
-        bias = first.bias if hidden is None else None
-        term = nn.functional.linear(part, first.weight[:, start : start + width], bias)
-        hidden = term if hidden is None else hidden + term
+        hidden = hidden + nn.functional.linear(part, first.weight[:, start : start + width])
         start += width
     if y is not None:
         hidden = hidden + first.weight[:, start:].T[y]

@@ -63,3 +63,8 @@ def test_mlp_on_parts_is_the_mlp_on_the_concatenated_parts(with_class):
 def test_mlp_on_parts_names_a_width_that_does_not_match_the_first_layer():
     with pytest.raises(ValueError, match="the parts have 6 features; the first layer takes 7"):
         mlp_on_parts(MLP(7, (4,), 2), (torch.zeros(2, 3), torch.zeros(2, 3)))
+
+
+def test_mlp_on_parts_needs_a_part():
+    with pytest.raises(ValueError, match="at least one part"):
+        mlp_on_parts(MLP(3, (4,), 2), (), torch.zeros(2).long())

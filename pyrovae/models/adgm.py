@@ -37,7 +37,7 @@ import torch
 from ..likelihoods import Likelihood
 from ..module import LocalPyroModule
 from ..nn import MLP, gaussian_head, mlp_on_parts
-from .ssvae import SSVAE
+from .ssvae import SSVAE, check_num_classes
 
 
 class ADGM(SSVAE):
@@ -116,8 +116,7 @@ class SDGM(LocalPyroModule):
         min_scale: float = 1e-4,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"a semi-supervised model needs at least 2 classes, got {num_classes}")
+        check_num_classes(num_classes)
         self.input_dim, self.num_classes, self.image_shape = input_dim, num_classes, image_shape
         self.latent_dim, self.aux_dim, self.min_scale = latent_dim, aux_dim, min_scale
         self.auxiliary = MLP(latent_dim + num_classes, hidden_dims, 2 * aux_dim)

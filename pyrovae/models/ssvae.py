@@ -31,6 +31,13 @@ from ..module import LocalPyroModule
 from ..nn import MLP, mlp_with_class
 
 
+def check_num_classes(num_classes: int) -> None:
+    """Raise ValueError unless ``num_classes`` >= 2: with one class there is nothing to
+    learn from labels and nothing to classify."""
+    if num_classes < 2:
+        raise ValueError(f"a semi-supervised model needs at least 2 classes, got {num_classes}")
+
+
 class SSVAE(LocalPyroModule):
     """p(x, y, z) = Cat(y; 1/C) N(z; 0, I) p(x | decoder(z, y)) over rows x (N, D).
 
@@ -53,8 +60,7 @@ class SSVAE(LocalPyroModule):
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"a semi-supervised model needs at least 2 classes, got {num_classes}")
+        check_num_classes(num_classes)
         self.input_dim = input_dim
         self.num_classes = num_classes
         self.latent_dim = latent_dim

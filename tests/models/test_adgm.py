@@ -163,6 +163,12 @@ def test_with_every_label_it_trains_as_a_supervised_conditional_model(digits, ki
     assert accuracy > 0.85
 
 
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_one_class_is_refused(kind):
+    with pytest.raises(ValueError, match="at least 2 classes, got 1"):
+        MODELS[kind](D, num_classes=1)
+
+
 def test_the_sdgm_draws_a_from_z_and_y_and_decodes_x_from_all_three():
     """Site order y, z, a, x; p(a | z, y) reads no x; p(x | a, z, y) changes with a; the
     mean image of generate is the decoder's at a = E[a | z, y]."""
