@@ -65,9 +65,10 @@ def history(path: Path) -> list[dict]:
 
 def minutes_per_run(records: list[dict]) -> float:
     """The epochs times the median epoch's seconds, in minutes: the wall time of the run
-    trained in one go. Not the sum of the epochs' seconds: an epoch during which the process
-    was stopped (SIGSTOP, a suspended laptop) or a run resumed across sessions counts that
-    pause in its own seconds, and the median leaves it out."""
+    trained in one go on an otherwise idle machine. Not the sum of the epochs' seconds: an
+    epoch during which the process was stopped (SIGSTOP, a suspended machine) counts the
+    pause in its seconds, and the first epoch after each start or resume the capture of the
+    loss graphs; the median leaves both out."""
     return len(records) * statistics.median(r["seconds"] for r in records) / 60
 
 
