@@ -65,7 +65,7 @@ def history(path: Path) -> list[dict]:
 
 def minutes_per_run(records: list[dict]) -> float:
     """The epochs times the median epoch's seconds, in minutes: the wall time of the run
-    trained in one go on an otherwise idle machine. Not the sum of the epochs' seconds: an
+    trained in one go at its median epoch's pace. Not the sum of the epochs' seconds: an
     epoch during which the process was stopped (SIGSTOP, a suspended machine) counts the
     pause in its seconds, and the first epoch after each start or resume the capture of the
     loss graphs; the median leaves both out."""
