@@ -42,11 +42,12 @@ KINGMA_M2 = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
 KINGMA_M1_M2 = {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18}
 MAALOE = {"ADGM": {100: 0.96}, "SDGM": {100: 1.32}}
 PYRO_TUTORIAL = {100: 6.81, 600: 5.63, 1000: 5.13, 3000: 4.18}
-#: The networks of each model's paper for MNIST.
+#: The networks of each model's paper for MNIST (Maaløe et al.'s are the same for both).
+AUXILIARY_NETWORKS = {"latent_dim": 100, "hidden_dims": [500, 500], "aux_dim": 100}
 NETWORKS = {
     "ssvae": {"latent_dim": 50, "hidden_dims": [500]},
-    "adgm": {"latent_dim": 100, "hidden_dims": [500, 500], "aux_dim": 100},
-    "sdgm": {"latent_dim": 100, "hidden_dims": [500, 500], "aux_dim": 100},
+    "adgm": AUXILIARY_NETWORKS,
+    "sdgm": AUXILIARY_NETWORKS,
 }
 
 
