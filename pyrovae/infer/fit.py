@@ -5,6 +5,12 @@ Each step draws a minibatch x (B, D), estimates the objective's loss
 divides by B (so the learning rate does not depend on the batch size) and takes a
 gradient step with a torch optimizer. History records the per-example bound in
 nats, higher is better.
+
+A program with global latents theta (sites outside the data plate) is trained as Pyro's
+subsample idiom trains it (:mod:`pyrovae.infer.subsample`): the minibatch of B rows is a
+subsample of the N training rows, its sites scaled by N / B, so a step's loss estimates the
+full-data -ELBO with KL(q(theta) || p(theta)) counted once per N rows; the step divides it
+by N. Its history's ``train_elbo`` is that full-data bound per example.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
 from .progress import progress_bar
 from .scale import LATENT_SCALES, LatentScaling, warmup_weight
+from .subsample import DataPlateScale, Unscaled, wrapped
 
 #: ``callback(trainer)``, called after each epoch with the :class:`Trainer`.
 Callback = Callable[["Trainer"], None]
@@ -85,8 +92,16 @@ def evaluate_elbo(
     objective: str | ELBO = "elbo",
     batch_size: int = 1000,
     device: torch.device | str | None = None,
+    global_plate: str | None = None,
 ) -> float:
     """Mean per-example ELBO (nats) of ``data`` under (model, guide): one-sample estimate.
+
+    The ELBO is of the unscaled model (:class:`~pyrovae.infer.subsample.Unscaled`):
+    ``poutine.scale`` and a subsampled plate are training devices, and the number is each
+    example's own bound. ``global_plate`` (the data plate of a program with global latents)
+    weighs each batch of B of the N rows as a subsample (sites in the plate scaled by N / B,
+    the batch's loss by B / N), so the result is the full-data ELBO per example with the
+    global latents' KL counted once, not once per batch.
 
     Under torch.distributed, in-memory tensors are split over the ranks (contiguous shares)
     and the sums are added up across them; every rank returns the same value.
@@ -95,6 +110,17 @@ def evaluate_elbo(
     rank, ranks = world()
     if isinstance(data, SequenceData):
         data = data.tensors  # evaluated as stored: cutting to lengths saves no work here
+    rows = _rows(data)
+    if global_plate is not None:
+        if rows is None:
+            raise ValueError(
+                "a program with global latents is evaluated on data whose rows can be counted "
+                "(tensors, a Dataset or a DataLoader over one)"
+            )
+        scale = DataPlateScale(global_plate, rows)
+        model, guide = wrapped(model, scale, Unscaled()), wrapped(guide, scale, Unscaled())
+    else:
+        model, guide = wrapped(model, Unscaled()), wrapped(guide, Unscaled())
     if ranks > 1 and isinstance(data, torch.Tensor):
         data = (data,)
     if ranks > 1 and isinstance(data, (tuple, list)):
@@ -103,7 +129,10 @@ def evaluate_elbo(
     total, count = 0.0, 0
     if ranks == 1 or data[0].shape[0] > 0:
         for args in make_batches(data, batch_size, shuffle=False, device=device):
-            total -= elbo.loss(model, guide, *args)
+            loss = elbo.loss(model, guide, *args)
+            if global_plate is not None:
+                loss = loss * args[0].shape[0] / rows
+            total -= loss
             count += args[0].shape[0]
     total, count = all_reduce_sums([total, count])
     return total / count
@@ -155,6 +184,16 @@ class Trainer:
             2016), on top of ``latent_scales``. Each epoch's record holds its ``kl_weight``;
             its ``train_elbo`` is the weighted bound. The weight follows the epoch count, so
             a resumed run continues the schedule. 0: none.
+        data_plate: the name of the plate over the examples, where more than one plate of
+            the batch's size holds every observation (found otherwise; a model's
+            ``data_plate`` attribute names it too:
+            :func:`~pyrovae.infer.weights.find_data_plate`).
+
+    A program with global latents (sites outside the data plate) is trained with each
+    minibatch of B rows scaled as a subsample of the N training rows, as Pyro's
+    ``pyro.plate("data", N, subsample=...)`` idiom scales it (:mod:`pyrovae.infer.subsample`),
+    so an epoch's objective is the full-data ELBO, the global prior and KL counted once per N
+    rows (not once per minibatch); a data plate that already subsamples is left as it is.
 
     Steps run with the pair's torch modules in training mode, the test ELBO in evaluation
     mode (dropout, batch normalisation: :mod:`~pyrovae.infer.modes`), and each submodule's
@@ -194,6 +233,7 @@ class Trainer:
         capture: bool = True,
         flush_denormals: bool = True,
         kl_warmup: int = 0,
+        data_plate: str | None = None,
     ) -> None:
         if kl_warmup < 0:
             raise ValueError(f"kl_warmup must be >= 0 epochs, got {kl_warmup}")
@@ -211,7 +251,7 @@ class Trainer:
             data, batch_size, True, generator, transform, device, (self.rank, self.ranks)
         )
         #: How the program's sites are treated, from a check of the first batch.
-        self.program = check_program(model, guide, self.batches.peek())
+        self.program = check_program(model, guide, self.batches.peek(), data_plate)
         objective = choose_objective(objective, self.program)
         # Discrete latents the guide leaves to the model, unmarked: summed, as log_marginal
         # sums them, rather than sampled by TraceEnum_ELBO from their prior.
@@ -225,6 +265,14 @@ class Trainer:
             self._guide = self.scaling.wrap(guide)
         else:
             self._model, self._guide = self._eval_model, guide
+        #: N, the training rows a minibatch is a subsample of, where the program has global
+        #: latents and its data plate does not subsample already (else None).
+        self.subsample_rows: int | None = None
+        if self.program.sites.global_latents and not self.program.subsampled:
+            self.subsample_rows = self._training_rows()
+            scale = DataPlateScale(self.program.data_plate, self.subsample_rows)
+            self._model = wrapped(self._model, scale)
+            self._guide = wrapped(self._guide, scale)
         #: The objective trained with: a name of OBJECTIVES ("auto" resolved) or an ELBO.
         self.objective = objective
         nesting = self.program.nesting
@@ -267,6 +315,8 @@ class Trainer:
         under torch.distributed, the global batch's rows over the number of ranks, since
         the ranks' gradients are averaged)."""
         loss = self.step_loss(*args)
+        if self.subsample_rows is not None:  # N / B times the batch's terms: back to B rows
+            loss = loss * (args[0].shape[0] / self.subsample_rows)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.epoch + 1}; parameters are "
@@ -326,6 +376,9 @@ class Trainer:
                         self.test_data,
                         objective=self.test_elbo,
                         device=self.device,
+                        global_plate=(
+                            self.program.data_plate if self.program.sites.global_latents else None
+                        ),
                     )
                 record["seconds"] = time.perf_counter() - start
                 self.epoch += 1
@@ -338,6 +391,24 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(self)
         return self.history
+
+    def _training_rows(self) -> int:
+        """N, the training rows of one pass over all ranks (a minibatch's full data)."""
+        rows = getattr(self.batches, "num_examples", None)
+        if rows is None:
+            loader = getattr(self.batches, "loader", None)
+            try:
+                rows = len(loader.dataset)  # type: ignore[union-attr]
+            except (AttributeError, TypeError):
+                rows = None
+        if rows is None:
+            raise ValueError(
+                f"the program has global latents {self.program.sites.global_latents}, and "
+                "pyrovae trains them with each minibatch scaled as a subsample of the N "
+                "training rows, but the number of rows of this data cannot be counted: pass "
+                "tensors, a Dataset with a length, or a DataLoader over one"
+            )
+        return int(rows)
 
     def _gather_streams(self) -> list[dict[str, Any]]:
         """Every rank's random states (a collective: called by every rank at an epoch's end)."""
@@ -400,6 +471,22 @@ def _unused_parameters(elbo: ELBO, model: Callable, guide: Callable, trainer: Tr
         loss = elbo.differentiable_loss(model, guide, *trainer.batches.peek())
         grads = torch.autograd.grad(loss, trainer.params, allow_unused=True)
     return any(g is None for g in grads)
+
+
+def _rows(data: Data) -> int | None:
+    """N, the rows of ``data`` where they can be counted."""
+    if isinstance(data, torch.Tensor):
+        return data.shape[0]
+    if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
+        return data[0].shape[0]
+    if isinstance(data, SequenceData):
+        return data.x.shape[0]
+    if isinstance(data, torch.utils.data.DataLoader):
+        data = data.dataset
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:

@@ -48,7 +48,10 @@ from .weights import (
     WeightedSites,
     classify_sites,
     enumerated_values,
+    find_data_plate,
     log_weights_from_traces,
+    named_data_plate,
+    refuse_point_masses,
     trace_pair,
 )
 
@@ -215,16 +218,32 @@ def log_importance_weights(
     nesting: int | None = None,
     proposal: str = "guide",
     allow_global: bool = False,
+    *,
+    data_plate: str | None = None,
+    scaled: bool = False,
 ) -> torch.Tensor:
     """log w = log p(x, z) - log r(z | x) for ``particles`` draws per example: (B, particles),
     with enumerated sites summed exactly (:mod:`pyrovae.infer.weights`).
 
     One vectorized pass: both programs run inside a particle plate left of their own
-    plates (``nesting`` deep; traced once when not given). Differentiable (reparameterised
-    draws), so the IWAE objective is built on it. ``allow_global`` conditions on global
-    latents instead of refusing them (the weights then estimate the posterior predictive).
+    plates (``nesting`` deep; traced once when not given), or without one for one particle.
+    Differentiable (reparameterised draws), so the IWAE objective is built on it.
+    ``allow_global`` conditions on global latents instead of refusing them (the weights then
+    estimate the posterior predictive). ``data_plate`` names the data plate (found when
+    None); ``scaled`` keeps the sites' scales (a training objective), else the weights are of
+    the unscaled model (per-example numbers).
     """
-    return importance_pass(model, guide, args, particles, nesting, proposal, allow_global)[0]
+    return weighted_pass(
+        model,
+        guide,
+        args,
+        particles,
+        nesting,
+        proposal,
+        allow_global,
+        data_plate=data_plate,
+        scaled=scaled,
+    )[0]
 
 
 def importance_pass(
@@ -237,8 +256,11 @@ def importance_pass(
     allow_global: bool = False,
 ) -> tuple[torch.Tensor, poutine.Trace]:
     """:func:`log_importance_weights` and the trace that holds the draws z (the guide's, or
-    the model's under the prior proposal); a site's draws are (particles, B, ...)."""
-    return weighted_pass(model, guide, args, particles, nesting, proposal, allow_global)[:2]
+    the model's under the prior proposal); a site's draws are (particles, B, ...), a particle
+    plate even for one particle."""
+    return weighted_pass(
+        model, guide, args, particles, nesting, proposal, allow_global, particle_plate=True
+    )[:2]
 
 
 def weighted_pass(
@@ -249,6 +271,10 @@ def weighted_pass(
     nesting: int | None = None,
     proposal: str = "guide",
     allow_global: bool = False,
+    *,
+    data_plate: str | None = None,
+    scaled: bool = False,
+    particle_plate: bool | None = None,
 ) -> tuple[torch.Tensor, poutine.Trace, WeightedSites]:
     """:func:`importance_pass` and how each site entered the weights."""
     if proposal not in PROPOSALS:
@@ -256,10 +282,16 @@ def weighted_pass(
     if nesting is None:
         nesting = plate_nesting(model, guide, args)
     model_trace, guide_trace = trace_pair(
-        model, guide if proposal == "guide" else None, args, particles, nesting
+        model, guide if proposal == "guide" else None, args, particles, nesting, particle_plate
     )
     lw, sites = log_weights_from_traces(
-        model_trace, guide_trace, nesting, args[0].shape[0], allow_global=allow_global
+        model_trace,
+        guide_trace,
+        nesting,
+        args[0].shape[0],
+        allow_global=allow_global,
+        data_plate=named_data_plate(model, data_plate),
+        scaled=scaled,
     )
     return lw, guide_trace if guide_trace is not None else model_trace, sites
 
@@ -297,6 +329,7 @@ def log_marginal(
     progress: bool = True,
     on_nonfinite: str = "raise",
     device: torch.device | str | None = None,
+    data_plate: str | None = None,
 ) -> LogMarginal:
     """Importance-sampled log p(x) for every example of ``x``; see the module docstring.
 
@@ -320,6 +353,17 @@ def log_marginal(
             naming the examples (the default), or ``"mask"``: leave them out of
             :meth:`~pyrovae.infer.LogMarginal.mean` and the summary (``masked`` says which) with a
             warning naming them.
+        device: where the batches go (the model and guide must already be there).
+        data_plate: the name of the plate over the examples, where more than one plate of
+            the batch's size holds the observations (found otherwise:
+            :func:`~pyrovae.infer.weights.find_data_plate`; a model's ``data_plate``
+            attribute names it too).
+
+    Every number is of the unscaled model: ``poutine.scale`` and a subsampled data plate
+    are training devices, and each example's estimate is of its own p(x_n). Masks are
+    Pyro's: a masked observation counts nothing, and a masked enumerated step sums to one.
+    A program that cannot run its particles in one vectorized plate (plain indexing such as
+    ``locs[assignment]``) runs them one at a time, with a warning naming the cost.
 
     Returns:
         A :class:`~pyrovae.infer.LogMarginal`: ``log_likelihood``, ``stderr``, ``ess``, ``khat``,
@@ -331,7 +375,8 @@ def log_marginal(
     Raises:
         ValueError: for what cannot be estimated per example (an observation outside the
             data plate, an enumerated global site, sequential enumeration, global latents
-            under the prior proposal), naming the site.
+            under the prior proposal, a local latent drawn from a point mass such as
+            ``AutoDelta``), naming the site.
 
     Example:
         An importance-sampled log p(x) of five digits under an (untrained) VAE is at least
@@ -364,6 +409,7 @@ def log_marginal(
         "max_elements": max_elements,
         "keep_log_weights": keep_log_weights,
         "device": device,
+        "data_plate": named_data_plate(model, data_plate),
     }
     rank, ranks = world()
     tensors = (x,) if isinstance(x, torch.Tensor) else x
@@ -470,12 +516,22 @@ def _log_marginal(
     progress: bool,
     on_nonfinite: str,
     device: torch.device | str | None,
+    data_plate: str | None,
 ) -> LogMarginal:
     """:func:`log_marginal` in this process, over every example of ``x``."""
-    probe = next(iter(make_batches(x, 2, shuffle=False, device=device)))
+    probe = next(iter(make_batches(x, 5, shuffle=False, device=device)))
     dim = probe[0][0].numel()
     nesting = plate_nesting(model, guide, probe)
-    sites, values = _probe(model, guide, probe, nesting, proposal)
+    sites, values = _probe(model, guide, probe, nesting, proposal, data_plate)
+    if num_samples > 1 and not vectorizable(model, guide, probe, nesting, proposal, sites.plate):
+        warnings.warn(
+            f"log_marginal: the program cannot run its {num_samples} particles in one "
+            "vectorized plate (it indexes or reshapes in a way a particle dimension breaks), "
+            f"so they run one at a time: {num_samples} passes per batch instead of one. "
+            "Index with pyro.ops.indexing.Vindex (or ...-aware indexing) to vectorize it",
+            stacklevel=user_stacklevel(),
+        )
+        particle_chunk = 1
     if max_elements is None:
         max_elements = default_max_elements(device)
     # Numbers per particle and example in a pass: D activations for each enumerated value.
@@ -504,7 +560,14 @@ def _log_marginal(
                 # Pyro's argument checks on the first pass only: the later ones repeat them.
                 with pyro.validation_enabled(validate and not seen and not start):
                     weights = log_importance_weights(
-                        model, guide, args, k, nesting, proposal, allow_global=True
+                        model,
+                        guide,
+                        args,
+                        k,
+                        nesting,
+                        proposal,
+                        allow_global=True,
+                        data_plate=sites.plate,
                     )
                 chunks.append(weights)
             log_weights = torch.cat(chunks, dim=-1).double()
@@ -546,11 +609,17 @@ def _log_marginal(
 
 
 def _probe(
-    model: Callable, guide: Callable, args: tuple, nesting: int, proposal: str
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    nesting: int,
+    proposal: str,
+    data_plate: str | None = None,
 ) -> tuple[WeightedSites, int]:
     """How the sites enter the weights (refusing, before any pass, what they cannot hold:
-    :func:`~pyrovae.infer.weights.classify_sites`) and how many enumerated values a pass
-    holds (:func:`~pyrovae.infer.importance.enumerated_size`), from one draw outside the caller's
+    :func:`~pyrovae.infer.weights.classify_sites`, and a local latent drawn from a point mass)
+    and how many enumerated values a pass holds
+    (:func:`~pyrovae.infer.importance.enumerated_size`), from one draw outside the caller's
     random streams."""
     with (
         torch.no_grad(),
@@ -560,5 +629,96 @@ def _probe(
         model_trace, guide_trace = trace_pair(
             model, guide if proposal == "guide" else None, args, 1, nesting
         )
-        sites = classify_sites(model_trace, guide_trace, allow_global=True)
+        plate = find_data_plate(model_trace, args[0].shape[0], data_plate)
+        sites = classify_sites(model_trace, guide_trace, allow_global=True, plate=plate)
+        refuse_point_masses(guide_trace, sites)
+        # Every refusal of the weights (a sequential plate around an enumerated site, ...)
+        # before any pass.
+        log_weights_from_traces(
+            model_trace,
+            guide_trace,
+            nesting,
+            args[0].shape[0],
+            allow_global=True,
+            data_plate=plate,
+        )
     return sites, enumerated_values(model_trace, guide_trace, nesting)
+
+
+def vectorizable(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    nesting: int,
+    proposal: str = "guide",
+    data_plate: str | None = None,
+    particles: int = 3,
+) -> bool:
+    """Whether the pair runs its particles in one vectorized plate (as
+    ``vectorize_particles=True`` runs them in Pyro's ELBOs) *and gets each particle's own
+    weight*: the vectorized pass must run, and each of its ``particles`` columns must equal
+    the weight of the programs run alone (no particle plate) on that particle's draws. A
+    program that indexes with plain ``locs[assignment]`` either fails in the plate or, where
+    the shapes happen to broadcast, gives other numbers; both are caught. One pass, outside
+    the caller's random streams."""
+    proposal_program = guide if proposal == "guide" else None
+    rows = args[0].shape[0]
+
+    def weights(model_program, guide_program, count):
+        model_trace, guide_trace = trace_pair(model_program, guide_program, args, count, nesting)
+        lw, _ = log_weights_from_traces(
+            model_trace, guide_trace, nesting, rows, allow_global=True, data_plate=data_plate
+        )
+        return lw, (guide_trace if guide_trace is not None else model_trace)
+
+    with (
+        torch.no_grad(),
+        torch.random.fork_rng(devices=initialised_cuda_devices()),
+        poutine.block(),
+    ):
+        try:
+            together, drawn = weights(model, proposal_program, particles)
+        except (IndexError, RuntimeError, ValueError):
+            return False
+        for particle in range(particles):
+            chosen = _one_particle(
+                drawn, particle, particles, nesting, of_guide=proposal_program is not None
+            )
+            if chosen is None:
+                return True  # draws this check cannot slice (enumerated by the guide): trusted
+            replayed_guide = None
+            if proposal_program is not None:
+                replayed_guide = poutine.replay(proposal_program, trace=chosen)
+            try:
+                alone, _ = weights(poutine.replay(model, trace=chosen), replayed_guide, 1)
+            except (IndexError, RuntimeError, ValueError):
+                return False
+            if not torch.allclose(together[:, particle], alone[:, 0], rtol=1e-4, atol=1e-3):
+                return False
+    return True
+
+
+def _one_particle(
+    trace: poutine.Trace, particle: int, particles: int, nesting: int, of_guide: bool
+) -> poutine.Trace | None:
+    """The draws of one particle of a vectorized trace, as a trace to replay without the
+    particle plate (the particle dim selected away); None where the trace enumerates a site
+    of its own program (a guide's enumerated class), which this slicing cannot replay."""
+    chosen = poutine.Trace()
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if site["infer"].get("_enumerate_dim") is not None:
+            if of_guide:
+                return None
+            continue  # the model's own enumerated site: enumerated again when replayed
+        value = site["value"]
+        event_dim = getattr(site["fn"], "event_dim", 0)
+        position = value.dim() - event_dim - (nesting + 1)
+        if position >= 0:
+            if value.shape[position] == particles:
+                value = value.select(position, particle)
+            elif value.shape[position] == 1:
+                value = value.squeeze(position)
+        chosen.add_node(name, **{**site, "value": value})
+    return chosen

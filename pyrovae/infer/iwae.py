@@ -60,7 +60,9 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
     def per_example(self, model: Callable, guide: Callable, *args) -> torch.Tensor:
         """The bound's one-sample estimate for each example, (B,), differentiable."""
         k = self.num_particles
-        lw = log_importance_weights(model, guide, args, k, self._nesting_for(model, guide, args))
+        lw = log_importance_weights(
+            model, guide, args, k, self._nesting_for(model, guide, args), scaled=True
+        )
         return torch.logsumexp(lw, -1) - math.log(k)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
@@ -94,7 +96,9 @@ class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Py
                 q = poutine.trace(poutine.replay(plate(guide), trace=trace)).get_trace(*args)
             p = poutine.trace(poutine.replay(plate(model), trace=trace)).get_trace(*args)
             q, p = prune_subsample_sites(q), prune_subsample_sites(p)
-            lw, sites = log_weights_from_traces(p, q, -particle_dim - 1, args[0].shape[0])
+            lw, sites = log_weights_from_traces(
+                p, q, -particle_dim - 1, args[0].shape[0], scaled=True
+            )
             if sites.enumerated or sites.prior_drawn:
                 raise ValueError(
                     "dreg=True needs every latent site drawn by the guide by "

@@ -24,7 +24,16 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from ..rng import initialised_cuda_devices
 from .importance import plate_nesting
-from .weights import DATA, WeightedSites, classify_sites, mark_for_enumeration, trace_pair
+from .weights import (
+    DATA,
+    WeightedSites,
+    classify_sites,
+    data_frame,
+    find_data_plate,
+    mark_for_enumeration,
+    named_data_plate,
+    trace_pair,
+)
 
 SUMMING_OBJECTIVES = ("enum", "iwae")
 
@@ -36,6 +45,11 @@ class ProgramReport:
     sites: WeightedSites
     #: How many plates deep the programs go (TraceEnum_ELBO's max_plate_nesting).
     nesting: int = 0
+    #: The name of the plate over the examples (found, or named by the caller).
+    data_plate: str = DATA
+    #: Whether the program's data plate subsamples already (``pyro.plate(name, N,
+    #: subsample=...)``, scaled by N / B by Pyro itself).
+    subsampled: bool = False
     #: Marked ``infer={"enumerate": "parallel"}`` in the model, absent from the guide.
     model_enumerated: list[str] = field(default_factory=list)
     #: Enumerated by the guide (the semi-supervised VAE's class y).
@@ -52,15 +66,24 @@ class ProgramReport:
         return self.model_enumerated + self.guide_enumerated + self.unmarked_discrete
 
 
-def check_program(model: Callable, guide: Callable, args: tuple) -> ProgramReport:
+def check_program(
+    model: Callable, guide: Callable, args: tuple, data_plate: str | None = None
+) -> ProgramReport:
     """Trace the pair once on ``args`` (a batch: x is ``args[0]``, (B, ...)) and refuse
-    what breaks the contract, naming the site or plate and the fix.
+    what breaks the contract, naming the site or plate and the fix. One particle runs
+    without a particle plate, as Pyro's own ELBOs run it, so plain indexing works.
+
+    ``data_plate`` names the plate over the examples where several plates of the batch's size
+    hold the observations (else it is found: :func:`~pyrovae.infer.weights.find_data_plate`;
+    the model's ``data_plate`` attribute names it too).
 
     Raises:
-        ValueError: no plate named ``"data"``; a data plate whose size is not the batch's;
-            a guide site the model lacks; an observation outside the data plate; an
-            enumerated site outside the data plate; sequential enumeration; a global latent
-            the guide does not sample.
+        ValueError: no plate of the batch's size around every observation (or several,
+            unnamed); a guide site the model lacks; an observation outside the data plate;
+            an enumerated site outside the data plate; sequential enumeration; a global
+            latent the guide does not sample; a model latent that the guide does not sample
+            and that can be neither enumerated nor reparameterised (a Poisson count), whose
+            gradient Pyro's ELBOs would silently leave out.
     """
     batch = args[0].shape[0]
     try:
@@ -75,31 +98,34 @@ def check_program(model: Callable, guide: Callable, args: tuple) -> ProgramRepor
     except ValueError as error:
         _explain_plate_error(error, batch)
         raise
+    plate = find_data_plate(model_trace, batch, named_data_plate(model, data_plate))
     for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
         for name, site in trace.nodes.items():
             if site["type"] != "sample":
                 continue
             for frame in site["cond_indep_stack"]:
-                if frame.name == DATA and frame.size != batch:
+                if frame.name == plate and frame.size != batch:
                     raise ValueError(
-                        f"the {who}'s pyro.plate('data') has size {frame.size} at site "
+                        f"the {who}'s pyro.plate({plate!r}) has size {frame.size} at site "
                         f"{name!r}, but the batch has {batch} examples: pyrovae passes "
                         "minibatches, so size the plate from the data, "
-                        "pyro.plate('data', x.shape[0])"
+                        f"pyro.plate({plate!r}, x.shape[0])"
                     )
-    if not any(
-        f.name == DATA
-        for site in model_trace.nodes.values()
-        if site["type"] == "sample"
-        for f in site["cond_indep_stack"]
-    ):
-        raise ValueError(
-            "the model has no pyro.plate('data', N): pyrovae needs the examples' plate named "
-            "'data' (with pyro.plate('data', x.shape[0]): ... around the observation) to "
-            "train on minibatches and give per-example numbers; rename your data plate"
-        )
-    sites = classify_sites(model_trace, guide_trace, allow_global=True)
-    report = ProgramReport(sites, nesting)
+    sites = classify_sites(model_trace, guide_trace, allow_global=True, plate=plate)
+    for name in sites.prior_drawn:
+        fn = model_trace.nodes[name]["fn"]
+        if not getattr(fn, "has_rsample", False):
+            raise ValueError(
+                f"the model samples {name!r} ({type(fn).__name__}) and the guide does not: "
+                "it can be neither enumerated (no finite support) nor reparameterised, so "
+                "Pyro's ELBOs would draw it from the prior and leave its gradient out (its "
+                "parameters would not be learned). Sample it in the guide (e.g. a "
+                "distribution over it with learnable parameters), or make it enumerable (a "
+                "Categorical or Bernoulli with finite support, summed exactly)"
+            )
+    frame = data_frame(model_trace, plate)
+    subsampled = frame.full_size is not None and frame.full_size != frame.size
+    report = ProgramReport(sites, nesting, data_plate=plate, subsampled=subsampled)
     for name in sites.enumerated:
         if name in guide_trace.nodes:
             report.guide_enumerated.append(name)
@@ -140,9 +166,9 @@ def choose_objective(objective: str | ELBO, report: ProgramReport) -> str | ELBO
         )
     if report.sites.global_latents and isinstance(objective, str) and objective == "iwae":
         raise ValueError(
-            f"the program has global latents {report.sites.global_latents} (outside "
-            "pyro.plate('data')): the importance-weighted bound is per example and cannot "
-            "weigh them; train with objective='elbo' or 'auto'"
+            f"the program has global latents {report.sites.global_latents} (outside the "
+            f"data plate {report.data_plate!r}): the importance-weighted bound is per "
+            "example and cannot weigh them; train with objective='elbo' or 'auto'"
         )
     return objective
 

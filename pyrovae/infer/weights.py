@@ -7,10 +7,23 @@ example n is
 
 where e runs over the joint values of every enumerated site (marked
 ``infer={"enumerate": "parallel"}`` in the model and absent from the guide, or enumerated
-by the guide, as the semi-supervised VAE's class y), and the factors phi_f are
+by the guide, as the semi-supervised VAE's class y), and the factors phi_f are Pyro's own:
+the ones :func:`pyro.infer.traceenum_elbo._compute_model_factors` builds for
+``TraceEnum_ELBO`` (a test checks the equality, ``tests/infer/test_pyro_idioms.py``):
 
-- the model's density of every site it observes, enumerates, or receives from the guide;
-- one over the guide's density of every site the guide draws (not those it enumerates).
+- the model's density of every site it observes or receives from the guide, with its mask
+  (``poutine.mask``, ``obs_mask``, a masked plate) applied: a masked entry is a factor 1;
+- the model's density of every site it enumerates *without* its mask, as TraceEnum_ELBO
+  contracts it (``unscaled_log_prob``): a masked step of an HMM is summed over its values,
+  sum_e p(e | ...) = 1, and so contributes nothing, never log K;
+- one over the guide's density (masked) of every site the guide draws (not those it
+  enumerates).
+
+Scales (``poutine.scale``, a subsampled ``pyro.plate("data", N, subsample=...)``, a
+beta-VAE's weight) are training devices: a per-example number is of the unscaled model, so
+evaluation ignores them (``scaled=False``, the default). The importance-weighted training
+bound keeps them (``scaled=True``) and refuses a scale on a factor that is summed over an
+enumerated site, where log sum_e cannot carry it.
 
 A model latent that the guide neither draws nor enumerates is drawn from its prior inside
 the model: its density is its proposal, so it cancels and enters no factor.
@@ -20,11 +33,22 @@ nested in the data plate is multiplied over that plate *before* an enumerated si
 it is summed, and a chain under ``pyro.markov`` recycles its dims, so step t and step t + 2
 share a tensor dim but not a variable. The contraction is Pyro's own
 (:func:`pyro.ops.contract.contract_to_tensor` in the log semiring, as in
-``TraceEnum_ELBO`` and ``pyro.infer.mcmc.util``), keeping the particle plate and the plate
-``"data"`` as the result's dims. Without enumerated sites each factor is summed over its
-own plates (the same numbers, and traceable by ``torch.fx`` for captured training).
+``TraceEnum_ELBO`` and ``pyro.infer.mcmc.util``), keeping the particle plate and the data
+plate as the result's dims. Without enumerated sites each factor is summed over its own
+plates (the same numbers, and traceable by ``torch.fx`` for captured training).
 
-Global latents (latent sites outside the plate ``"data"``, drawn by the guide once per
+**The data plate** is found, not named (:func:`find_data_plate`): the plate whose size is
+the batch's and that holds every observation, whatever its name (``"data"``,
+``"sequences"``, ``"z_minibatch"``); a program with several such plates is refused naming
+them unless one is ``"data"`` or the caller names it (``data_plate=``, or the model's
+``data_plate`` attribute). A *sequential* data plate (``for i in pyro.plate("data", N)``)
+gives row i the factors of iteration i; it cannot be combined with enumeration.
+
+With one particle the programs run without a particle plate (``particle_plate=None``), so a
+program that indexes with plain ``locs[assignment]`` (Pyro's GMM tutorial, ``probs_x[x]``
+of Pyro's ``examples/hmm.py``) runs as it does under Pyro's own ELBOs.
+
+Global latents (latent sites outside the data plate, drawn by the guide once per
 particle, theta_k ~ q(theta)) are conditioned on rather than weighed: their factors are
 left out, so w_nk = p(x_n, z_nk | theta_k) / q(z_nk | x_n, theta_k) and
 (1/K) sum_k w_nk estimates the posterior predictive density
@@ -39,6 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -50,7 +75,10 @@ from pyro.poutine.util import prune_subsample_sites
 
 #: The name of the vectorized particle plate, left of the program's own plates.
 PARTICLES = "num_particles_vectorized"
+#: pyrovae's own name for the data plate, preferred where several plates could be it.
 DATA = "data"
+#: The model attribute that names its data plate where finding it is ambiguous.
+DATA_PLATE = "data_plate"
 
 
 @dataclass
@@ -62,14 +90,127 @@ class WeightedSites:
     drawn: list[str] = field(default_factory=list)  # by the guide: p / q
     prior_drawn: list[str] = field(default_factory=list)  # by the model's prior: cancels
     global_latents: list[str] = field(default_factory=list)  # conditioned on
+    #: The data plate's name (found by :func:`find_data_plate`).
+    plate: str = DATA
 
 
-def in_data_plate(site: dict) -> bool:
-    return any(f.name == DATA for f in site["cond_indep_stack"])
+def named_data_plate(model: Callable, data_plate: str | None = None) -> str | None:
+    """The data plate a caller or the model names: ``data_plate``, else the model's
+    ``data_plate`` attribute (seen through pyrovae's wrappers), else None (find it)."""
+    if data_plate is not None:
+        return data_plate
+    program = model
+    while program is not None:
+        named = getattr(program, DATA_PLATE, None)
+        if isinstance(named, str):
+            return named
+        program = getattr(program, "__wrapped__", None)
+    return None
+
+
+def _plates(site: dict) -> list:
+    return [f for f in site["cond_indep_stack"] if f.name != PARTICLES]
+
+
+def find_data_plate(trace: poutine.Trace, batch_size: int, name: str | None = None) -> str:
+    """The name of the model's data plate: the plate of size ``batch_size`` (B, the rows of
+    x) that encloses every observed site. Several such plates are ambiguous: ``"data"`` is
+    taken where it is one of them, else the program is refused naming them; ``name``
+    settles it (and is checked to be such a plate).
+
+    Raises:
+        ValueError: no observed site; no plate of size B around every observation; several
+            and none named; ``name`` not a plate around every observation.
+    """
+    observed = [
+        site for site in trace.nodes.values() if site["type"] == "sample" and site["is_observed"]
+    ]
+    if not observed:
+        raise ValueError(
+            "the model observes nothing: pyrovae needs the data observed (obs=x) inside a "
+            "plate over the batch's rows, e.g. with pyro.plate('data', x.shape[0]): "
+            "pyro.sample('x', ..., obs=x)"
+        )
+    common: dict[str, object] | None = None
+    for site in observed:
+        frames = {f.name: f for f in _plates(site)}
+        common = frames if common is None else {k: v for k, v in common.items() if k in frames}
+    assert common is not None
+    if name is not None:
+        frame = common.get(name)
+        if frame is None:
+            raise ValueError(
+                f"data_plate={name!r} does not enclose every observed site; the plates that "
+                f"do are {sorted(common) or 'none'}: name one of them, or put every "
+                f"observation inside pyro.plate({name!r}, x.shape[0])"
+            )
+        if frame.size != batch_size:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"the data plate {name!r} has size {frame.size} but the batch has "  # type: ignore[attr-defined]
+                f"{batch_size} rows: pyrovae passes minibatches, so size the plate from the "
+                f"data, pyro.plate({name!r}, x.shape[0])"
+            )
+        return name
+    candidates = [n for n, f in common.items() if f.size == batch_size]  # type: ignore[attr-defined]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        sized = [
+            f.name
+            for site in trace.nodes.values()
+            if site["type"] == "sample"
+            for f in _plates(site)
+            if f.size == batch_size
+        ]
+        if sized:
+            plate = DATA if DATA in sized else sized[0]
+            outside = [s["name"] for s in observed if not in_plate(s, plate)]
+            raise ValueError(
+                f"the model observes {', '.join(map(repr, outside))} outside "
+                f"pyro.plate({plate!r}): per-example log-likelihoods need every observation "
+                "inside the data plate"
+            )
+        sizes = ", ".join(f"{n!r} ({f.size})" for n, f in common.items())  # type: ignore[attr-defined]
+        raise ValueError(
+            f"no plate of the batch's size {batch_size} encloses every observation (plates "
+            f"around them: {sizes or 'none'}): pyrovae passes minibatches of rows, so observe "
+            "the data inside a plate sized from them, with pyro.plate('data', x.shape[0]): "
+            "pyro.sample(..., obs=x)"
+        )
+    if DATA in candidates:
+        return DATA
+    raise ValueError(
+        f"the plates {candidates} all have the batch's size {batch_size} and enclose every "
+        "observation, so which one holds the examples is ambiguous: name it, "
+        f"data_plate={candidates[0]!r} (fit, log_marginal) or a model attribute "
+        f"model.data_plate = {candidates[0]!r} (a CLI factory's model)"
+    )
+
+
+def data_frame(trace: poutine.Trace, plate: str):
+    """The data plate's frame (its dim, or None when it is sequential)."""
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            for frame in site["cond_indep_stack"]:
+                if frame.name == plate:
+                    return frame
+    raise ValueError(f"the model has no plate {plate!r}")
+
+
+def in_plate(site: dict, plate: str) -> bool:
+    return any(f.name == plate for f in site["cond_indep_stack"])
 
 
 def is_enumerated(site: dict) -> bool:
     return site["infer"].get("_enumerate_dim") is not None
+
+
+def is_point_mass(fn: object) -> bool:
+    """Whether a site's distribution is a point mass (``dist.Delta``, as ``AutoDelta`` and
+    ``DeltaEncoder`` draw), seen through ``to_event``, ``expand`` and masks."""
+    while isinstance(fn, dist.Independent | dist.ExpandedDistribution | dist.MaskedDistribution):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
 
 
 def trace_pair(
@@ -78,25 +219,40 @@ def trace_pair(
     args: tuple,
     particles: int,
     nesting: int,
+    particle_plate: bool | None = None,
 ) -> tuple[poutine.Trace, poutine.Trace | None]:
     """Run the guide (None: the prior is the proposal) and the model against it, both in a
     particle plate of ``particles`` left of their ``nesting`` plates, with parallel
     enumeration allocated as ``TraceEnum_ELBO`` allocates it: the guide's enumerated dims
     first, left of the particle dim, then the model's further left. Discrete model latents
     that the guide does not sample are enumerated even when unmarked
-    (``mark_for_enumeration``), so they are summed, never drawn blindly from the prior."""
+    (``mark_for_enumeration``), so they are summed, never drawn blindly from the prior.
+
+    ``particle_plate`` None: a plate for more than one particle, none for one (the programs
+    then run as Pyro's non-vectorized ELBOs run them, so plain indexing works); a site's draws
+    are (particles, B, ...) with the plate and (B, ...) without."""
+    if particle_plate is None:
+        particle_plate = particles > 1
+    if not particle_plate and particles != 1:
+        raise ValueError(f"{particles} particles need the particle plate")
     particle_dim = -(nesting + 1)
-    plate = pyro.plate(PARTICLES, particles, dim=particle_dim)
+    plate = pyro.plate(PARTICLES, particles, dim=particle_dim) if particle_plate else None
+
+    def in_particles(program: Callable) -> Callable:
+        return plate(program) if plate is not None else program
+
     if guide is None:
         model = mark_for_enumeration(model, lambda name: True)
         model_enum = EnumMessenger(first_available_dim=particle_dim - 1)
-        trace = poutine.trace(model_enum(plate(model))).get_trace(*args)
+        trace = poutine.trace(model_enum(in_particles(model))).get_trace(*args)
         return prune_subsample_sites(trace), None
     guide_enum = EnumMessenger(first_available_dim=particle_dim - 1)
     model_enum = EnumMessenger()  # continues the allocator where the guide left it
-    guide_trace = prune_subsample_sites(poutine.trace(guide_enum(plate(guide))).get_trace(*args))
+    guide_trace = prune_subsample_sites(
+        poutine.trace(guide_enum(in_particles(guide))).get_trace(*args)
+    )
     model = mark_for_enumeration(model, lambda name: name not in guide_trace.nodes)
-    replayed = poutine.replay(model_enum(plate(model)), trace=guide_trace)
+    replayed = poutine.replay(model_enum(in_particles(model)), trace=guide_trace)
     model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
     return model_trace, guide_trace
 
@@ -121,11 +277,17 @@ def mark_for_enumeration(program: Callable, chosen: Callable[[str], bool]) -> Ca
 
 
 def classify_sites(
-    model_trace: poutine.Trace, guide_trace: poutine.Trace | None, *, allow_global: bool
+    model_trace: poutine.Trace,
+    guide_trace: poutine.Trace | None,
+    *,
+    allow_global: bool,
+    plate: str = DATA,
 ) -> WeightedSites:
     """Sort the sample sites of a traced pair by how they enter the weights, refusing what
-    the weights cannot hold, with the site named and the fix said."""
-    sites = WeightedSites()
+    the weights cannot hold, with the site named and the fix said. ``plate``: the data
+    plate's name (:func:`find_data_plate`)."""
+    sites = WeightedSites(plate=plate)
+    where = f"pyro.plate({plate!r})"
     guide_nodes = guide_trace.nodes if guide_trace is not None else {}
     for trace in (model_trace, guide_trace):
         if trace is None:
@@ -146,18 +308,18 @@ def classify_sites(
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample":
             continue
-        local = in_data_plate(site)
+        local = in_plate(site, plate)
         if site["is_observed"]:
             if not local:
                 raise ValueError(
-                    f"the model observes {name!r} outside pyro.plate('data'): per-example "
+                    f"the model observes {name!r} outside {where}: per-example "
                     "log-likelihoods need every observation inside the data plate"
                 )
             sites.observed.append(name)
-        elif is_enumerated(site):
+        elif is_enumerated(site) or (name in guide_nodes and is_enumerated(guide_nodes[name])):
             if not local:
                 raise ValueError(
-                    f"site {name!r} is enumerated outside pyro.plate('data'): a discrete global "
+                    f"site {name!r} is enumerated outside {where}: a discrete global "
                     "latent couples all examples, so per-example log p(x) cannot sum it; "
                     "move it inside the data plate or give the guide a distribution over it"
                 )
@@ -165,18 +327,18 @@ def classify_sites(
         elif not local:
             if guide_trace is None:
                 raise ValueError(
-                    f"site {name!r} is a global latent (outside pyro.plate('data')): "
+                    f"site {name!r} is a global latent (outside {where}): "
                     "proposal='prior' would estimate each example's p(x_n) alone, with its own "
                     "draws of it; use proposal='guide' for the posterior predictive density"
                 )
             if name not in guide_nodes:
                 raise ValueError(
-                    f"site {name!r} is a global latent (outside pyro.plate('data')) that the "
+                    f"site {name!r} is a global latent (outside {where}) that the "
                     "guide does not sample; give the guide a distribution over it"
                 )
             if not allow_global:
                 raise ValueError(
-                    f"site {name!r} is a global latent (outside pyro.plate('data')): the "
+                    f"site {name!r} is a global latent (outside {where}): the "
                     "importance-weighted bound is a per-example bound on p(x_n | z) and cannot "
                     "weigh a latent shared by all examples; train with the ELBO instead"
                 )
@@ -188,26 +350,68 @@ def classify_sites(
     return sites
 
 
-def log_density(site: dict) -> torch.Tensor:
-    """log p of a site's value with its scale and mask, as Pyro's traces compute it (without
-    the trace's NaN checks, which read values back to Python and stop graph capture)."""
+def refuse_point_masses(guide_trace: poutine.Trace | None, sites: WeightedSites) -> None:
+    """Refuse a local latent that the guide draws from a point mass: importance sampling
+    from a Delta proposal estimates no marginal likelihood (log p(x, z*) is not log p(x),
+    and its "weights" are all equal, ESS = K, k-hat undefined). Pyro defines no such
+    estimate either."""
+    if guide_trace is None:
+        return
+    for name in sites.drawn:
+        if is_point_mass(guide_trace.nodes[name]["fn"]):
+            raise ValueError(
+                f"the guide draws the local latent {name!r} from a point mass (dist.Delta, "
+                "AutoDelta, DeltaEncoder): importance sampling with a point-mass proposal does "
+                "not estimate log p(x) (it gives log p(x, z*) with standard error 0). Evaluate "
+                "the joint at the point instead (pyrovae.infer.elbo_terms: reconstruction "
+                "minus kl is log p(x, z*)), or fit a guide with a density (a Normal, "
+                "AutoNormal) for log p(x)"
+            )
+
+
+def log_density(site: dict, scaled: bool = True) -> torch.Tensor:
+    """log p of a site's value with its mask and (``scaled``) its scale, as Pyro's traces
+    compute it (without the trace's NaN checks, which read values back to Python and stop
+    graph capture)."""
     log_prob = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    return scale_and_mask(log_prob, site["scale"], site["mask"])
+    return scale_and_mask(log_prob, site["scale"] if scaled else 1.0, site["mask"])
 
 
 def _factors(
-    model_trace: poutine.Trace, guide_trace: poutine.Trace | None, sites: WeightedSites
+    model_trace: poutine.Trace,
+    guide_trace: poutine.Trace | None,
+    sites: WeightedSites,
+    scaled: bool,
 ) -> list[tuple[str, dict, torch.Tensor]]:
-    """(site name, site, log factor) for every factor of the weight."""
+    """(site name, site, log factor) for every factor of the weight, with Pyro's rules for
+    masks (:func:`pyro.infer.traceenum_elbo._compute_model_factors`): a site the model
+    enumerates enters unmasked, every other site masked."""
     out = []
+    guide_nodes = guide_trace.nodes if guide_trace is not None else {}
     for name in sites.observed + sites.enumerated + sites.drawn:
         site = model_trace.nodes[name]
-        out.append((name, site, log_density(site)))
+        if name in sites.enumerated and name not in guide_nodes:
+            log_prob = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+            if scaled:
+                log_prob = scale_and_mask(log_prob, site["scale"])
+        else:
+            if name in sites.enumerated and not _is_unmasked(guide_nodes[name]["mask"]):
+                raise ValueError(
+                    f"site {name!r} is enumerated by the guide under a mask: the weights sum "
+                    "it over its values, and a mask on it has no per-example meaning there; "
+                    "remove the mask from the guide's site"
+                )
+            log_prob = log_density(site, scaled)
+        out.append((name, site, log_prob))
     if guide_trace is not None:
         for name in sites.drawn:
             site = guide_trace.nodes[name]
-            out.append((name, site, -log_density(site)))
+            out.append((name, site, -log_density(site, scaled)))
     return out
+
+
+def _is_unmasked(mask: object) -> bool:
+    return mask is None or (isinstance(mask, bool) and mask)
 
 
 def log_weights_from_traces(
@@ -217,12 +421,16 @@ def log_weights_from_traces(
     batch_size: int,
     *,
     allow_global: bool = False,
+    data_plate: str | None = None,
+    scaled: bool = False,
 ) -> tuple[torch.Tensor, WeightedSites]:
     """Per-example log weights (B, K) of a traced pair (see the module docstring), and how
-    each site entered them."""
-    sites = classify_sites(model_trace, guide_trace, allow_global=allow_global)
-    factors = _factors(model_trace, guide_trace, sites)
-    data = data_plate_dim(model_trace)
+    each site entered them. ``data_plate`` names the data plate (found when None);
+    ``scaled`` keeps the sites' scales (training), else they are ignored (evaluation)."""
+    plate = find_data_plate(model_trace, batch_size, data_plate)
+    sites = classify_sites(model_trace, guide_trace, allow_global=allow_global, plate=plate)
+    factors = _factors(model_trace, guide_trace, sites, scaled)
+    frame = data_frame(model_trace, plate)
     enumerated = [
         site
         for trace in (model_trace, guide_trace)
@@ -230,28 +438,73 @@ def log_weights_from_traces(
         for site in trace.nodes.values()
         if site["type"] == "sample" and is_enumerated(site)
     ]
-    if not enumerated:
-        total = sum(per_example_sum(lp, nesting, data) for _, _, lp in factors)
+    if frame.dim is None:
+        if enumerated:
+            raise ValueError(
+                f"the data plate {plate!r} is sequential (for i in pyro.plate(...)) and the "
+                f"program enumerates {sorted({s['name'] for s in enumerated})}: pyrovae sums "
+                "enumerated sites per example only in a vectorized data plate; write "
+                f"with pyro.plate({plate!r}, x.shape[0]): ... instead of the loop"
+            )
+        total = _sequential_per_example(model_trace, factors, nesting, plate, batch_size)
+    elif not enumerated:
+        total = sum(per_example_sum(lp, nesting, frame.dim) for _, _, lp in factors)
     else:
-        total = _contract(model_trace, guide_trace, factors, nesting, data)
+        total = _contract(model_trace, guide_trace, factors, nesting, plate, scaled)
+    total = torch.as_tensor(total)
+    total = total.reshape(-1, total.shape[-1]) if total.dim() else total.reshape(1, 1)
     particles = total.shape[0]
     return total.expand(particles, batch_size).transpose(0, 1), sites
 
 
-def data_plate_dim(trace: poutine.Trace) -> int:
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            for frame in site["cond_indep_stack"]:
-                if frame.name == DATA:
-                    return frame.dim
-    raise ValueError(
-        "the model has no pyro.plate('data', N): pyrovae needs the examples' plate named "
-        "'data' (with pyro.plate('data', x.shape[0]): ...) to give per-example numbers"
+def _sequential_per_example(
+    model_trace: poutine.Trace,
+    factors: list[tuple[str, dict, torch.Tensor]],
+    nesting: int,
+    plate: str,
+    batch_size: int,
+) -> torch.Tensor:
+    """Per-example sums (K, B) where the data plate is a Python loop: row i holds the
+    factors of the loop's i-th iteration (the frames' counters, in order)."""
+    counters = sorted(
+        {
+            f.counter
+            for site in model_trace.nodes.values()
+            if site["type"] == "sample"
+            for f in site["cond_indep_stack"]
+            if f.name == plate
+        }
     )
+    if len(counters) != batch_size:
+        raise ValueError(
+            f"the sequential data plate {plate!r} ran {len(counters)} iterations for a batch "
+            f"of {batch_size} rows: iterate over every row, for i in pyro.plate({plate!r}, "
+            "x.shape[0])"
+        )
+    row = {counter: i for i, counter in enumerate(counters)}
+    columns: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
+    for _, site, log_prob in factors:
+        frame = next(f for f in site["cond_indep_stack"] if f.name == plate)
+        summed = per_example_sum(log_prob, nesting, -(nesting + 1)).sum(-1)  # (K,) or (1,)
+        columns[row[frame.counter]].append(summed)
+    zero = torch.zeros(1)
+    return torch.stack([sum(column, zero) if column else zero for column in columns], dim=-1)
+
+
+def data_plate_dim(trace: poutine.Trace, plate: str = DATA) -> int:
+    """The dim of the (vectorized) data plate ``plate``."""
+    frame = data_frame(trace, plate)
+    if frame.dim is None:
+        raise ValueError(
+            f"the data plate {plate!r} is sequential (for i in pyro.plate(...)); this "
+            f"needs it vectorized: with pyro.plate({plate!r}, x.shape[0]): ..."
+        )
+    return frame.dim
 
 
 def per_example_sum(log_prob: torch.Tensor, nesting: int, data: int) -> torch.Tensor:
     """A factor shaped (K, [plates]) summed over every plate but the data plate: (K, B or 1)."""
+    log_prob = torch.as_tensor(log_prob)
     log_prob = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + tuple(log_prob.shape))
     keep = (-(nesting + 1), data)
     others = [d for d in range(-nesting, 0) if d not in keep]
@@ -265,7 +518,8 @@ def _contract(
     guide_trace: poutine.Trace | None,
     factors: list[tuple[str, dict, torch.Tensor]],
     nesting: int,
-    data: int,
+    plate: str,
+    scaled: bool,
 ) -> torch.Tensor:
     """Sum the enumerated dims out of the factors' product with Pyro's tensor contraction,
     keeping the particle and data plates: (K, B or 1)."""
@@ -290,11 +544,11 @@ def _contract(
     for name, site, log_prob in factors:
         term = packed.pack(log_prob, site["infer"]["_dim_to_symbol"])
         enum_dims = set(term._pyro_dims) - plate_symbols
-        if enum_dims and not _is_unit(site["scale"]):
+        if scaled and enum_dims and not _is_unit(site["scale"]):
             raise ValueError(
                 f"site {name!r} is scaled (poutine.scale or a subsampled plate) and depends on "
-                "an enumerated site: a per-example log p(x) cannot sum a scaled density "
-                "exactly; evaluate the program without the scale"
+                "an enumerated site: the importance-weighted bound cannot sum a scaled density "
+                "exactly; train with the ELBO (objective='enum'), which scales it outside the sum"
             )
         sum_dims |= enum_dims
         dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))
@@ -302,7 +556,9 @@ def _contract(
             plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
         )
         tree.setdefault(ordinal, []).append(term)
-    target = frozenset({plate_to_symbol[PARTICLES], plate_to_symbol[DATA]})
+    target = frozenset(
+        plate_to_symbol[name] for name in (PARTICLES, plate) if name in plate_to_symbol
+    )
     try:
         ring = LogRing(dim_to_size=dim_to_size)
         term = contract_to_tensor(tree, sum_dims, target_ordinal=target, ring=ring)
@@ -312,7 +568,7 @@ def _contract(
             "TraceEnum_ELBO sums; restructure the plates as its message says"
         ) from error
     total = packed.unpack(term, symbol_to_dim)
-    return per_example_sum(total, nesting, data)
+    return per_example_sum(total, nesting, data_plate_dim(model_trace, plate))
 
 
 def _is_unit(scale: float | torch.Tensor) -> bool:
@@ -341,10 +597,14 @@ def enumerated_values(
 
 __all__ = [
     "DATA",
+    "DATA_PLATE",
     "PARTICLES",
     "WeightedSites",
     "classify_sites",
     "enumerated_values",
+    "find_data_plate",
+    "is_point_mass",
+    "named_data_plate",
     "log_weights_from_traces",
     "trace_pair",
 ]

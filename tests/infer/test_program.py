@@ -55,18 +55,23 @@ x = torch.randn(40)
 @pytest.mark.parametrize(
     ("model", "guide", "message"),
     [
-        (Gaussian(plate="rows"), GaussianGuide(plate="rows"), "no pyro.plate('data', N)"),
         (Gaussian(size=40), GaussianGuide(), "40 vs 10: the batch has 10 examples"),
         (Gaussian(), GaussianGuide(extra=True), "the guide samples 'u', a site the model"),
         (Gaussian(observe_outside=True), GaussianGuide(), "observes 'x' outside pyro.plate"),
     ],
-    ids=["no-data-plate", "plate-size", "guide-site-missing", "observation-outside"],
+    ids=["plate-size", "guide-site-missing", "observation-outside"],
 )
 def test_a_broken_contract_is_refused_before_the_first_step(model, guide, message):
     before = model.w.detach().clone() if hasattr(model, "w") else None
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         fit(model, guide, x, epochs=1, batch_size=10, progress=False)
     assert torch.equal(model.w.detach(), before), "nothing trains before the check"
+
+
+def test_the_data_plate_is_found_whatever_its_name():
+    trainer = Trainer(Gaussian(plate="rows"), GaussianGuide(plate="rows"), x, progress=False)
+    assert trainer.program.data_plate == "rows"
+    trainer.run(1)
 
 
 def test_elbo_on_an_enumerating_program_is_refused_and_auto_sums_the_site():

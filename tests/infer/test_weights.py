@@ -308,14 +308,20 @@ class TestRefusals:
         with pytest.raises(ValueError, match="'c' is enumerated outside pyro.plate"):
             log_marginal(model, empty_guide, torch.randn(3), num_samples=2, progress=False)
 
-    def test_a_scaled_site_that_depends_on_an_enumerated_site_is_refused(self):
+    def test_a_scale_is_left_out_of_log_p_x_and_refused_by_the_iwae_bound(self):
         from pyro import poutine
 
+        from pyrovae.infer.iwae import IWAE_ELBO
+
         pair = TestUnmarkedDiscreteLatent().make_pair()
+        scaled = poutine.scale(pair.model, 2.0)
+        pyro.set_rng_seed(0)
+        result = log_marginal(scaled, pair.guide, pair.x, num_samples=2, progress=False)
+        pyro.set_rng_seed(0)
+        plain = log_marginal(pair.model, pair.guide, pair.x, num_samples=2, progress=False)
+        torch.testing.assert_close(result.log_likelihood, plain.log_likelihood)
         with pytest.raises(ValueError, match="is scaled"):
-            log_marginal(
-                poutine.scale(pair.model, 2.0), pair.guide, pair.x, num_samples=2, progress=False
-            )
+            IWAE_ELBO(2).differentiable_loss(scaled, pair.guide, pair.x)
 
     def test_an_observation_outside_the_data_plate_is_refused(self):
         def model(x):
