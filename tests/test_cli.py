@@ -221,6 +221,28 @@ def test_autoencoder_and_conv_vae_train(tmp_path):
     assert_png(tmp_path / "ae" / "figures" / "reconstructions.png")
 
 
+def test_an_autoencoder_evaluation_reports_the_joint_at_its_code_not_log_p_x(tmp_path, capsys):
+    """A point-mass guide gives no importance-sampled log p(x): evaluate says what it
+    computes, log p(x, z = f(x)), exactly (no draws), and leaves log p(x) null."""
+    out = tmp_path / "ae"
+    assert main(["train", "ae", "--out", str(out), *QUICK, "--no-figures"]) == 0
+    assert main(["evaluate", str(out), "--num-samples", "7", "--quiet"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["test_log_likelihood"] is None and report["test_elbo"] is None
+    assert report["estimand"].startswith("log p(x, z = f(x))")
+    joint = report["test_reconstruction"] + report["test_log_prior_at_code"]
+    assert report["test_log_joint"] == pytest.approx(joint, rel=1e-6)
+    assert "not estimated" in capsys.readouterr().out
+    run = load_run(out)
+    x = run.test_inputs()
+    run.model.eval(), run.guide.eval()
+    with torch.no_grad():
+        z = run.guide.net(x)
+        prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        expected = run.model.decode(z).log_prob(x) + prior
+    assert float(expected.mean()) == pytest.approx(report["test_log_joint"], rel=1e-5)
+
+
 USER_MODULE = '''
 import pyro, pyro.distributions as dist, torch
 from pyro.nn import PyroModule

@@ -13,6 +13,12 @@ sum_t KL(q(z_t | z_{t-1}, x) || p(z_t | z_{t-1})) in expectation). Both are esti
 the same K draws z_k ~ q(z | x_n), averaged: unbiased, and reconstruction - KL is the usual
 K-draw ELBO estimate. A KL near zero says the model ignores its code (posterior collapse).
 
+Both are of the unscaled model (``poutine.scale`` and subsampled plates are training devices:
+:mod:`pyrovae.infer.subsample`), the data plate found whatever its name
+(:func:`~pyrovae.infer.weights.find_data_plate`). With a point-mass guide (``dist.Delta``,
+``AutoDelta``, the ``ae`` recipe's encoder) q's density is 0 at its point, so
+reconstruction - KL is log p(x, z*) at the guide's code z*: the joint at a point, not a bound.
+
 Refused, with the reason: programs with enumerated sites (log sum_e p(x, e | z) does not
 split into a reconstruction and a KL term) and global latents (their KL is shared by every
 example). A latent the guide leaves to the model's prior enters neither term (its draw is
@@ -29,7 +35,15 @@ import torch
 from .batches import Data, make_batches
 from .importance import plate_nesting
 from .modes import evaluated
-from .weights import classify_sites, data_plate_dim, log_density, per_example_sum, trace_pair
+from .weights import (
+    classify_sites,
+    data_plate_dim,
+    find_data_plate,
+    log_density,
+    named_data_plate,
+    per_example_sum,
+    trace_pair,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ def elbo_terms(
     batch_size: int = 1000,
     device: torch.device | str | None = None,
     nesting: int | None = None,
+    data_plate: str | None = None,
 ) -> ElboTerms:
     """The reconstruction and KL terms of every example of ``data`` (see the module
     docstring), from ``num_samples`` draws of the guide each, with the pair's modules in
@@ -73,7 +88,8 @@ def elbo_terms(
         if nesting is None:
             nesting = plate_nesting(model, guide, args)
         model_trace, guide_trace = trace_pair(model, guide, args, num_samples, nesting)
-        sites = classify_sites(model_trace, guide_trace, allow_global=False)
+        plate = find_data_plate(model_trace, args[0].shape[0], named_data_plate(model, data_plate))
+        sites = classify_sites(model_trace, guide_trace, allow_global=False, plate=plate)
         if sites.enumerated:
             raise ValueError(
                 f"the program enumerates {sites.enumerated}: its ELBO holds log sum_e p(x, e | z), "
@@ -93,15 +109,14 @@ def elbo_terms(
 def _terms(model_trace, guide_trace, sites, nesting: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The reconstruction and KL of every draw and example of a traced pair, each (K, B) or
     (K, 1) (0 where no site enters the term)."""
-    data = data_plate_dim(model_trace)
-    reconstruction = sum(
-        per_example_sum(log_density(model_trace.nodes[name]), nesting, data)
-        for name in sites.observed
-    )
+    data = data_plate_dim(model_trace, sites.plate)
+
+    def summed(site: dict) -> torch.Tensor:
+        return per_example_sum(log_density(site, scaled=False), nesting, data)
+
+    reconstruction = sum(summed(model_trace.nodes[name]) for name in sites.observed)
     kl = sum(
-        per_example_sum(log_density(guide_trace.nodes[name]), nesting, data)
-        - per_example_sum(log_density(model_trace.nodes[name]), nesting, data)
-        for name in sites.drawn
+        summed(guide_trace.nodes[name]) - summed(model_trace.nodes[name]) for name in sites.drawn
     )
     return reconstruction, kl
 

@@ -178,11 +178,11 @@ def test_obs_mask_scores_only_the_observed_entries():
     observed = torch.tensor([[1, 0, 1], [1, 1, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.bool)
     loc = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
 
-    def model(x):
+    def model(x, observed):  # the mask is per example: a model argument, batched with x
         with pyro.plate("data", x.shape[0], dim=-2), pyro.plate("features", 3, dim=-1):
             pyro.sample("x", dist.Normal(loc, 1.0), obs=x, obs_mask=observed)
 
-    result = log_marginal(model, empty_guide, x, num_samples=3, progress=False)
+    result = log_marginal(model, empty_guide, (x, observed), num_samples=3, progress=False)
     expected = (dist.Normal(loc, 1.0).log_prob(x) * observed).sum(-1)
     torch.testing.assert_close(result.log_likelihood, expected)
 
@@ -251,10 +251,10 @@ def delta_guide(x):
 def test_a_point_mass_guide_for_a_local_latent_is_refused():
     with pytest.raises(ValueError, match=r"'z' from a point mass .* does not estimate log p\(x\)"):
         log_marginal(linear_gaussian, delta_guide, X, num_samples=4, progress=False)
-    auto = AutoDelta(linear_gaussian)
+    auto = AutoDelta(linear_gaussian)  # its point per row: one batch of the 4 rows
     auto(X)
     with pytest.raises(ValueError, match="'z' from a point mass"):
-        log_marginal(linear_gaussian, auto, X, num_samples=4, progress=False)
+        log_marginal(linear_gaussian, auto, X, num_samples=4, batch_size=4, progress=False)
 
 
 # --- a global latent trained on minibatches -----------------------------------------------
@@ -374,7 +374,7 @@ def two_plates(x):
 
 
 def test_an_ambiguous_data_plate_is_refused_and_data_plate_settles_it():
-    x = torch.randn(3, 3, dtype=torch.float64)
+    x = torch.randn(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"\['rows', 'columns'\] all have the batch's size"):
         log_marginal(two_plates, empty_guide, x, num_samples=2, progress=False)
     for plate, axis in (("rows", -1), ("columns", 0)):

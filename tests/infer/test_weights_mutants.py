@@ -150,16 +150,16 @@ def test_the_importance_weighted_bound_refuses_a_global_latent(dreg):
         IWAE_ELBO(3, dreg=dreg).differentiable_loss(model, guide, torch.randn(3))
 
 
-def test_a_model_without_the_data_plate_is_refused():
-    """Reached by a program with no site at all (any observation outside the plate is
-    refused earlier, by name)."""
+def test_a_model_that_observes_nothing_is_refused():
+    """Reached by a program with no site at all: there is no data plate to find."""
 
     def model(x):
         pass
 
     message = (
-        "the model has no pyro.plate('data', N): pyrovae needs the examples' plate named "
-        "'data' (with pyro.plate('data', x.shape[0]): ...) to give per-example numbers"
+        "the model observes nothing: pyrovae needs the data observed (obs=x) inside a plate "
+        "over the batch's rows, e.g. with pyro.plate('data', x.shape[0]): "
+        "pyro.sample('x', ..., obs=x)"
     )
     with refused(message):
         log_importance_weights(model, empty_guide, (torch.randn(3),), 2)
@@ -178,14 +178,21 @@ def scaled_mixture(scale):
 @pytest.mark.parametrize(
     "scale", [2.0, torch.tensor(2.0), torch.ones(3)], ids=["float", "tensor", "vector-of-ones"]
 )
-def test_a_scaled_site_that_depends_on_an_enumerated_site_is_refused(scale):
+def test_a_scaled_site_that_depends_on_an_enumerated_site_is_refused_by_the_scaled_bound(scale):
+    """The importance-weighted training bound keeps scales and cannot carry one inside the
+    sum over an enumerated site; per-example numbers leave the scale out (a training device)
+    and are exact."""
     message = (
         "site 'x' is scaled (poutine.scale or a subsampled plate) and depends on an enumerated "
-        "site: a per-example log p(x) cannot sum a scaled density exactly; evaluate the program "
-        "without the scale"
+        "site: the importance-weighted bound cannot sum a scaled density exactly; train with "
+        "the ELBO (objective='enum'), which scales it outside the sum"
     )
+    x = torch.tensor([-1.0, 0.2, 2.5])
     with refused(message):
-        log_importance_weights(scaled_mixture(scale), empty_guide, (torch.randn(3),), 2)
+        log_importance_weights(scaled_mixture(scale), empty_guide, (x,), 2, scaled=True)
+    lw = log_importance_weights(scaled_mixture(scale), empty_guide, (x,), 2)
+    expected = mixture_log_density(x[:, None])
+    torch.testing.assert_close(lw, expected[:, None].expand(3, 2), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("scale", [1.0, torch.tensor(1.0)], ids=["float", "tensor"])
