@@ -149,6 +149,11 @@ def unknown_key():
     return Mixture(), guide, {"x": x, "lengths": lengths}
 
 
+def sequences_3d():
+    x, lengths, _ = sequences()
+    return Mixture(), guide, FactoryData(x[..., None], args=(lengths,))
+
+
 def one_too_many():
     x, lengths, _ = sequences()
     return Mixture(), guide, FactoryData(x, args=(lengths, lengths))
@@ -312,6 +317,7 @@ def test_a_mask_reaches_plot_and_sample_and_labels_the_figures(tmp_path, factory
         ("float_second", "a plain pair (x, y) means labels y, one integer per example"),
         ("three_tensors", "a tuple of 3 tensors; return pyrovae.runs.FactoryData("),
         ("unknown_key", "keys are x (required), args and labels"),
+        ("sequences_3d", "FactoryData.x of shape (90, 12, 1) with model arguments"),
         ("one_too_many", "model takes 2 positional argument(s) (x, lengths), but the data"),
     ],
 )

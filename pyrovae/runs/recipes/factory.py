@@ -12,6 +12,7 @@ returns ``(model, guide)`` or ``(model, guide, data)``. Its data are one of:
   covariates, passed after x as ``model(x, *args)`` and ``guide(x, *args)`` in training,
   ``evaluate`` (``log_marginal(model, guide, (x, *args))``), ``plot`` and ``sample``;
   ``labels`` (N,) integers are used for the figures only and never reach the programs;
+  with ``args``, x must be rows (N, D) (a 3-D x may be sequences: refused, not flattened);
 - a plain pair ``(x, y)``, read as x with labels y only where y is (N,) integers (and said
   so in the log); any other second tensor is refused, naming :class:`FactoryData`;
 - a :class:`~pyrovae.data.DataSplits`, already split.
@@ -62,7 +63,10 @@ class FactoryData:
     arguments, and labels.
 
     Args:
-        x: examples (N, D), or images (N, H, W) / (N, C, H, W) (flattened to rows (N, D)).
+        x: examples (N, D), given to the programs as rows (N, D); without ``args`` also
+            images (N, H, W) / (N, C, H, W), flattened to rows as a bare tensor x is (with
+            ``args``, flatten x yourself: a 3-D x may be sequences (N, T, D), which a model
+            reading their steps must not get as (N, T * D)).
         args: tensors (N, ...), one row per example (lengths (N,), a mask (N, T), covariates
             (N, C), any dtype), passed to the model and the guide after x:
             ``model(x, *args)``. A single tensor is taken as ``(tensor,)``.
@@ -230,6 +234,14 @@ def _split_factory_data(spec: str, data: FactoryData, split: dict) -> DataSplits
                 f"{type(value).__name__}; it must be a torch.Tensor"
             )
     rows = data.x.shape[0] if data.x.dim() else 0
+    if args and data.x.dim() > 2:
+        # Flattened as images are, sequences (N, T, D) would reach a model that reads their
+        # steps with its lengths as (N, T * D): refused rather than reshaped behind its back.
+        raise ModelSpecError(
+            f"the factory {spec} returned FactoryData.x of shape {tuple(data.x.shape)} with "
+            "model arguments; the programs are given x as rows (N, D), so give it as "
+            "x.reshape(len(x), -1) and restore its shape inside the model and the guide"
+        )
     for i, arg in enumerate(args):
         if not isinstance(arg, torch.Tensor):
             raise ModelSpecError(
