@@ -247,6 +247,9 @@ def test_lengths_reach_training_and_evaluate_scores_no_padding(tmp_path):
     exact = exact_log_p(model, test_x, test_lengths).mean().item()
     assert report["test_log_likelihood"] == pytest.approx(exact, abs=1e-4)
     assert report["test_elbo"] == pytest.approx(exact, abs=1e-4)  # an empty guide: no gap
+    # Training's own test ELBO, after the last step, is the same exact number.
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[-1]["test_elbo"] == pytest.approx(exact, abs=1e-4)
     padded = exact_log_p(model, test_x, test_lengths, masked=False).mean().item()
     assert abs(padded - exact) > 1.0, "the padding must matter for this check to mean anything"
 
@@ -328,3 +331,31 @@ def test_bad_factory_data_are_refused_in_one_line(tmp_path, factory, capsys, fun
     assert err.count("\n") == 1, err
     assert message in err
     assert not out.exists()
+
+
+def test_args_split_with_x_and_round_trip_the_run_copy_as_they_are(tmp_path):
+    """split_arrays cuts every argument by x's permutation, keeping its dtype and shape, and
+    the run's copy (read with allow_pickle=False) gives them back unchanged."""
+    from pyrovae.data import DataError, DataSplits, split_arrays
+    from pyrovae.runs.data import load_splits, save_splits
+
+    x = torch.arange(40.0).reshape(10, 4)
+    lengths, mask = torch.arange(10), torch.arange(30).reshape(10, 3) % 2 == 0
+    data = split_arrays(x, None, "own", seed=3, test_fraction=0.3, args=(lengths, mask))
+    for split in ("train", "test"):
+        rows = getattr(data, f"{split}_x")[:, 0].long() // 4  # row i of x holds 4 i, ...
+        got_lengths, got_mask = getattr(data, f"{split}_args")
+        assert got_lengths.dtype == torch.int64 and got_lengths.equal(lengths[rows])
+        assert got_mask.dtype == torch.bool and got_mask.equal(mask[rows])
+    again = load_splits(save_splits(tmp_path / "copy.npz", data), "own")
+    for split in ("train", "test"):
+        for ours, theirs in zip(
+            getattr(data, f"{split}_args"), getattr(again, f"{split}_args"), strict=True
+        ):
+            assert ours.dtype == theirs.dtype and ours.equal(theirs)
+    with pytest.raises(DataError, match=r"test_args\[0\] must be a tensor of 3 rows"):
+        DataSplits("own", x[:7], x[7:], None, None, None, train_args=(x[:7],), test_args=(x,))
+    with pytest.raises(DataError, match="2 train arguments but 1 test arguments"):
+        DataSplits(
+            "own", x[:7], x[7:], None, None, None, train_args=(x[:7],) * 2, test_args=(x[7:],)
+        )
