@@ -19,6 +19,8 @@ returns ``(model, guide)`` or ``(model, guide, data)``. Its data are one of:
 
 x, its args and its labels are split into train/test together, by the run's seed. The
 programs' signatures are checked against the arguments they will get before training.
+``sample``, and the samples, traversals and interpolations of the figures, give the
+programs the first test example's args (they cannot be drawn from the model).
 
 A factory's model brings its own density: ``--likelihood`` and ``--binarize`` only decide how
 x is prepared (its args never change), and a factory may read them from its config argument.
