@@ -10,6 +10,7 @@ for MNIST or Fashion-MNIST.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import math
 import os
@@ -402,14 +403,30 @@ def split_arrays(
     *,
     seed: int = 0,
     test_fraction: float = 0.2,
+    args: tuple[torch.Tensor, ...] = (),
 ) -> DataSplits:
     """Validate a user's examples ``x`` ((N, D), (N, H, W) or (N, C, H, W)) and labels ``y``
-    (N,) or None, and split them into train/test by a permutation seeded with ``seed``."""
+    (N,) or None, and split them into train/test by a permutation seeded with ``seed``.
+
+    ``args``: further arguments of the programs (N, ...), each split with x by the same
+    permutation and kept as it is (dtype and shape); see :class:`DataSplits`."""
     flat, image_shape = _flatten_examples(np.asarray(x), name)
     if y is not None:
         y = _check_labels(y, len(flat), name)
+    for i, arg in enumerate(args):
+        if not isinstance(arg, torch.Tensor) or arg.dim() < 1 or arg.shape[0] != len(flat):
+            shape = tuple(arg.shape) if isinstance(arg, torch.Tensor) else type(arg).__name__
+            raise DataError(
+                f"{name}: args[{i}] must be a tensor of {len(flat)} rows, one per example of x, "
+                f"got {shape}"
+            )
     train, test = _split_indices(len(flat), test_fraction, seed, name)
-    return _make_splits(name, flat, y, image_shape, train, test)
+    splits = _make_splits(name, flat, y, image_shape, train, test)
+    if not args:
+        return splits
+    rows = [torch.from_numpy(i) for i in (train, test)]
+    train_args, test_args = ([a.detach().cpu()[r].contiguous() for a in args] for r in rows)
+    return dataclasses.replace(splits, train_args=tuple(train_args), test_args=tuple(test_args))
 
 
 def _np_load(path: Path) -> np.ndarray | dict[str, np.ndarray]:

@@ -24,6 +24,11 @@ class DataSplits:
     ``*_lengths`` ``(N,)`` int64 in [1, T], each sequence's real steps (the steps past them are
     padding; lengths not given are T for every sequence), and no image shape. Labels are
     ``(N,)`` int64 or None.
+
+    ``train_args`` and ``test_args`` are further arguments of the programs, after x (a CLI
+    factory's lengths, masks or covariates): tensors of one row per example of their split,
+    ``(N, ...)`` of any dtype, in the same order in both splits; the programs are called as
+    ``model(x, *args)``. Empty for every built-in dataset.
     """
 
     name: str
@@ -37,6 +42,8 @@ class DataSplits:
     train_lengths: torch.Tensor | None = None
     test_lengths: torch.Tensor | None = None
     valid_lengths: torch.Tensor | None = None
+    train_args: tuple[torch.Tensor, ...] = ()
+    test_args: tuple[torch.Tensor, ...] = ()
 
     def __post_init__(self) -> None:
         dim, rank = self.train_x.shape[-1], self.train_x.dim()
@@ -68,8 +75,26 @@ class DataSplits:
                     f"{x.shape[1]}] (each sequence's real steps), got {lengths.dtype} "
                     f"{tuple(lengths.shape)}"
                 )
+        self._check_args()
         if self.image_shape is not None and (rank == 3 or math.prod(self.image_shape) != dim):
             raise DataError(f"{self.name}: image_shape {self.image_shape} does not give D = {dim}")
+
+    def _check_args(self) -> None:
+        """The programs' further arguments: as many in both splits, one row per example."""
+        if len(self.train_args) != len(self.test_args):
+            raise DataError(
+                f"{self.name}: {len(self.train_args)} train arguments but "
+                f"{len(self.test_args)} test arguments; both splits need the same ones"
+            )
+        for split in ("train", "test"):
+            rows = getattr(self, f"{split}_x").shape[0]
+            for i, arg in enumerate(getattr(self, f"{split}_args")):
+                if not isinstance(arg, torch.Tensor) or arg.dim() < 1 or arg.shape[0] != rows:
+                    shape = tuple(arg.shape) if isinstance(arg, torch.Tensor) else type(arg)
+                    raise DataError(
+                        f"{self.name}: {split}_args[{i}] must be a tensor of {rows} rows (one "
+                        f"per example of {split}_x), got {shape}"
+                    )
 
     @property
     def is_sequences(self) -> bool:
@@ -103,10 +128,11 @@ class DataSplits:
 
     def __repr__(self) -> str:
         valid = "" if self.valid_x is None else f", valid={tuple(self.valid_x.shape)}"
+        args = f", args={len(self.train_args)}" if self.train_args else ""
         return (
             f"DataSplits(name={self.name!r}, train={tuple(self.train_x.shape)}, "
             f"test={tuple(self.test_x.shape)}{valid}, labels={self.train_y is not None}, "
-            f"image_shape={self.image_shape})"
+            f"image_shape={self.image_shape}{args})"
         )
 
 

@@ -60,9 +60,13 @@ def write_figures(
     image_shape: tuple[int, int, int] | None = None,
     history: Sequence[dict] = (),
     seed: int = 0,
+    args: tuple[torch.Tensor, ...] = (),
 ) -> list[Path]:
     """Write reconstructions, prior samples, traversals, interpolations, the latent map and
     the ELBO curves for test rows ``x`` (N, D) with optional ``labels`` (N,).
+
+    ``args``: further arguments of the programs after x (each (N, ...), e.g. a mask), given
+    with their rows; samples, traversals and interpolations take the first example's.
 
     Image figures need ``image_shape`` (C, H, W); figures that need a continuous latent vector
     site are skipped, with a warning, for models without one. Runs under a forked RNG
@@ -72,12 +76,12 @@ def write_figures(
     written: list[Path] = []
     if history:
         written.append(figures.save_elbo_curves(history, out / "elbo.png"))
-    x = x[:2000]
+    x, args = x[:2000], tuple(a[:2000] for a in args)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sites = views.find_sites(model, guide, (x[:8],))
+        sites = views.find_sites(model, guide, (x[:8], *(a[:8] for a in args)))
         if image_shape is not None:
-            written.append(_samples(model, x, sites, image_shape, out / "samples.png"))
+            written.append(_samples(model, (x, *args), sites, image_shape, out / "samples.png"))
         if sites.latent is None:
             warnings.warn(
                 "the guide samples no continuous latent vector that the model shares; "
@@ -85,9 +89,11 @@ def write_figures(
                 stacklevel=2,
             )
             return written
-        codes = views.encode(guide, (x,), sites.latent)
+        codes = views.encode(guide, (x, *args), sites.latent)
         if image_shape is not None:
-            written += _image_views(model, guide, x, labels, sites, codes, image_shape, out)
+            written += _image_views(
+                model, guide, (x, *args), labels, sites, codes, image_shape, out
+            )
         points, axis_labels = _project_2d(codes.cpu().numpy())
         y = None if labels is None else labels[: len(x)].cpu().numpy()
         written.append(
@@ -102,17 +108,18 @@ def write_figures(
     return written
 
 
-def _samples(model, x, sites, image_shape, path) -> Path:
-    rows = x[:1].expand(64, -1)
-    means = views.prior_means(model, (rows,), sites)
+def _samples(model, inputs, sites, image_shape, path) -> Path:
+    means = views.prior_means(model, views.repeat_first(inputs, 64), sites)
     return figures.save_image_grid(
         _images(means, image_shape), path, ncols=8, title="E[x | z], z ~ p(z)"
     )
 
 
-def _image_views(model, guide, x, labels, sites, codes, image_shape, out) -> list[Path]:
+def _image_views(model, guide, inputs, labels, sites, codes, image_shape, out) -> list[Path]:
+    """Reconstructions, traversals and interpolations; ``inputs``: (x, *args)."""
     written = []
-    recon = views.reconstruct(model, guide, (x[:20],), sites)
+    x, *args = inputs
+    recon = views.reconstruct(model, guide, tuple(a[:20] for a in inputs), sites)
     written.append(
         figures.save_reconstructions(
             _images(x[:20], image_shape), _images(recon, image_shape), out / "reconstructions.png"
@@ -120,7 +127,7 @@ def _image_views(model, guide, x, labels, sites, codes, image_shape, out) -> lis
     )
     dims = views.active_dims(codes, min(8, codes.shape[1]))
     values = torch.linspace(-3, 3, 9, dtype=codes.dtype, device=codes.device)
-    grid = views.traversals(model, x, sites, codes[0], dims, values)
+    grid = views.traversals(model, x, sites, codes[0], dims, values, args=tuple(args))
     written.append(
         figures.save_traversals(
             _images(grid.reshape(-1, grid.shape[-1]), image_shape).reshape(
@@ -134,7 +141,9 @@ def _image_views(model, guide, x, labels, sites, codes, image_shape, out) -> lis
     )
     starts, ends = _pairs(labels, len(x), 6)
     if starts:
-        path = views.interpolations(model, x, sites, codes[starts], codes[ends], steps=10)
+        path = views.interpolations(
+            model, x, sites, codes[starts], codes[ends], steps=10, args=tuple(args)
+        )
         written.append(
             figures.save_traversals(
                 _images(path.reshape(-1, path.shape[-1]), image_shape).reshape(

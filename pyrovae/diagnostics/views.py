@@ -104,30 +104,45 @@ def traversals(
     base: torch.Tensor,
     dims: list[int],
     values: torch.Tensor,
+    args: tuple[torch.Tensor, ...] = (),
 ) -> torch.Tensor:
     """Decoded means (len(dims), S, D): latent ``dims[r]`` set to each of ``values`` (S,).
 
-    The other coordinates stay at ``base`` (L,), e.g. one image's posterior mean.
+    The other coordinates stay at ``base`` (L,), e.g. one image's posterior mean. Every
+    draw takes the programs' arguments of the first example: x's row, and of ``args``
+    (further arguments (N, ...) after x) the first row.
     """
     s = len(values)
     z = base.expand(len(dims), s, -1).clone()
     for r, d in enumerate(dims):
         z[r, :, d] = values
     flat = z.reshape(len(dims) * s, -1)
-    args = (x[:1].expand(len(flat), -1),)
-    return decode_mean(model, args, sites, flat).reshape(len(dims), s, -1)
+    rows = repeat_first((x, *args), len(flat))
+    return decode_mean(model, rows, sites, flat).reshape(len(dims), s, -1)
 
 
 @torch.no_grad()
 def interpolations(
-    model: Callable, x: torch.Tensor, sites: Sites, z0: torch.Tensor, z1: torch.Tensor, steps: int
+    model: Callable,
+    x: torch.Tensor,
+    sites: Sites,
+    z0: torch.Tensor,
+    z1: torch.Tensor,
+    steps: int,
+    args: tuple[torch.Tensor, ...] = (),
 ) -> torch.Tensor:
-    """Decoded means (P, steps, D) along straight lines from z0 (P, L) to z1 (P, L)."""
+    """Decoded means (P, steps, D) along straight lines from z0 (P, L) to z1 (P, L), each
+    with the programs' arguments of the first example (as :func:`traversals`)."""
     t = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[None, :, None]
     z = (1 - t) * z0[:, None] + t * z1[:, None]  # (P, steps, L)
     flat = z.reshape(-1, z.shape[-1])
-    args = (x[:1].expand(len(flat), -1),)
-    return decode_mean(model, args, sites, flat).reshape(*z.shape[:2], -1)
+    rows = repeat_first((x, *args), len(flat))
+    return decode_mean(model, rows, sites, flat).reshape(*z.shape[:2], -1)
+
+
+def repeat_first(args: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
+    """The first example's arguments repeated for ``n`` rows: each (N, ...) -> (n, ...)."""
+    return tuple(a[:1].expand(n, *a.shape[1:]) for a in args)
 
 
 def active_dims(codes: torch.Tensor, k: int) -> list[int]:

@@ -14,6 +14,7 @@ The library (models, guides, infer, diagnostics) never imports this package.
 from .config import TrainConfig
 from .evaluation import evaluate
 from .recipe import Recipe
+from .recipes.factory import FactoryData
 from .record import Run, RunError
 from .registry import RECIPES, config_for, recipe_for
 from .reopen import load_run, plot, sample
@@ -21,6 +22,7 @@ from .training import train
 
 __all__ = [
     "RECIPES",
+    "FactoryData",
     "Recipe",
     "Run",
     "RunError",

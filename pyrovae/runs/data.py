@@ -60,11 +60,13 @@ def describe(data: DataSplits) -> str:
     return (
         f"data: {data.name}, {len(data.train_x)} train / {len(data.test_x)} test examples "
         f"of dimension {data.input_dim}"
-    )
+    ) + (f", with {len(data.train_args)} further model argument(s)" if data.train_args else "")
 
 
 def save_splits(path: str | Path, data: DataSplits) -> Path:
-    """Write the splits as a pickle-free ``.npz``, atomically."""
+    """Write the splits as a pickle-free ``.npz``, atomically: ``train_x``, ``test_x``, the
+    labels, lengths and image shape where there are any, and the programs' further
+    arguments as ``train_args_0``, ``test_args_0``, ... (numeric or boolean arrays)."""
     arrays = {"train_x": data.train_x.cpu().numpy(), "test_x": data.test_x.cpu().numpy()}
     for key in ("train_y", "test_y", "train_lengths", "test_lengths"):
         value = getattr(data, key)
@@ -72,6 +74,9 @@ def save_splits(path: str | Path, data: DataSplits) -> Path:
             arrays[key] = value.cpu().numpy()
     if data.image_shape is not None:
         arrays["image_shape"] = np.asarray(data.image_shape, dtype=np.int64)
+    for split in ("train", "test"):  # the programs' further arguments, each as it is
+        for i, arg in enumerate(getattr(data, f"{split}_args")):
+            arrays[f"{split}_args_{i}"] = arg.detach().cpu().numpy()
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -89,6 +94,11 @@ def load_splits(path: str | Path, name: str) -> DataSplits:
         return torch.from_numpy(arrays[key]) if key in arrays else None
 
     shape = arrays.get("image_shape")
+    count = sum(1 for key in arrays if key.startswith("train_args_"))
+    args = {
+        split: tuple(torch.from_numpy(arrays[f"{split}_args_{i}"]) for i in range(count))
+        for split in ("train", "test")
+    }
     return DataSplits(
         name,
         tensor("train_x"),
@@ -98,6 +108,8 @@ def load_splits(path: str | Path, name: str) -> DataSplits:
         tuple(int(v) for v in shape) if shape is not None else None,
         train_lengths=tensor("train_lengths"),
         test_lengths=tensor("test_lengths"),
+        train_args=args["train"],
+        test_args=args["test"],
     )
 
 

@@ -1,8 +1,9 @@
 """A recipe's test inputs: the arguments its programs take after the data plate's rows.
 
 Most families take one tensor x (N, D); the sequence models take (x, lengths), x (N, T, D)
-and lengths (N,). :data:`Inputs` is either, and these helpers treat both alike, so that the
-orchestration never assumes flat rows.
+and lengths (N,); a factory whose data have further arguments (x, *args), each (N, ...).
+:data:`Inputs` is either form, and these helpers treat both alike, so that the orchestration
+never assumes flat rows.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from ..infer import LogMarginal
 from .config import NoOptions, TrainConfig
 from .data import describe, load_data, with_shape
 from .estimates import importance_report, importance_rows
-from .inputs import Inputs
+from .inputs import Inputs, as_args
 from .limits import check_sample_count
 from .record import Run, RunError
 
@@ -223,12 +223,15 @@ class Recipe:
         return run
 
     def figures(self, run: Run, out_dir: Path) -> list[Path]:
-        """Write the run's figures into ``out_dir``; return their paths."""
+        """Write the run's figures into ``out_dir``; return their paths. The programs take
+        the test rows x and, where the data have them, their further arguments."""
+        x, *args = as_args(run.test_inputs())
         return write_figures(
             run.model,
             run.guide,
-            run.test_inputs(),
+            x,
             out_dir,
+            args=tuple(args),
             labels=run.data.test_y,
             image_shape=run.data.image_shape,
             history=run.history,
@@ -236,11 +239,16 @@ class Recipe:
         )
 
     def draw(self, run: Run, n: int) -> tuple[np.ndarray, str]:
-        """``n`` images from the model (flattened, (n, D)) and a title; seeded by the caller."""
-        x = run.test_inputs()
-        sites = views.find_sites(run.model, run.guide, (x[:8],))
-        means = views.prior_means(run.model, (x[:1].expand(n, -1),), sites)
-        return means.cpu().numpy(), f"{n} samples: E[x | z], z ~ p(z)"
+        """``n`` images from the model (flattened, (n, D)) and a title; seeded by the caller.
+        Programs with further arguments after x (a mask, a covariate) are given the first
+        test example's for every draw: they cannot be drawn from the model."""
+        inputs = as_args(run.test_inputs())
+        sites = views.find_sites(run.model, run.guide, tuple(a[:8] for a in inputs))
+        means = views.prior_means(run.model, views.repeat_first(inputs, n), sites)
+        title = f"{n} samples: E[x | z], z ~ p(z)"
+        if len(inputs) > 1:
+            title += ", with the model arguments of test example 0"
+        return means.cpu().numpy(), title
 
     def write_samples(self, run: Run, n: int, path: Path) -> Path:
         """``pyrovae sample``: ``n`` draws of :meth:`draw` as a grid of images at ``path``

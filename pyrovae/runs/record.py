@@ -103,7 +103,8 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 EVAL = "eval.json"
 FIGURES = "figures"
-#: Where a run keeps data that no dataset name reloads (what a factory returned).
+#: Where a run keeps data that no dataset name reloads (what a factory returned: x, labels
+#: and the programs' further arguments, split; :func:`~pyrovae.runs.data.save_splits`).
 DATA_COPY = "factory_data.npz"
 
 
@@ -117,8 +118,8 @@ class Run:
 
     ``test_x`` holds the test inputs as the model sees them (binarized once, with a fixed
     seed, where the recipe binarizes): a tensor, or a tuple of the programs' arguments (the
-    sequence models' (x, lengths)); ``notes`` what the recipe recorded about the run (e.g.
-    the epoch it selected)."""
+    sequence models' (x, lengths), a factory's (x, *args)); ``notes`` what the recipe
+    recorded about the run (e.g. the epoch it selected)."""
 
     path: Path
     config: TrainConfig
