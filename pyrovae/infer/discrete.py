@@ -35,9 +35,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ..rng import initialised_cuda_devices
 from .importance import traced_nesting
 from .modes import evaluated
-
-#: The plate of the examples, as every pyrovae program names it.
-DATA = "data"
+from .weights import find_data_plate, named_data_plate
 
 Args = tuple[Any, ...]
 
@@ -50,6 +48,7 @@ def assign(
     temperature: int = 0,
     *,
     batch_size: int = 1000,
+    data_plate: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """argmax_c p(c | x, z) (temperature 0) or c ~ p(c | x, z) (1) for every enumerated site.
 
@@ -68,6 +67,9 @@ def assign(
             (None entries are passed through).
         temperature: 0 for the MAP, 1 for a posterior draw.
         batch_size: rows per pass; every chunk is an independent call of the programs.
+        data_plate: the plate over the examples where several plates of the batch's size
+            hold every observation (found otherwise, whatever its name:
+            :func:`~pyrovae.infer.weights.find_data_plate`).
 
     Returns:
         ``{site name: values (N, ...)}`` for every site the guide enumerates, then every site the
@@ -88,7 +90,9 @@ def assign(
     args = x if isinstance(x, tuple) else (x,)
     n = _num_rows(args)
     with torch.no_grad():
-        nesting, by_model, by_guide = _probe(model, guide, _rows(args, 0, 1))
+        probe = _rows(args, 0, min(n, 2))
+        plate = named_data_plate(model, data_plate)
+        nesting, by_model, by_guide, plate = _probe(model, guide, probe, plate)
         values: dict[str, list[torch.Tensor]] = {name: [] for name in by_guide + by_model}
         for chunk in _chunks(args, n, batch_size):
             with poutine.block():
@@ -105,7 +109,8 @@ def assign(
                     )
                     trace = poutine.trace(program).get_trace(*chunk)
             for name, parts in values.items():
-                parts.append(_per_example((guide_trace if name in by_guide else trace).nodes[name]))
+                site = (guide_trace if name in by_guide else trace).nodes[name]
+                parts.append(_per_example(site, plate))
     return {name: torch.cat(parts) for name, parts in values.items()}
 
 
@@ -159,17 +164,20 @@ def mode(fn: Any, name: str = "?") -> torch.Tensor:
     return support.gather(0, index).squeeze(0)
 
 
-def _probe(model: Callable, guide: Callable, args: Args) -> tuple[int, list[str], list[str]]:
-    """Trace the guide and the model replayed on it, for the first row only and off the
+def _probe(
+    model: Callable, guide: Callable, args: Args, data_plate: str | None = None
+) -> tuple[int, list[str], list[str], str]:
+    """Trace the guide and the model replayed on it, for the first rows only and off the
     caller's random streams: the plate nesting (max -frame.dim over vectorized frames, as
     Pyro's ELBOs guess it), the sites the model enumerates (marked there, absent from the
-    guide) and those the guide enumerates, each in program order.
+    guide) and those the guide enumerates, each in program order, and the data plate's name.
     """
     with torch.random.fork_rng(devices=initialised_cuda_devices()), poutine.block():
         guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args))
         replayed = poutine.replay(model, trace=guide_trace)
         model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
     nesting = traced_nesting(model_trace, guide_trace)
+    plate = find_data_plate(model_trace, _num_rows(args), data_plate)
     by_guide = [
         name
         for name, site in _latents(guide_trace)
@@ -187,15 +195,15 @@ def _probe(model: Callable, guide: Callable, args: Args) -> tuple[int, list[str]
                 f"the model marks site {name!r} infer={{'enumerate': 'sequential'}}; "
                 "infer_discrete enumerates in parallel: mark it infer={'enumerate': 'parallel'}"
             )
-        if not any(frame.name == DATA for frame in site["cond_indep_stack"]):
+        if not any(frame.name == plate for frame in site["cond_indep_stack"]):
             raise ValueError(
-                f"the enumerated site {name!r} is outside pyro.plate('data'): it is not one "
+                f"the enumerated site {name!r} is outside pyro.plate({plate!r}): it is not one "
                 "value per example, and assign answers per example; sample it inside "
-                "pyro.plate('data', N)"
+                f"pyro.plate({plate!r}, N)"
             )
     if not by_model and not by_guide:
         raise ValueError(_nothing_enumerated(model_trace, guide_trace))
-    return nesting, by_model, by_guide
+    return nesting, by_model, by_guide, plate
 
 
 def _latents(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
@@ -246,7 +254,7 @@ def _chunks(args: Args, n: int, batch_size: int) -> Iterator[Args]:
         yield _rows(args, start, start + batch_size)
 
 
-def _per_example(site: dict) -> torch.Tensor:
+def _per_example(site: dict, plate: str) -> torch.Tensor:
     """A site's value with the data plate's dimension first: (B, ...).
 
     The value broadcasts to the site's batch_shape + event_shape (leading enumeration dims
@@ -257,7 +265,7 @@ def _per_example(site: dict) -> torch.Tensor:
     if extra > 0:
         value = value.reshape(value.shape[extra:])
     value = value.expand(torch.broadcast_shapes(value.shape, shape))
-    frame = next(f for f in site["cond_indep_stack"] if f.name == DATA)
+    frame = next(f for f in site["cond_indep_stack"] if f.name == plate)
     return value.movedim(frame.dim - len(fn.event_shape), 0)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,13 +26,14 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
-from ..errors import TrainingDiverged
+from ..errors import TrainingDiverged, user_stacklevel
 from ..ranks import shared_seed
 from ..rng import initialised_cuda_devices
 from .batches import Data, SequenceData, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
+from .importance import vectorizable
 from .modes import evaluated, program_mode
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
@@ -161,7 +163,8 @@ class Trainer:
             ``"elbo"``, ``"meanfield"``, ``"enum"``, ``"iwae"`` or a ``pyro.infer.ELBO``.
             The pair is checked against pyrovae's contract on the first batch
             (:func:`~pyrovae.infer.program.check_program`) before anything trains.
-        num_particles: samples per example in the training estimate (vectorized); K of IWAE.
+        num_particles: samples per example in the training estimate (vectorized where the
+            program allows it, else one after another with a warning); K of IWAE.
         dreg: doubly reparameterised guide gradients for ``"iwae"`` (Tucker et al. 2019).
         transform: applied to each training batch's x, e.g. dynamic binarization.
         seed: seeds Pyro/torch/numpy and the data order; None leaves the RNG as it is.
@@ -276,7 +279,21 @@ class Trainer:
         #: The objective trained with: a name of OBJECTIVES ("auto" resolved) or an ELBO.
         self.objective = objective
         nesting = self.program.nesting
-        self.elbo = make_objective(objective, num_particles, dreg, nesting)
+        vectorize = True
+        if num_particles > 1 and isinstance(objective, str):
+            peek = self.batches.peek()
+            vectorize = vectorizable(
+                self._eval_model, guide, peek, nesting, data_plate=self.program.data_plate
+            )
+            if not vectorize and objective != "iwae":
+                warnings.warn(
+                    f"fit: the program cannot run its {num_particles} particles in one "
+                    "vectorized plate (it indexes or reshapes in a way a particle dimension "
+                    f"breaks), so each step runs them one at a time: {num_particles} passes "
+                    "per step instead of one. Index with pyro.ops.indexing.Vindex to vectorize",
+                    stacklevel=user_stacklevel(),
+                )
+        self.elbo = make_objective(objective, num_particles, dreg, nesting, vectorize)
         # The test ELBO: unweighted, one particle, the plain ELBO for IWAE (or the user's ELBO).
         self.test_elbo = evaluation_objective(objective, nesting)
         self.test_data = test_data

@@ -34,9 +34,12 @@ def make_objective(
     num_particles: int = 1,
     dreg: bool = False,
     max_plate_nesting: int | None = None,
+    vectorize: bool = True,
 ) -> ELBO:
     """An ELBO instance from a name in :data:`~pyrovae.infer.objectives.OBJECTIVES`, or the instance
-    given; ``max_plate_nesting`` (known from a checked program) spares Pyro's guess."""
+    given; ``max_plate_nesting`` (known from a checked program) spares Pyro's guess.
+    ``vectorize`` False runs several particles one after another (Pyro's
+    ``vectorize_particles=False``), for programs that cannot take a particle dimension."""
     if isinstance(objective, ELBO):
         return objective
     if objective == "auto":
@@ -52,12 +55,18 @@ def make_objective(
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
     if objective == "iwae":
+        if not vectorize and num_particles > 1:
+            raise ValueError(
+                "the importance-weighted bound weighs its particles in one vectorized plate, and "
+                "this program cannot run in one (plain indexing such as locs[assignment]); index "
+                "with pyro.ops.indexing.Vindex, or train with objective='elbo' or 'enum'"
+            )
         return IWAE_ELBO(num_particles=num_particles, dreg=dreg)
     if dreg:
         raise ValueError("dreg=True goes with the 'iwae' objective")
     nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
     return OBJECTIVES[objective](
-        num_particles=num_particles, vectorize_particles=num_particles > 1, **nesting
+        num_particles=num_particles, vectorize_particles=vectorize and num_particles > 1, **nesting
     )
 
 

@@ -19,8 +19,9 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.nn import PyroModule, PyroParam
 
 from pyrovae import fit, log_marginal
-from pyrovae.infer import Trainer, evaluate_elbo
+from pyrovae.infer import Trainer, assign, evaluate_elbo
 from pyrovae.infer.importance import log_importance_weights
+from pyrovae.infer.program import check_program
 
 PARALLEL = {"enumerate": "parallel"}
 
@@ -83,6 +84,34 @@ def test_a_masked_enumerated_hmm_gives_the_forward_algorithm_per_sequence():
     pyro_total = -TraceEnum_ELBO(max_plate_nesting=2).loss(hmm, empty_guide, y, lengths)
     assert math.isclose(float(result.log_likelihood.sum()), pyro_total, rel_tol=1e-10)
     assert float(result.stderr.max()) == 0.0  # every latent summed: nothing sampled
+
+
+def viterbi(y, length, steps, probs_x=PROBS_X, probs_y=PROBS_Y):
+    """The MAP path of one sequence over all ``steps`` (emissions only before its length)."""
+    score = torch.log(torch.nn.functional.one_hot(torch.tensor(0), K).double())
+    back = []
+    for t in range(steps):
+        candidates = score[:, None] + probs_x.log()  # (previous, next)
+        back.append(candidates.argmax(0))
+        score = candidates.max(0).values
+        if t < length:
+            score = score + dist.Bernoulli(probs_y).log_prob(y[t]).sum(-1)
+    path = [int(score.argmax())]
+    for pointers in reversed(back[1:]):
+        path.append(int(pointers[path[-1]]))
+    return path[::-1]
+
+
+def test_assign_gives_the_viterbi_path_of_a_masked_hmm_in_its_own_data_plate():
+    """Pyro's infer_discrete masks every factor of a masked step, the states' own included,
+    so a sequence's path is its Viterbi path over its own steps; past its length the states
+    carry no information (Pyro gives them ties)."""
+    y, lengths = tone_data()
+    paths = assign(hmm, empty_guide, (y, lengths))
+    for i in range(len(y)):
+        length = int(lengths[i])
+        expected = viterbi(y[i], length, length)
+        assert [int(paths[f"x_{t}"][i]) for t in range(length)] == expected
 
 
 def hmm_with_priors(sequences, lengths):
@@ -384,6 +413,17 @@ def test_an_ambiguous_data_plate_is_refused_and_data_plate_settles_it():
         expected = dist.Normal(0.0, 1.0).log_prob(x).sum(axis)
         torch.testing.assert_close(result.log_likelihood, expected)
 
+    # A model names it with an attribute (how a CLI factory's model says it), and fit reads it.
+    def named(x):
+        two_plates(x)
+
+    named.data_plate = "columns"
+    result = log_marginal(named, empty_guide, x, num_samples=2, progress=False)
+    torch.testing.assert_close(result.log_likelihood, dist.Normal(0.0, 1.0).log_prob(x).sum(0))
+    with pytest.raises(ValueError, match="ambiguous"):
+        check_program(two_plates, empty_guide, (x,))
+    assert check_program(named, empty_guide, (x,)).data_plate == "columns"
+
 
 # --- a discrete latent Pyro cannot learn without a guide ----------------------------------
 
@@ -459,6 +499,38 @@ def test_a_program_that_breaks_in_a_particle_plate_runs_its_particles_one_at_a_t
         result = log_marginal(model, guide, x, num_samples=6, progress=False)
     assert result.log_likelihood.shape == (3,)
     assert torch.isfinite(result.log_likelihood).all()
+
+    # fit: one particle runs as Pyro's ELBOs run it; three run one after another, said so.
+    class Guide(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.center = PyroParam(torch.tensor([-1.0, 1.0]))
+
+        def forward(self, x):
+            pyro.sample("loc", dist.Normal(self.center, 0.1).to_event(1))
+
+    fit(model, Guide(), x, epochs=2, progress=False)
+    with pytest.warns(UserWarning, match="one at a time"):
+        trainer = Trainer(model, Guide(), x, num_particles=3, progress=False)
+    assert trainer.elbo.num_particles == 3 and not trainer.elbo.vectorize_particles
+    trainer.run(2)
+
+    def reshaping_model(x):  # z.reshape(x.shape): no room for a particle dim
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z.reshape(x.shape), 1.0), obs=x)
+
+    class LocalGuide(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.shift = PyroParam(torch.tensor(0.0))
+
+        def forward(self, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(x / 2 + self.shift, 0.7))
+
+    with pytest.raises(ValueError, match="cannot run in one"):
+        Trainer(reshaping_model, LocalGuide(), x, num_particles=3, objective="iwae", progress=False)
     # Each particle's weight is that of the program run alone: the mixture at its own loc.
     pyro.set_rng_seed(2)
     alone = log_marginal(model, guide, x, num_samples=1, progress=False).log_likelihood
