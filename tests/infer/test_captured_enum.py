@@ -7,6 +7,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from hmm import HMM
+from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from pyro.nn import PyroModule
 from sklearn.datasets import load_digits
@@ -157,3 +158,81 @@ def test_training_with_the_captured_enum_loss_matches_eager_training(name):
             assert trainer.loss.enabled and all(g is not None for g in trainer.loss.graphs.values())
         histories.append(trainer.history.column("train_elbo"))
     assert histories[0] == pytest.approx(histories[1], rel=1e-4)
+
+
+@pytest.mark.parametrize("scale", [0.25, 3.0])
+def test_a_scaled_enumerated_program_is_captured_and_replays_pyros_loss(scale):
+    """A Gaussian mixture (c enumerated by the model) under a float poutine.scale, as a
+    subsampled data plate scales it (N / B): the graph is captured, with no fallback to
+    eager steps (no reason recorded), and replays Pyro's scaled loss and gradients."""
+    model, guide = mixture_pair()
+    scaled = poutine.scale(model, scale=scale)
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    loss = CapturedLoss(elbo, scaled, guide, [model])
+    loss(x)  # Pyro's step, then capture and check
+    assert not loss.reasons, loss.reasons
+    (graph,) = loss.graphs.values()
+    assert graph is not None
+    want = elbo.differentiable_loss(scaled, guide, x)
+    got = loss(x)
+    unscaled = elbo.differentiable_loss(model, guide, x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(want, scale * unscaled, rtol=1e-6, atol=1e-5)
+    grads = [torch.autograd.grad(v, loss._params) for v in (got, want)]
+    for g, w in zip(*grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+class GlobalShiftModel(PyroModule):
+    """g ~ N(0, 1) global, c ~ Cat(0.3, 0.7), x ~ N(g + c + shift, 1) per row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        g = pyro.sample("g", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(torch.tensor([0.3, 0.7])))
+            pyro.sample("x", dist.Normal(g + c + self.shift, 1.0), obs=x)
+
+
+class SequentialClassGuide(PyroModule):
+    """q(g) = N(loc, 1); q(c) = Cat(softmax(logits)) enumerated sequentially in the plate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor(0.2))
+        self.logits = torch.nn.Parameter(torch.tensor([0.1, -0.4]))
+
+    def forward(self, x):
+        pyro.sample("g", dist.Normal(self.loc, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample(
+                "c", dist.Categorical(logits=self.logits), infer={"enumerate": "sequential"}
+            )
+
+
+def test_a_sequentially_enumerated_guide_site_is_captured_with_its_weight():
+    """c enumerated sequentially by the guide: one trace per value, so the global site's
+    cost, outside c's plate, is counted in each and weighted 1 / 2 (Pyro's Dice). The graph
+    is captured with no fallback and replays Pyro's loss and gradients."""
+    model, guide = GlobalShiftModel(), SequentialClassGuide()
+    x = torch.randn(40, generator=torch.Generator().manual_seed(0)) + 0.5
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    loss = CapturedLoss(elbo, model, guide, [model, guide])
+    loss(x)  # Pyro's step, then capture and check
+    assert not loss.reasons, loss.reasons
+    (graph,) = loss.graphs.values()
+    assert graph is not None
+    for seed in range(2):
+        values = []
+        for run in (lambda: elbo.differentiable_loss(model, guide, x), lambda: loss(x)):
+            torch.manual_seed(seed)
+            value = run()
+            values.append((value.detach(), torch.autograd.grad(value, loss._params)))
+        (want, want_grads), (got, got_grads) = values
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
