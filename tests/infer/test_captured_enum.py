@@ -12,11 +12,11 @@ from pyro.infer import TraceEnum_ELBO
 from pyro.nn import PyroModule
 from sklearn.datasets import load_digits
 
-from pyrovae.guides import SSVAEGuide
+from pyrovae.guides import GaussianEncoder, SSVAEGuide
 from pyrovae.infer import SemiSupervisedELBO, Trainer
 from pyrovae.infer.captured import CapturedLoss
-from pyrovae.infer.enum_loss import traceenum_elbo_loss
-from pyrovae.models import SSVAE, GaussianMixture
+from pyrovae.infer.enum_loss import common_scale, traceenum_elbo_loss
+from pyrovae.models import SSVAE, GaussianMixture, MixturePriorVAE
 from pyrovae.models.mixture import empty_guide
 
 PARALLEL = {"enumerate": "parallel"}
@@ -236,3 +236,43 @@ def test_a_sequentially_enumerated_guide_site_is_captured_with_its_weight():
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
         for g, w in zip(got_grads, want_grads, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_the_mixture_vae_under_kl_warm_up_is_captured_and_reads_the_weight():
+    """c enumerated by the model, every latent scaled by the warm-up weight, a tensor (0.5,
+    then 1): Pyro's check of one common scale reads it back, the captured loss does not. The
+    graph captured in the first epoch is replayed in the second, with no fallback, and gives
+    Pyro's loss at each epoch's weight."""
+    torch.manual_seed(3)
+    model = MixturePriorVAE(12, 3, 2, (8,), covariance="diag")
+    guide = GaussianEncoder(12, 2, (8,))
+    x = (torch.rand(32, 12, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    trainer = Trainer(model, guide, x, batch_size=32, kl_warmup=1, seed=0, progress=False)
+    graphs = []
+    for epochs, weight in ((1, 0.5), (2, 1.0)):
+        trainer.run(epochs)
+        assert trainer.history[-1]["kl_weight"] == weight
+        assert trainer.loss.enabled and not trainer.loss.reasons, trainer.loss.reasons
+        graphs += list(trainer.loss.graphs.values())
+        values = []
+        for run in (
+            lambda: trainer.elbo.differentiable_loss(trainer._model, trainer._guide, x),
+            lambda: trainer.loss(x),
+        ):
+            torch.manual_seed(epochs)
+            values.append(run().detach())
+        torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-4)
+    assert graphs[0] is not None and graphs[0] is graphs[1]
+
+
+def test_the_common_scale_of_enumerated_sites_is_checked_without_reading_tensors():
+    weight = torch.tensor(0.5)
+    assert common_scale([2.0, 2.0]) == 2.0
+    assert common_scale([weight * 1.0, weight * 1.0]) == 0.5
+    for scales, message in (
+        ([1.0, 2.0], "share a common poutine.scale"),
+        ([1.0, weight], "share a common poutine.scale"),
+        ([torch.ones(3)], "only supports scalar"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            common_scale(scales)
