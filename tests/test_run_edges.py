@@ -141,6 +141,29 @@ def test_tiny_test_sets_get_their_figures(tmp_path, recwarn):
     assert not [w for w in recwarn if "degrees of freedom" in str(w.message)]
 
 
+def test_a_checkpoint_whose_keys_do_not_fit_the_model_is_refused_in_one_line(
+    run_dir, tmp_path, capsys
+):
+    """A decoder weight renamed, missing, or an unknown tensor beside them: reopening the
+    run must not evaluate or draw a randomly initialised decoder and exit 0."""
+    for damage in ("renamed", "missing", "extra"):
+        out = tmp_path / damage
+        shutil.copytree(run_dir, out)
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        weights = state["model"]
+        key = next(k for k in weights if k.startswith("decoder") and k.endswith("weight"))
+        value = weights.pop(key) if damage != "extra" else weights[key]
+        if damage != "missing":
+            weights[key.replace("decoder", "renamed_decoder")] = value
+        torch.save(state, out / "checkpoint.pt")
+        for args in (["evaluate", str(out), "--num-samples", "2", "--quiet"], ["plot", str(out)]):
+            assert main(args) == 2, (damage, args)
+            err = one_line_error(capsys)
+            assert "does not fit the model that config.json describes" in err, err
+            assert "mixed or damaged" in err
+        assert not (out / "eval.json").exists() and not (out / "figures").exists()
+
+
 def test_evaluate_refuses_batch_size_zero(run_dir, capsys):
     args = ["evaluate", str(run_dir), "--num-samples", "5", "--quiet", "--batch-size", "0"]
     assert main(args) == 2

@@ -28,7 +28,9 @@ What is captured:
   any program with enumerated sites) and the semi-supervised ELBO: Pyro's traces, its
   contraction of the model's enumerated sites and its Dice factors, with the one
   data-dependent branch of Pyro's Dice (``mask.all()`` before dropping the entries of
-  probability 0) replaced by an equal ``where`` (:mod:`~pyrovae.infer.enum_loss`).
+  probability 0) replaced by an equal ``where``, and its check that the summed sites share
+  one scale done without reading a tensor scale back (a KL warm-up's weight on a mixture
+  prior), :mod:`~pyrovae.infer.enum_loss`.
 - Any other ELBO (IWAE, a user's own): its own ``differentiable_loss``, where that runs
   without reading values back to Python.
 

@@ -15,13 +15,18 @@ checking ``mask.all()`` in Python, a data-dependent branch that stops a graph ca
 :func:`traceenum_elbo_loss` computes the same number with
 ``sum_i P(i) * where(P(i) > 0, c(i), 0)``: equal in value, and in gradient (both forms pass
 no gradient to c where P is 0, and a zero one to P there), with the same tensor operations
-on every call. Everything else (the traces, the enumeration, the model-side contraction and
-the Dice factors) is Pyro's own code.
+on every call. Pyro's check that the sites it sums together share one scale reads each
+scale back with ``float``; :func:`model_factors`, Pyro's ``_compute_model_factors`` line for
+line, compares Python numbers as Pyro does and takes a tensor scale (the Trainer's KL warm-up
+weight) unread: Pyro's own eager steps, which check a graph when it is captured and at every
+epoch, run Pyro's check. Everything else (the traces, the enumeration, the model-side
+contraction and the Dice factors) is Pyro's own code.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +34,7 @@ import torch
 from opt_einsum import shared_intermediates
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import TraceEnum_ELBO
-from pyro.infer.traceenum_elbo import _compute_model_factors
+from pyro.infer.traceenum_elbo import _check_model_guide_enumeration_constraint, _find_ordinal
 from pyro.infer.util import Dice, _fulldot
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
@@ -83,12 +88,82 @@ class BranchFreeDice(Dice):
         return expected_cost
 
 
+def common_scale(scales: list) -> Any:
+    """The one scale of the sites summed together, as Pyro's ``_get_common_scale`` without
+    reading a tensor: numbers must be equal; tensor scales are taken as given (a tensor among
+    numbers cannot be compared unread, and is refused: the loss then runs eagerly).
+
+    Raises:
+        ValueError: a scale with dimensions, unequal numbers, or numbers and tensors mixed.
+    """
+    tensors = [s for s in scales if isinstance(s, torch.Tensor)]
+    if any(t.dim() for t in tensors):
+        raise ValueError("enumeration only supports scalar poutine.scale")
+    numbers = {float(s) for s in scales if not isinstance(s, torch.Tensor)}
+    if len(numbers) > 1 or (numbers and tensors):
+        raise ValueError(
+            "Expected all enumerated sample sites to share a common poutine.scale, but found "
+            f"{len(numbers)} different numbers and {len(tensors)} tensors"
+        )
+    return scales[0]
+
+
+def model_factors(model_trace: Any, guide_trace: Any) -> tuple:
+    """Pyro's ``_compute_model_factors`` (Pyro 1.9) with :func:`common_scale`: (marginal
+    costs, log-factors of the sites to sum out, ordinals, the dims to sum, their scale)."""
+    ordering = {
+        name: _find_ordinal(trace, site)
+        for trace in (model_trace, guide_trace)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+    }
+    cost_sites: OrderedDict = OrderedDict()
+    enum_sites: OrderedDict = OrderedDict()
+    enum_dims: set = set()
+    non_enum_dims = set().union(*ordering.values())
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample":
+            if name in guide_trace.nodes:
+                cost_sites.setdefault(ordering[name], []).append(site)
+                non_enum_dims.update(guide_trace.nodes[name]["packed"]["log_prob"]._pyro_dims)
+            elif site["infer"].get("_enumerate_dim") is None:
+                cost_sites.setdefault(ordering[name], []).append(site)
+            else:
+                enum_sites.setdefault(ordering[name], []).append(site)
+                enum_dims.update(site["packed"]["log_prob"]._pyro_dims)
+    enum_dims -= non_enum_dims
+    log_factors: OrderedDict = OrderedDict()
+    if not enum_sites:
+        marginal_costs = OrderedDict(
+            (t, [site["packed"]["log_prob"] for site in sites_t])
+            for t, sites_t in cost_sites.items()
+        )
+        return marginal_costs, log_factors, ordering, enum_dims, 1
+    _check_model_guide_enumeration_constraint(enum_sites, guide_trace)
+    marginal_costs = OrderedDict()
+    scales = []
+    for t, sites_t in cost_sites.items():
+        for site in sites_t:
+            if enum_dims.isdisjoint(site["packed"]["log_prob"]._pyro_dims):
+                marginal_costs.setdefault(t, []).append(site["packed"]["log_prob"])
+            else:  # depends on an enumerated site: mask inside, scale outside the sum
+                if "masked_log_prob" not in site["packed"]:
+                    site["packed"]["masked_log_prob"] = packed.scale_and_mask(
+                        site["packed"]["unscaled_log_prob"], mask=site["packed"]["mask"]
+                    )
+                log_factors.setdefault(t, []).append(site["packed"]["masked_log_prob"])
+                scales.append(site["scale"])
+    for t, sites_t in enum_sites.items():
+        for site in sites_t:
+            log_factors.setdefault(t, []).append(site["packed"]["unscaled_log_prob"])
+            scales.append(site["scale"])
+    return marginal_costs, log_factors, ordering, enum_dims, common_scale(scales)
+
+
 def dice_elbo(model_trace: Any, guide_trace: Any) -> torch.Tensor | float:
     """One particle's ELBO from packed traces: Pyro's ``_compute_dice_elbo`` with
     :class:`BranchFreeDice`."""
-    marginal_costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(
-        model_trace, guide_trace
-    )
+    marginal_costs, log_factors, ordering, sum_dims, scale = model_factors(model_trace, guide_trace)
     if log_factors:
         dim_to_size: dict = {}
         for terms in log_factors.values():

@@ -242,6 +242,35 @@ def test_guide_and_model_enumeration_together():
     assert torch.equal(out["y"], y) and torch.equal(out["c"], c)
 
 
+@pytest.mark.parametrize("n", [7, 3])
+def test_a_guide_enumerated_one_hot_class_comes_out_one_row_per_example(n):
+    """y ~ OneHotCategorical(softmax(x_n w)) enumerated by the guide, C = 3 classes: the MAP
+    is one_hot(argmax_y q(y | x_n)) of shape (N, C), with N = 7 and N = C = 3 (where (C, N)
+    would have the right shape and the wrong rows); draws are one-hot rows (N, C)."""
+    w = torch.tensor([1.0, -0.5, 0.2], dtype=torch.float64)
+    means = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
+
+    def model(x: torch.Tensor) -> None:  # x (N,)
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.OneHotCategorical(torch.ones(3, dtype=torch.float64) / 3)
+            y = pyro.sample("y", prior)
+            pyro.sample("x", dist.Normal((y * means).sum(-1), 1.0), obs=x)
+
+    def guide(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.OneHotCategorical(logits=x[:, None] * w), infer=ENUM)
+
+    x = torch.tensor([2.0, -1.5, 0.1, 3.0, -0.2, -2.5, 1.0], dtype=torch.float64)[:n]
+    expected = torch.nn.functional.one_hot((x[:, None] * w).argmax(-1), 3).double()
+    if n == 3:
+        assert not torch.equal(expected, expected.T)  # the transpose is a wrong answer
+    out = assign(model, guide, x, batch_size=5)
+    assert list(out) == ["y"]
+    assert out["y"].shape == (n, 3) and torch.equal(out["y"], expected)
+    drawn = assign(model, guide, x, temperature=1, batch_size=5)["y"]
+    assert drawn.shape == (n, 3) and torch.equal(drawn.sum(-1), torch.ones(n, dtype=drawn.dtype))
+
+
 # ---- refusals ----------------------------------------------------------------------------
 
 

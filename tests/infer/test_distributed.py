@@ -4,14 +4,18 @@ With a point-mass guide (the autoencoder's DeltaEncoder) the loss is a determini
 function of the parameters and the batch, so two ranks with batch B each must take the
 same steps as one process with batch 2B: the same parameters after training, to float
 tolerance. With sampling noise the two reach the same test ELBO within Monte Carlo error.
+What a rank gathers from the others (the worst rows of EM, the worst example of importance
+sampling) is also checked in one process, against the other rank's share written by hand.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import types
 from pathlib import Path
 
+import pyro
 import pytest
 import torch
 import torch.distributed as dist
@@ -22,9 +26,10 @@ from pyrovae.infer import Trainer
 from pyrovae.infer.batches import InterleavedBatches, SemiSupervisedData, TensorBatches
 from pyrovae.infer.distributed import shard_bounds, world
 from pyrovae.infer.fit import evaluate_elbo
-from pyrovae.infer.importance import NonFiniteWeights, log_marginal
+from pyrovae.infer.importance import NonFiniteWeights, _merge, log_marginal
 from pyrovae.models import VAE, GaussianMixture, fit_mixture
 from pyrovae.models.mixture import empty_guide
+from pyrovae.models.mixture_stats import MixtureStatistics, _all_reduce, mixture_m_step
 
 D, L = 12, 3
 
@@ -264,3 +269,77 @@ def test_shares_cover_the_rows_once_and_differ_by_at_most_one():
 
 def test_one_process_is_rank_zero_of_one():
     assert world() == (0, 1)
+
+
+class OtherRank:
+    """torch.distributed's collectives as rank 0 of two sees them: the other rank holds
+    ``packed`` (its sums) and ``worst``, ``rows`` (its K worst scores and their rows)."""
+
+    def __init__(self, packed: torch.Tensor, worst: torch.Tensor, rows: torch.Tensor) -> None:
+        self.packed, self.worst, self.rows = packed, worst, rows
+
+    def all_reduce(self, tensor: torch.Tensor) -> None:
+        tensor += self.packed
+
+    def get_world_size(self) -> int:
+        return 2
+
+    def all_gather(self, out: list, tensor: torch.Tensor) -> None:
+        out[0].copy_(tensor)
+        out[1].copy_(self.worst if tensor.dim() == 1 else self.rows)
+
+
+def test_an_emptied_component_moves_to_the_worst_row_of_all_ranks(monkeypatch):
+    """K = 2, component 1 explains no row. Rank 0's worst scores are -5, -2 (rows (1, 1),
+    (2, 2)), rank 1's -7, -1 (rows (3, 3), (4, 4)): the gathered worst are -7, -5 and the
+    emptied component moves to (3, 3), the worst-explained row of the whole data."""
+    d = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    theirs = OtherRank(
+        torch.cat([d(2.0), d(4.0, 0.0), torch.zeros(4, dtype=torch.float64), d(4, 4, 0, 0)]),
+        d(-7.0, -1.0),
+        d([3.0, 3.0], [4.0, 4.0]),
+    )
+    fake = types.SimpleNamespace(
+        all_reduce=theirs.all_reduce,
+        get_world_size=theirs.get_world_size,
+        all_gather=theirs.all_gather,
+    )
+    monkeypatch.setattr(torch, "distributed", fake)
+    sums = _all_reduce(
+        d(1.0), d(3.0, 0.0), torch.zeros(2, 2, dtype=torch.float64), d([3, 3], [0, 0]),
+        d(-5.0, -2.0), d([1.0, 1.0], [2.0, 2.0]),
+    )  # fmt: skip
+    monkeypatch.undo()
+    total, nk, s1, s2, worst, worst_rows = sums
+    assert float(total) == 3.0 and nk.tolist() == [7.0, 0.0] and s2.tolist() == [[7, 7], [0, 0]]
+    assert worst.tolist() == [-7.0, -5.0] and worst_rows.tolist() == [[3.0, 3.0], [1.0, 1.0]]
+    model = GaussianMixture(2, 2, "diag").double()
+    stats = MixtureStatistics(7, total, nk, s1, s2, worst, worst_rows)
+    weights, means, _, reseeded = mixture_m_step(model, stats, torch.zeros(1, 2).double())
+    assert reseeded == [1] and means[1].tolist() == [3.0, 3.0] and means[0].tolist() == [0, 0]
+    torch.testing.assert_close(weights, d(1.0, 1 / 7) / (1 + 1 / 7))  # N_1 = 0 -> 1 / N
+
+
+def test_the_worst_example_of_gathered_shares_is_named_by_its_row_in_the_data():
+    """Shares of rows 0-4 and 5-9 merged: the example with the largest k-hat (x = 4, far
+    from the prior proposal's mass, in the second share) is row 8 of the whole data."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+            pyro.sample("x", pyro.distributions.Normal(z, 0.3), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", pyro.distributions.Normal(torch.zeros_like(x), 1.0))
+
+    x = torch.tensor([0.1, -0.3, 0.5, 0.0, 0.2, -0.1, 0.3, 0.4, 4.0, -0.2], dtype=torch.float64)
+    pyro.set_rng_seed(0)
+    parts = [
+        log_marginal(model, guide, x[a:b], num_samples=100, keep_log_weights=True, progress=False)
+        for a, b in ((0, 5), (5, 10))
+    ]
+    merged = _merge(parts, [0, 5])
+    assert parts[1].worst_index == 3 and int(merged.khat.argmax()) == 8
+    assert merged.worst_index == 8
+    assert torch.equal(merged.worst_log_weights, merged.log_weights[8])

@@ -94,9 +94,37 @@ def test_a_labelled_batch_is_the_conditional_elbo_and_alpha_adds_a_classificatio
     pyro.set_rng_seed(5)
     no_alpha = SemiSupervisedELBO(alpha=0.0).differentiable_loss(model, guide, x, y)
     assert torch.allclose(no_alpha, plain, rtol=1e-6)
-    pyro.set_rng_seed(5)
-    classification = SemiSupervisedELBO(alpha=1.0).classification_loss(guide, x, y)
-    assert classification > 0  # sum_n -log q(y_n | a_n, x_n) at a draw of a
+    # alpha adds alpha times sum_n -log q(y_n | a_n, x_n), with a_n ~ q(a | x_n) drawn after
+    # the ELBO's own draws: the guide run again on the same stream, by hand.
+    for alpha in (1.0, 7.5):
+        pyro.set_rng_seed(5)
+        with_alpha = SemiSupervisedELBO(alpha=alpha).differentiable_loss(model, guide, x, y)
+        pyro.set_rng_seed(5)
+        Trace_ELBO().differentiable_loss(model, guide, x, y)
+        trace = poutine.trace(poutine.condition(guide, {"y": y})).get_trace(x)
+        a = trace.nodes["a"]["value"]
+        log_q_y = guide.class_logits(x, a).log_softmax(-1)[torch.arange(len(y)), y]
+        classification = -log_q_y.sum()
+        assert float(classification.detach()) > 0.5  # a real term, not a rounding of zero
+        torch.testing.assert_close(with_alpha, plain + alpha * classification, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_the_classifier_for_figures_and_test_error_reads_q_y_at_the_mean_of_q_a(kind):
+    """predict_proba is q(y | a, x) at a = E_q(a|x)[a], the mean of the distribution the
+    guide draws its site "a" from; predict is its argmax, and encode without a reads the
+    same mean."""
+    model, guide = small_pair(kind)
+    with torch.no_grad():
+        guide.aux_encoder[-1].bias.add_(torch.tensor([1.5, -2.0, 0.5, 1.0]))  # mean != scale
+    x = binary_rows(40)
+    trace = poutine.trace(guide).get_trace(x)
+    mean = trace.nodes["a"]["fn"].mean  # (N, A)
+    expected = guide.class_logits(x, mean).softmax(-1)
+    torch.testing.assert_close(guide.predict_proba(x), expected.detach(), rtol=0, atol=1e-7)
+    assert torch.equal(guide.predict(x), expected.argmax(-1))
+    y = torch.arange(len(x)) % C
+    torch.testing.assert_close(guide.encode(x, y), guide.encode(x, y, mean), rtol=0, atol=1e-7)
 
 
 def _quadrature_log_px(model, x: torch.Tensor) -> torch.Tensor:

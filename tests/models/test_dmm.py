@@ -47,6 +47,35 @@ def site_log_probs(program, x, lengths, values: dict) -> dict[str, torch.Tensor]
     }
 
 
+def guide_steps(guide, x, lengths, values: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, scale) of q(z_t | z_{t-1}, x) for t = 1..T, with every z_t set to values."""
+    trace = poutine.trace(poutine.condition(guide, values)).get_trace(x, lengths)
+    sites = [trace.nodes[f"z_{t + 1}"]["fn"] for t in range(x.shape[1])]
+    return [(fn.mean, fn.variance.sqrt()) for fn in sites]
+
+
+@pytest.mark.parametrize("rnn", ["gru", "rnn"])
+def test_the_guide_reads_each_sequence_from_step_t_to_its_end(rnn):
+    """q(z_t | z_{t-1}, x_{t:T}): with the z's held fixed, changing x at step s changes the
+    guide's q(z_t) at every t <= s and leaves every t > s exactly as it was."""
+    torch.manual_seed(1)
+    guide = MarkovEncoder(D, L, 16, rnn=rnn)
+    x, _ = sequences(n=3, t=6)
+    values = {f"z_{t + 1}": torch.randn(3, L) for t in range(6)}
+    with torch.no_grad():
+        before = guide_steps(guide, x, None, values)
+        for s in (0, 3, 5):
+            changed = x.clone()
+            changed[:, s] = 1 - changed[:, s]
+            after = guide_steps(guide, changed, None, values)
+            pairs = zip(before, after, strict=True)
+            for t, ((loc, scale), (new_loc, new_scale)) in enumerate(pairs):
+                if t > s:
+                    assert torch.equal(new_loc, loc) and torch.equal(new_scale, scale), (s, t)
+                else:
+                    assert (new_loc - loc).abs().amax(-1).min() > 1e-6, (s, t)
+
+
 @pytest.mark.parametrize("rnn", ["gru", "rnn"])
 def test_a_padded_batch_has_the_numbers_of_its_unpadded_sequences(rnn):
     model, _ = pair()

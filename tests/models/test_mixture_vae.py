@@ -217,6 +217,26 @@ def test_the_em_initialisation_finds_the_clusters_of_the_codes_and_keeps_the_opt
     assert float(floored.weights.detach().sum()) == pytest.approx(1.0)
 
 
+def test_a_weight_floor_starts_from_the_em_weights_raising_only_those_below_it():
+    """min_weight = m: EM's weights pi, where all are >= m, are the model's weights exactly
+    (pi = m + (1 - K m) softmax(logits) inverted); a pi_k < m is raised to m and the others
+    share the remaining 1 - K m in proportion to their excess pi_j - m."""
+    codes, labels, _ = blobs()
+    sizes = {0: 200, 1: 150, 2: 10}  # EM weights about 0.56, 0.42, 0.03
+    keep = torch.cat([(labels == k).nonzero()[:size, 0] for k, size in sizes.items()])
+    for m in (0.02, 0.1):
+        model = MixturePriorVAE(10, 3, 2, min_weight=m)
+        em = model.initialize_prior(codes[keep], seed=0).weights.detach().float()
+        assert sorted(em.tolist()) == pytest.approx([10 / 360, 150 / 360, 200 / 360], abs=1e-3)
+        if m < em.min():
+            torch.testing.assert_close(model.weights.detach(), em, rtol=0, atol=1e-6)
+            continue
+        small = em < m
+        excess = torch.where(small, 0.0, em - m)
+        expected = m + (1 - 3 * m) * excess / excess.sum()
+        torch.testing.assert_close(model.weights.detach(), expected, rtol=0, atol=1e-5)
+
+
 def test_fixed_weights_are_not_trained_and_a_floor_holds_under_training():
     """Data from one cluster pull the learned weights to one component; the floor holds, and
     fixed weights stay 1/K (a buffer, not a parameter)."""

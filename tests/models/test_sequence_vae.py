@@ -124,6 +124,47 @@ def test_log_marginal_matches_quadrature_over_z_with_the_states_by_hand():
     assert exact[1] > exact[0]  # one step is likelier than seven: lengths are used
 
 
+def every_binary_sequence(t: int, d: int) -> torch.Tensor:
+    """All 2^(t d) binary sequences (2^(t d), t, d), in float64."""
+    bits = torch.arange(2 ** (t * d)).unsqueeze(-1) >> torch.arange(t * d) & 1
+    return bits.double().reshape(-1, t, d)
+
+
+def chain_log_prob(model: SequenceVAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | z) (N,) for one code z (L,) and sequences x (N, T, D), the decoder run one
+    step at a time as the generative process reads: h_t = GRU(x_{t-1}, h_{t-1}) with
+    x_0 = 0, each x_t scored under Bernoulli(s(W_o h_t + b_o))."""
+    n, t, _ = x.shape
+    h = torch.tanh(model.initial(z)).expand(1, n, -1).contiguous()
+    previous = torch.zeros_like(x[:, :1])
+    total = x.new_zeros(n)
+    for step in range(t):
+        state, h = model.gru(previous, h)
+        logits = model.emit(state[:, 0])
+        total = total + torch.distributions.Bernoulli(logits=logits).log_prob(x[:, step]).sum(-1)
+        previous = x[:, step : step + 1]
+    return total
+
+
+def test_p_x_given_z_is_a_distribution_over_sequences_read_one_step_late():
+    """A decoder whose GRU reads its inputs (weights as initialised, made larger): p(x | z)
+    sums to one over all 2^(T D) binary sequences, as only a decoder fed the steps before the
+    one it predicts can, and equals the chain run step by step on x_{t-1}."""
+    t, d = 3, 2
+    torch.manual_seed(4)
+    model = SequenceVAE(d, L, H).double().eval()
+    with torch.no_grad():
+        model.gru.weight_ih_l0.mul_(4)  # what the decoder reads moves its output a lot
+        model.emit.weight.mul_(3)
+    x = every_binary_sequence(t, d)  # (64, T, D)
+    with torch.no_grad():
+        for z in 2 * torch.randn(3, L, dtype=torch.float64):
+            log_p = conditional_log_prob(model, x, None, z.expand(len(x), L))
+            assert float(log_p.logsumexp(0)) == pytest.approx(0.0, abs=1e-10)
+            torch.testing.assert_close(log_p, chain_log_prob(model, z, x), rtol=0, atol=1e-10)
+            assert float(log_p.max() - log_p.min()) > 1.0  # the sequences are not all alike
+
+
 def test_input_dropout_changes_training_and_not_the_evaluated_density():
     x, lengths = sequences()
     plain, guide = pair(0.0)
