@@ -16,25 +16,24 @@ checking ``mask.all()`` in Python, a data-dependent branch that stops a graph ca
 ``sum_i P(i) * where(P(i) > 0, c(i), 0)``: equal in value, and in gradient (both forms pass
 no gradient to c where P is 0, and a zero one to P there), with the same tensor operations
 on every call. Pyro's check that the sites it sums together share one scale reads each
-scale back with ``float``; :func:`model_factors`, Pyro's ``_compute_model_factors`` line for
-line, compares Python numbers as Pyro does and takes a tensor scale (the Trainer's KL warm-up
-weight) unread: Pyro's own eager steps, which check a graph when it is captured and at every
-epoch, run Pyro's check. Everything else (the traces, the enumeration, the model-side
-contraction and the Dice factors) is Pyro's own code.
+scale back with ``float``; :func:`model_factors` runs Pyro's own ``_compute_model_factors``
+with that check done by :func:`common_scale`, which compares Python numbers as Pyro does and
+takes a tensor scale (the Trainer's KL warm-up weight) unread; Pyro's own eager steps, which
+check a graph when it is captured and at every epoch, run Pyro's check. Everything else (the
+traces, the enumeration, the model-side contraction and the Dice factors) is Pyro's own code.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from opt_einsum import shared_intermediates
 from pyro.distributions.util import is_identically_zero
-from pyro.infer import TraceEnum_ELBO
-from pyro.infer.traceenum_elbo import _check_model_guide_enumeration_constraint, _find_ordinal
+from pyro.infer import TraceEnum_ELBO, traceenum_elbo
 from pyro.infer.util import Dice, _fulldot
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
@@ -108,56 +107,23 @@ def common_scale(scales: list) -> Any:
     return scales[0]
 
 
+@contextmanager
+def _scales_taken_unread() -> Iterator[None]:
+    """Pyro's ``_get_common_scale`` replaced by :func:`common_scale` while the block runs."""
+    original = traceenum_elbo._get_common_scale
+    traceenum_elbo._get_common_scale = common_scale
+    try:
+        yield
+    finally:
+        traceenum_elbo._get_common_scale = original
+
+
 def model_factors(model_trace: Any, guide_trace: Any) -> tuple:
-    """Pyro's ``_compute_model_factors`` (Pyro 1.9) with :func:`common_scale`: (marginal
-    costs, log-factors of the sites to sum out, ordinals, the dims to sum, their scale)."""
-    ordering = {
-        name: _find_ordinal(trace, site)
-        for trace in (model_trace, guide_trace)
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-    }
-    cost_sites: OrderedDict = OrderedDict()
-    enum_sites: OrderedDict = OrderedDict()
-    enum_dims: set = set()
-    non_enum_dims = set().union(*ordering.values())
-    for name, site in model_trace.nodes.items():
-        if site["type"] == "sample":
-            if name in guide_trace.nodes:
-                cost_sites.setdefault(ordering[name], []).append(site)
-                non_enum_dims.update(guide_trace.nodes[name]["packed"]["log_prob"]._pyro_dims)
-            elif site["infer"].get("_enumerate_dim") is None:
-                cost_sites.setdefault(ordering[name], []).append(site)
-            else:
-                enum_sites.setdefault(ordering[name], []).append(site)
-                enum_dims.update(site["packed"]["log_prob"]._pyro_dims)
-    enum_dims -= non_enum_dims
-    log_factors: OrderedDict = OrderedDict()
-    if not enum_sites:
-        marginal_costs = OrderedDict(
-            (t, [site["packed"]["log_prob"] for site in sites_t])
-            for t, sites_t in cost_sites.items()
-        )
-        return marginal_costs, log_factors, ordering, enum_dims, 1
-    _check_model_guide_enumeration_constraint(enum_sites, guide_trace)
-    marginal_costs = OrderedDict()
-    scales = []
-    for t, sites_t in cost_sites.items():
-        for site in sites_t:
-            if enum_dims.isdisjoint(site["packed"]["log_prob"]._pyro_dims):
-                marginal_costs.setdefault(t, []).append(site["packed"]["log_prob"])
-            else:  # depends on an enumerated site: mask inside, scale outside the sum
-                if "masked_log_prob" not in site["packed"]:
-                    site["packed"]["masked_log_prob"] = packed.scale_and_mask(
-                        site["packed"]["unscaled_log_prob"], mask=site["packed"]["mask"]
-                    )
-                log_factors.setdefault(t, []).append(site["packed"]["masked_log_prob"])
-                scales.append(site["scale"])
-    for t, sites_t in enum_sites.items():
-        for site in sites_t:
-            log_factors.setdefault(t, []).append(site["packed"]["unscaled_log_prob"])
-            scales.append(site["scale"])
-    return marginal_costs, log_factors, ordering, enum_dims, common_scale(scales)
+    """Pyro's own ``_compute_model_factors`` (marginal costs, log-factors of the sites to sum
+    out, ordinals, the dims to sum, their scale), its check of the sites' common scale done
+    by :func:`common_scale`, which reads no tensor."""
+    with _scales_taken_unread():
+        return traceenum_elbo._compute_model_factors(model_trace, guide_trace)
 
 
 def dice_elbo(model_trace: Any, guide_trace: Any) -> torch.Tensor | float:
