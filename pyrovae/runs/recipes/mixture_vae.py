@@ -41,6 +41,7 @@ from ...diagnostics.mixture_vae_figures import (
 )
 from ...guides import GaussianEncoder
 from ...infer import Trainer
+from ...infer.modes import program_mode
 from ...models import VAE, MixturePriorVAE
 from ...models.mixture import COVARIANCE_TYPES
 from ...models.mixture_vae import WEIGHTS
@@ -174,7 +175,15 @@ class MixtureVAERecipe(ObservedRecipe):
     def plan(
         self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
     ) -> TrainingPlan:
-        return TrainingPlan(data, (data.train_x,), config.objective, kl_warmup=config.kl_warmup)
+        metric = clustering_metric(data.train_x, self.test_inputs(config, data), data.test_y)
+        return TrainingPlan(
+            data,
+            (data.train_x,),
+            config.objective,
+            metrics=[metric],
+            kl_warmup=config.kl_warmup,
+            record_start=True,
+        )
 
     def initialize(
         self,
@@ -266,6 +275,55 @@ class MixtureVAERecipe(ObservedRecipe):
                 ("normalised mutual information", f"{scores['normalized_mutual_info']:.3f}"),
             ]
         return rows
+
+
+#: At most this many training rows are encoded for each epoch's code statistics.
+CODE_ROWS = 10_000
+
+
+def clustering_metric(
+    train_x: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor | None
+) -> Callable[[Trainer], dict[str, float]]:
+    """A Trainer metric: how the clustering and the latent space stand after an epoch.
+
+    - ``test_accuracy``, ``test_adjusted_rand_index``, ``test_normalized_mutual_info``: the
+      clusters argmax_c p(c | E_q[z | x]) of the test rows (N_test, D) against their labels
+      (with labels only);
+    - ``code_log_likelihood``: the mixture's mean log p(z) at the mean codes of the first
+      :data:`CODE_ROWS` training rows (N, D), nats per code;
+    - ``posterior_scale``: the geometric mean of q(z | x)'s standard deviations over those rows
+      and the L dimensions; ``component_scale``: that of the components' standard deviations
+      (the square roots of the diagonals of Sigma_k); ``code_scale``: the root mean variance
+      of the mean codes across rows, per dimension (the size of the latent space they share);
+    - ``weight_min``, ``weight_max``: the smallest and largest pi_k.
+
+    It draws nothing, so a run's random streams are those of a run without it.
+    """
+    rows = train_x[:CODE_ROWS]
+
+    @torch.no_grad()
+    def metric(trainer: Trainer) -> dict[str, float]:
+        model, guide = trainer.model, trainer.guide
+        device = model.mixture.loc.device
+        with program_mode(guide, training=False):
+            loc, scale = guide.encode(rows.to(device))
+        record: dict[str, float] = {}
+        if test_y is not None:
+            clusters = predict_clusters(model, guide, test_x.to(device))
+            scores = clustering_scores(clusters, test_y[: len(test_x)])
+            record.update({f"test_{key}": value for key, value in scores.items()})
+        component = model.mixture.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+        record.update(
+            code_log_likelihood=float(model.prior_log_prob(loc).mean()),
+            posterior_scale=float(scale.log().mean().exp()),
+            component_scale=float(component.log().mean().exp()),
+            code_scale=float(loc.var(0).mean().sqrt()),
+            weight_min=float(model.weights.min()),
+            weight_max=float(model.weights.max()),
+        )
+        return record
+
+    return metric
 
 
 def _scores(run: Run, x: torch.Tensor) -> dict[str, float]:
