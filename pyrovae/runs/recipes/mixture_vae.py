@@ -8,9 +8,14 @@ A fresh run is initialised as VaDE is (Jiang et al. 2017), each step optional:
 
 1. ``--pretrain-epochs P`` epochs of the same encoder and decoder as an autoencoder
    (``--pretrain ae``: the code is the encoder's mean, objective log p(x | f(x)) +
-   log N(f(x); 0, I)) or as a VAE with a N(0, I) prior (``--pretrain vae``);
+   log N(f(x); 0, I)), as a denoising one (``--pretrain dae``, the default: the same
+   objective with the encoder given x with a share ``--pretrain-noise`` of its values set to
+   0) or as a VAE with a N(0, I) prior (``--pretrain vae``);
 2. ``--init em``: the mixture over z set by EM (:func:`~pyrovae.models.fit_mixture`,
    ``--em-restarts`` k-means++ starts) on the encoder's mean codes of the training rows;
+   ``--init data-kmeans``: k-means (:func:`pyrovae.kmeans.kmeans`) on the training rows x
+   themselves, component k the Gaussian of the mean codes of the rows in k-means cluster k
+   (:meth:`~pyrovae.models.MixturePriorVAE.initialize_prior_from_clusters`);
    ``--init random``: means drawn from N(0, I), unit variances, equal weights;
 
 then SVI trains everything (``--kl-warmup E``: the latent terms weighted by (e + 1) / (E + 1)
@@ -42,6 +47,7 @@ from ...diagnostics.mixture_vae_figures import (
 from ...guides import GaussianEncoder
 from ...infer import Trainer
 from ...infer.modes import program_mode
+from ...kmeans import kmeans
 from ...models import VAE, MixturePriorVAE
 from ...models.mixture import COVARIANCE_TYPES
 from ...models.mixture_vae import WEIGHTS
@@ -67,19 +73,27 @@ class MixtureVAEOptions(ObservedOptions):
         0.0, "floor on every learned weight pi_k (below 1/K), against collapsed clusters"
     )
     pretrain: str = setting(
-        "ae",
-        "how the encoder and decoder are pretrained before the mixture is initialised: as an "
-        "autoencoder (the encoder's mean as the code) or as a VAE with a N(0, I) prior",
-        choices=("ae", "vae"),
+        "dae",
+        "how the encoder and decoder are pretrained before the mixture is initialised: as a "
+        "denoising autoencoder (input values masked, see --pretrain-noise), an autoencoder "
+        "(the encoder's mean as the code) or a VAE with a N(0, I) prior",
+        choices=("dae", "ae", "vae"),
     )
-    pretrain_epochs: int = setting(10, "pretraining epochs (0: none)")
+    pretrain_epochs: int = setting(100, "pretraining epochs (0: none)")
+    pretrain_noise: float = setting(
+        0.2, "--pretrain dae: the share of input values set to 0 at each step (masking noise)"
+    )
     init: str = setting(
         "em",
-        "em: the mixture over z set by EM on the (pretrained) encoder's mean codes; random: "
-        "means from N(0, I), unit variances, equal weights",
-        choices=("em", "random"),
+        "em: the mixture over z set by EM on the (pretrained) encoder's mean codes; "
+        "data-kmeans: k-means on the training rows x, each component the Gaussian of the "
+        "codes of one k-means cluster; random: means from N(0, I), unit variances, equal "
+        "weights",
+        choices=("em", "data-kmeans", "random"),
     )
-    em_restarts: int = setting(3, "k-means++ starts of the EM initialisation; the best is kept")
+    em_restarts: int = setting(
+        3, "k-means++ starts of the initialisation (EM or k-means); the best is kept"
+    )
     kl_warmup: int = KL_WARMUP
 
     def validate(self) -> None:
@@ -99,6 +113,10 @@ class MixtureVAEOptions(ObservedOptions):
                 self.pretrain_epochs >= 0,
                 f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}",
             ),
+            (
+                0 <= self.pretrain_noise < 1,
+                f"--pretrain-noise must be in [0, 1), got {self.pretrain_noise}",
+            ),
             (self.em_restarts >= 1, f"--em-restarts must be at least 1, got {self.em_restarts}"),
             (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
         ]
@@ -109,13 +127,20 @@ class MixtureVAEOptions(ObservedOptions):
 
 class MeanCodeGuide(LocalPyroModule):
     """q(z | x) = delta(z - mu(x)) with mu the mean of a Gaussian encoder: the encoder
-    pretrained as an autoencoder, its own parameters (the scale head receives no gradient)."""
+    pretrained as an autoencoder, its own parameters (the scale head receives no gradient).
 
-    def __init__(self, encoder: GaussianEncoder) -> None:
+    With ``noise`` = r > 0, while training, each value of x (N, D) is set to 0 with
+    probability r before it is encoded (masking noise: the denoising autoencoder of Vincent
+    et al., JMLR 2010, which DEC and VaDE pretrain); the decoder still scores the clean x."""
+
+    def __init__(self, encoder: GaussianEncoder, noise: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
+        self.noise = noise
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training and self.noise > 0:
+            x = x * (torch.rand_like(x) >= self.noise)
         loc, _ = self.encoder.encode(x)
         with pyro.plate("data", x.shape[0]):
             return pyro.sample(self.encoder.site, dist.Delta(loc).to_event(1))
@@ -133,7 +158,10 @@ def pretrain(
     a N(0, I) prior on z: a point-mass code (``ae``) or the Gaussian guide (``vae``)."""
     vae = VAE(likelihood=config.likelihood, **network_kwargs(config)).to(config.device)
     vae.decoder, vae.likelihood = model.decoder, model.likelihood  # shared, not copied
-    program = MeanCodeGuide(guide) if config.pretrain == "ae" else guide
+    if config.pretrain == "vae":
+        program = guide
+    else:
+        program = MeanCodeGuide(guide, config.pretrain_noise if config.pretrain == "dae" else 0)
     trainer = Trainer(
         vae,
         program,
@@ -198,11 +226,31 @@ class MixtureVAERecipe(ObservedRecipe):
         """Pretraining, then EM on the mean codes (see the module docstring)."""
         if config.pretrain_epochs > 0:
             history = pretrain(config, model, guide, data, self.transform(config), progress)
-            kind = "an autoencoder" if config.pretrain == "ae" else "a VAE"
+            kind = {
+                "dae": f"a denoising autoencoder ({config.pretrain_noise:g} of inputs masked)",
+                "ae": "an autoencoder",
+                "vae": "a VAE",
+            }[config.pretrain]
             seconds = sum(r["seconds"] for r in history)
             log(
                 f"pretrained {config.pretrain_epochs} epochs as {kind}: train objective "
                 f"{history[-1]['train_elbo']:.2f} nats per example, {seconds:.0f} s"
+            )
+        if config.init == "data-kmeans":
+            codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
+            generator = torch.Generator().manual_seed(config.seed)
+            result = kmeans(
+                data.train_x.cpu(),
+                config.components,
+                n_init=config.em_restarts,
+                generator=generator,
+                dtype=torch.float64,
+            )
+            model.initialize_prior_from_clusters(codes, result.labels)
+            log(
+                f"mixture over z initialised from k-means on {len(codes)} training rows "
+                f"({config.em_restarts} k-means++ starts): log p(z) "
+                f"{float(model.prior_log_prob(codes.to(config.device)).mean()):.2f} per code"
             )
         if config.init == "em":
             codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
