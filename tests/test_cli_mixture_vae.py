@@ -13,7 +13,9 @@ from images import assert_png
 from pyrovae.cli import main
 from pyrovae.diagnostics.clustering import clustering_scores
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes, predict_clusters
+from pyrovae.guides import GaussianEncoder
 from pyrovae.runs import load_run
+from pyrovae.runs.recipes.mixture_vae import MeanCodeGuide
 
 EPOCH_KEYS = (
     "test_accuracy",
@@ -63,7 +65,8 @@ def test_a_run_on_digits_records_the_clustering_and_draws_the_figures(trained):
     assert_png(trained / "figures" / "cluster_samples.png", grid=(10, 10))
     assert_png(trained / "figures" / "cluster_confusion.png")
     config = read(trained / "config.json")
-    assert config["components"] == 10 and config["covariance"] == "diag"
+    assert config["components"] == 10 and config["covariance"] == "full"
+    assert (config["pretrain"], config["init"]) == ("dae", "data-kmeans")
 
     # The saved pair is the one scored: its clusters give metrics.json's numbers exactly.
     run = load_run(trained)
@@ -87,7 +90,7 @@ def test_the_history_records_the_clustering_every_epoch_from_the_initialisation_
     # The mixture's log-likelihood of the codes is that of the saved model at the last epoch.
     run = load_run(trained)
     codes = mean_codes(run.guide, run.data.train_x)
-    expected = float(run.model.prior_log_prob(codes).mean())
+    expected = float(run.model.prior_log_prob(codes).mean().detach())
     assert last["code_log_likelihood"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -152,6 +155,42 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
     assert float(load_run(floor).model.weights.detach().min()) >= 0.05 - 1e-6
 
 
+def test_k_means_on_the_rows_initialises_the_mixture_with_the_clusters_of_the_data(tmp_path):
+    """Well-separated clusters: k-means on x finds them, and each component, fitted to the
+    codes of one of them, classifies the test codes before any SVI epoch (epoch 0)."""
+    out = tmp_path / "run"
+    args = ["train", "mixture-vae", "--dataset", str(clustered_file(tmp_path)), "--out", str(out)]
+    options = ["--components", "4", "--latent-dim", "2", "--hidden", "32", "--epochs", "1"]
+    options += ["--pretrain-epochs", "3", "--init", "data-kmeans", "--quiet", "--no-figures"]
+    assert main([*args, *options, "--likelihood", "gaussian"]) == 0
+    start = read(out / "metrics.json")["history"][0]
+    assert start["epoch"] == 0 and start["test_accuracy"] > 0.98, start
+    assert read(out / "config.json")["init"] == "data-kmeans"
+
+
+def test_denoising_pretraining_masks_the_inputs_only_while_training():
+    torch.manual_seed(0)
+    encoder = GaussianEncoder(12, 2, (8,))
+    x = torch.rand(500, 12) + 0.5
+    guide = MeanCodeGuide(encoder, noise=0.25)
+    guide.eval()
+    assert torch.equal(guide(x), encoder.encode(x)[0])
+    guide.train()
+    masked = []
+    original = encoder.encode
+
+    def spy(inputs):
+        masked.append(float((inputs == 0).float().mean()))
+        return original(inputs)
+
+    encoder.encode = spy
+    guide(x)
+    # a share 0.25 of the 6000 values zeroed: within 4 binomial standard errors (0.0056)
+    assert masked[0] == pytest.approx(0.25, abs=4 * (0.25 * 0.75 / 6000) ** 0.5)
+    assert not torch.equal(guide(x), original(x)[0])
+    assert torch.equal(MeanCodeGuide(encoder, noise=0.0).train()(x), original(x)[0])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -160,6 +199,7 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
         (["--components", "0"], "--components must be at least 1"),
         (["--pretrain-epochs", "-1"], "--pretrain-epochs must be >= 0"),
         (["--kl-warmup", "-2"], "--kl-warmup must be >= 0"),
+        (["--pretrain-noise", "1"], r"--pretrain-noise must be in \[0, 1\)"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
