@@ -1,7 +1,9 @@
 """Benchmark: clustering MNIST with the mixture-prior VAE (``pyrovae train mixture-vae``).
 
 For each seed, one run as a user runs it: ``pyrovae train mixture-vae --dataset mnist
---components 10`` (autoencoder pretraining, EM on the codes, SVI), then ``pyrovae evaluate``
+--components 10`` (the recipe's pretraining and initialisation, then SVI; the numbers in
+docs/benchmarks/models.md were measured with ``--extra "--pretrain ae --init em
+--covariance diag --em-restarts 3"``, the defaults of the time), then ``pyrovae evaluate``
 (IS log-likelihood with c summed inside every weight, the ELBO, and the clustering of the
 10,000 test images by argmax_c p(c | E_q[z | x]) against their labels: Hungarian-matched
 accuracy, ARI, NMI). No label is used in training or in choosing anything; every setting is

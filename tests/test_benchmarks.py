@@ -174,6 +174,25 @@ def test_the_mixture_vae_benchmark_trains_evaluates_and_tabulates(tmp_path):
     assert set(results["baselines"]) == {"gmm_pixels", "gmm_pca50"}
 
 
+def test_the_digits_clustering_benchmark_prints_each_seeds_start_and_end_beside_kmeans(tmp_path):
+    numbers = tmp_path / "numbers.json"
+    extra = "--pretrain-epochs 1 --epochs 2 --hidden 16 --latent-dim 2"
+    out = script(
+        "mixture_vae_digits.py",
+        *("--seeds", "0,1", "--extra", extra, "--out", str(tmp_path / "runs")),
+        *("--json", str(numbers)),
+    )
+    assert "| **mean ± sd** |" in out and "target (mean >= 85%" in out
+    runs = json.loads(numbers.read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for row in runs:
+        assert row["epochs"] == 2 and 0 < row["init_accuracy"] <= 1
+        assert row["lowest_accuracy"] <= min(row["init_accuracy"], row["final_accuracy"])
+        # scikit-learn's k-means on the 8x8 pixels: the issue's 78.6%, within a few test images
+        assert row["kmeans_pixels"]["accuracy"] == pytest.approx(0.786, abs=0.01)
+        assert f"seed {row['seed']}: mixture-prior VAE {100 * row['init_accuracy']:.2f}%" in out
+
+
 #: A stand-in for Pyro's examples/dmm.py: its first run fails (as an unseeded run that
 #: diverges does), the next writes the log line the benchmark reads.
 FAKE_PYRO_EXAMPLE = """

@@ -12,9 +12,22 @@ from images import assert_png
 
 from pyrovae.cli import main
 from pyrovae.diagnostics.clustering import clustering_scores
-from pyrovae.diagnostics.mixture_vae_figures import predict_clusters
+from pyrovae.diagnostics.mixture_vae_figures import mean_codes, predict_clusters
+from pyrovae.guides import GaussianEncoder
 from pyrovae.runs import load_run
+from pyrovae.runs.recipes.mixture_vae import MeanCodeGuide
 
+EPOCH_KEYS = (
+    "test_accuracy",
+    "test_adjusted_rand_index",
+    "test_normalized_mutual_info",
+    "code_log_likelihood",
+    "posterior_scale",
+    "component_scale",
+    "code_scale",
+    "weight_min",
+    "weight_max",
+)
 SMALL = ["--latent-dim", "4", "--hidden", "32", "--batch-size", "64", "--quiet"]
 FIGURES = {
     "cluster_samples.png",
@@ -22,6 +35,7 @@ FIGURES = {
     "latent_clusters.png",
     "latent_labels.png",
     "cluster_confusion.png",
+    "clustering.png",
     "elbo.png",
     "reconstructions.png",
 }
@@ -41,7 +55,7 @@ def trained(tmp_path_factory) -> Path:
 
 def test_a_run_on_digits_records_the_clustering_and_draws_the_figures(trained):
     metrics = read(trained / "metrics.json")
-    assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3]
+    assert [r["epoch"] for r in metrics["history"]] == [0, 1, 2, 3]
     scores = metrics["test_clustering"]
     assert set(scores) == {"accuracy", "adjusted_rand_index", "normalized_mutual_info"}
     assert 0.1 <= scores["accuracy"] <= 1 and scores["normalized_mutual_info"] > 0
@@ -51,12 +65,33 @@ def test_a_run_on_digits_records_the_clustering_and_draws_the_figures(trained):
     assert_png(trained / "figures" / "cluster_samples.png", grid=(10, 10))
     assert_png(trained / "figures" / "cluster_confusion.png")
     config = read(trained / "config.json")
-    assert config["components"] == 10 and config["covariance"] == "diag"
+    assert config["components"] == 10 and config["covariance"] == "full"
+    assert (config["pretrain"], config["init"]) == ("dae", "data-kmeans")
 
     # The saved pair is the one scored: its clusters give metrics.json's numbers exactly.
     run = load_run(trained)
     clusters = predict_clusters(run.model, run.guide, run.test_inputs())
     assert clustering_scores(clusters, run.data.test_y) == scores
+
+
+def test_the_history_records_the_clustering_every_epoch_from_the_initialisation_on(trained):
+    history = read(trained / "metrics.json")["history"]
+    start, last = history[0], history[-1]
+    # Epoch 0 is the pair as pretraining and EM left it: scored, but not trained.
+    assert start["epoch"] == 0 and "train_elbo" not in start
+    for record in history:
+        assert set(EPOCH_KEYS) <= set(record), set(EPOCH_KEYS) - set(record)
+        assert 0 < record["test_accuracy"] <= 1 and -1 <= record["test_adjusted_rand_index"] <= 1
+        assert 0 < record["weight_min"] <= 0.1 <= record["weight_max"] < 1
+        assert record["posterior_scale"] > 0 and record["component_scale"] > 0
+    scores = read(trained / "metrics.json")["test_clustering"]
+    assert last["test_accuracy"] == scores["accuracy"]
+    assert last["test_adjusted_rand_index"] == scores["adjusted_rand_index"]
+    # The mixture's log-likelihood of the codes is that of the saved model at the last epoch.
+    run = load_run(trained)
+    codes = mean_codes(run.guide, run.data.train_x)
+    expected = float(run.model.prior_log_prob(codes).mean().detach())
+    assert last["code_log_likelihood"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_evaluate_reports_the_clustering_beside_the_elbo_and_the_log_likelihood(trained, capsys):
@@ -103,11 +138,13 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
     assert main(["train", "mixture-vae", "--out", str(part), "--epochs", "2", *common]) == 0
     assert main(["train", "mixture-vae", "--out", str(part), "--epochs", "4", "--resume"]) == 0
     history = read(whole / "metrics.json")["history"]
-    assert [r["kl_weight"] for r in history] == [0.25, 0.5, 0.75, 1.0]
+    assert [r.get("kl_weight") for r in history] == [None, 0.25, 0.5, 0.75, 1.0]
     resumed = read(part / "metrics.json")["history"]
-    assert [r["kl_weight"] for r in resumed] == [0.25, 0.5, 0.75, 1.0]
-    for a, b in zip(history, resumed, strict=True):
+    assert [r.get("kl_weight") for r in resumed] == [None, 0.25, 0.5, 0.75, 1.0]
+    assert resumed[0] == history[0]  # the initialisation's record, kept across the resume
+    for a, b in zip(history[1:], resumed[1:], strict=True):
         assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-5)
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=0.01)
     assert "warm-up objective" in read(whole / "metrics.json")["units"]
     run = load_run(whole)
     assert torch.equal(run.model.weights, torch.full((10,), 0.1))
@@ -118,6 +155,42 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
     assert float(load_run(floor).model.weights.detach().min()) >= 0.05 - 1e-6
 
 
+def test_k_means_on_the_rows_initialises_the_mixture_with_the_clusters_of_the_data(tmp_path):
+    """Well-separated clusters: k-means on x finds them, and each component, fitted to the
+    codes of one of them, classifies the test codes before any SVI epoch (epoch 0)."""
+    out = tmp_path / "run"
+    args = ["train", "mixture-vae", "--dataset", str(clustered_file(tmp_path)), "--out", str(out)]
+    options = ["--components", "4", "--latent-dim", "2", "--hidden", "32", "--epochs", "1"]
+    options += ["--pretrain-epochs", "3", "--init", "data-kmeans", "--quiet", "--no-figures"]
+    assert main([*args, *options, "--likelihood", "gaussian"]) == 0
+    start = read(out / "metrics.json")["history"][0]
+    assert start["epoch"] == 0 and start["test_accuracy"] > 0.98, start
+    assert read(out / "config.json")["init"] == "data-kmeans"
+
+
+def test_denoising_pretraining_masks_the_inputs_only_while_training():
+    torch.manual_seed(0)
+    encoder = GaussianEncoder(12, 2, (8,))
+    x = torch.rand(500, 12) + 0.5
+    guide = MeanCodeGuide(encoder, noise=0.25)
+    guide.eval()
+    assert torch.equal(guide(x), encoder.encode(x)[0])
+    guide.train()
+    masked = []
+    original = encoder.encode
+
+    def spy(inputs):
+        masked.append(float((inputs == 0).float().mean()))
+        return original(inputs)
+
+    encoder.encode = spy
+    guide(x)
+    # a share 0.25 of the 6000 values zeroed: within 4 binomial standard errors (0.0056)
+    assert masked[0] == pytest.approx(0.25, abs=4 * (0.25 * 0.75 / 6000) ** 0.5)
+    assert not torch.equal(guide(x), original(x)[0])
+    assert torch.equal(MeanCodeGuide(encoder, noise=0.0).train()(x), original(x)[0])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -126,6 +199,7 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
         (["--components", "0"], "--components must be at least 1"),
         (["--pretrain-epochs", "-1"], "--pretrain-epochs must be >= 0"),
         (["--kl-warmup", "-2"], "--kl-warmup must be >= 0"),
+        (["--pretrain-noise", "1"], r"--pretrain-noise must be in \[0, 1\)"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):

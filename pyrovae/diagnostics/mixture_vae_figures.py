@@ -11,7 +11,10 @@ cluster generates and where the clusters lie in the latent space.
   2-sigma ellipses projected into that plane;
 - ``latent_labels.png``: the same points coloured by label (with labels);
 - ``cluster_confusion.png``: labels against clusters after Hungarian matching (with labels),
-  titled with the accuracy, the adjusted Rand index and the NMI.
+  titled with the accuracy, the adjusted Rand index and the NMI;
+- ``clustering.png``: from the history, per epoch from the initialisation (epoch 0) on, the
+  test accuracy and ARI, the mixture's log-likelihood of the codes and the scales of the
+  posterior, the components and the codes (:func:`save_clustering_curves`).
 
 Clusters are argmax_c p(c | z) at the guide's mean code
 (:meth:`~pyrovae.models.MixturePriorVAE.cluster`).
@@ -26,7 +29,7 @@ import torch
 
 from ..infer.modes import program_mode
 from .clustering import clustering_scores, matched_clusters
-from .figures import save_latent_scatter, save_traversals
+from .figures import _save, save_latent_scatter, save_traversals, subplots
 from .mixture_figures import _projection, save_component_ellipses, save_component_means
 from .ssvae_figures import confusion_matrix, save_confusion_matrix
 from .vae_figures import write_figures
@@ -52,6 +55,39 @@ def mean_codes(guide: Callable, x: torch.Tensor, batch_size: int = 5000) -> torc
 def predict_clusters(model, guide: Callable, x: torch.Tensor) -> torch.Tensor:
     """argmax_c p(c | z) at z = E_q[z | x] for rows x (N, D): (N,) (VaDE's rule)."""
     return model.cluster(mean_codes(guide, x))
+
+
+def save_clustering_curves(history: Sequence[dict], path: str | Path) -> Path:
+    """Per epoch (0: the initialisation): test accuracy and ARI (left, with labels), the
+    mixture's mean log p(z) of the training codes (middle) and the geometric-mean standard
+    deviations of q(z | x), of the components and the codes' spread (right)."""
+    records = [r for r in history if "code_log_likelihood" in r]
+    epochs = [r["epoch"] for r in records]
+    fig, (left, middle, right) = subplots(1, 3, figsize=(12, 3.4))
+    marker = "." if len(epochs) < 30 else None
+    for key, label in (("test_accuracy", "accuracy"), ("test_adjusted_rand_index", "ARI")):
+        values = [r.get(key) for r in records]
+        if any(v is not None for v in values):
+            left.plot(epochs, values, marker=marker, label=label)
+    left.set_title("Test clusters against labels")
+    middle.plot(epochs, [r["code_log_likelihood"] for r in records], marker=marker)
+    middle.set_title("Mixture's log p(z) of the mean codes")
+    middle.set_ylabel("nats per code")
+    for key, label in (
+        ("posterior_scale", "q(z | x)"),
+        ("component_scale", "p(z | c)"),
+        ("code_scale", "codes across rows"),
+    ):
+        right.plot(epochs, [r[key] for r in records], marker=marker, label=label)
+    right.set_title("Standard deviations (geometric means)")
+    for ax in (left, middle, right):
+        ax.set_xlabel("epoch (0: initialisation)")
+        ax.grid(alpha=0.3)
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def write_mixture_vae_figures(
@@ -82,6 +118,8 @@ def write_mixture_vae_figures(
             seed=seed,
         )
     )
+    if any("code_log_likelihood" in r for r in history):
+        written.append(save_clustering_curves(history, out / "clustering.png"))
     x = x[:5000]
     y = None if labels is None else labels[: len(x)].cpu()
     k = model.num_components
@@ -159,4 +197,9 @@ def write_mixture_vae_figures(
     return written
 
 
-__all__ = ["mean_codes", "predict_clusters", "write_mixture_vae_figures"]
+__all__ = [
+    "mean_codes",
+    "predict_clusters",
+    "save_clustering_curves",
+    "write_mixture_vae_figures",
+]

@@ -168,16 +168,49 @@ class MixturePriorVAE(LocalPyroModule):
             max_iter=max_iter,
             progress=progress,
         )
+        self._set_prior(fitted.weights, fitted.loc, fitted.covariances)
+        return fitted
+
+    @torch.no_grad()
+    def initialize_prior_from_clusters(
+        self, codes: torch.Tensor, clusters: torch.Tensor, *, reg_covar: float = 1e-6
+    ) -> None:
+        """Set the mixture over z from a hard partition of the codes (N, L): component k is
+        the maximum-likelihood Gaussian of the codes with ``clusters`` (N,) = k (weight: their
+        share; covariance in this model's type, plus ``reg_covar`` on the diagonal), in
+        float64: one M-step on hard responsibilities. E.g. the clusters of k-means on the
+        data rows themselves. Every cluster in 0..K-1 needs a row."""
+        k = self.num_components
+        z = codes.detach().to("cpu", torch.float64)
+        labels = clusters.detach().to("cpu", torch.long)
+        counts = torch.bincount(labels, minlength=k).double()
+        if len(counts) != k or bool((counts == 0).any()):
+            raise ValueError(f"every one of the K = {k} clusters needs at least one code")
+        r = torch.nn.functional.one_hot(labels, k).double()  # (N, K)
+        loc = (r.T @ z) / counts.unsqueeze(-1)  # (K, L)
+        centred = z.unsqueeze(0) - loc.unsqueeze(1)  # (K, N, L)
+        scatter = torch.einsum("kn,kni,knj->kij", r.T, centred, centred)
+        full = scatter / counts[:, None, None]  # (K, L, L)
+        eye = torch.eye(z.shape[1], dtype=z.dtype)
+        covariances = {
+            "full": full + reg_covar * eye,
+            "tied": scatter.sum(0) / counts.sum() + reg_covar * eye,
+            "diag": full.diagonal(dim1=-2, dim2=-1) + reg_covar,
+            "spherical": full.diagonal(dim1=-2, dim2=-1).mean(-1) + reg_covar,
+        }[self.covariance]
+        self._set_prior(counts / counts.sum(), loc, covariances)
+
+    def _set_prior(
+        self, weights: torch.Tensor, loc: torch.Tensor, covariances: torch.Tensor
+    ) -> None:
+        """The mixture's parameters from float64 values, with this model's weight options."""
         like = self.mixture.loc
-        weights = fitted.weights
         if self.weights_kind == "fixed":
             weights = torch.full_like(weights, 1 / self.num_components)
         elif self.min_weight > 0:  # invert the floor: softmax(logits) = (pi - m) / (1 - K m)
             k, m = self.num_components, self.min_weight
             weights = (weights.clamp_min(m * (1 + 1e-6)) - m) / (1 - k * m)
-        covariances = fitted.covariances.to(like)
-        self.mixture.set_parameters(weights.to(like), fitted.loc.to(like), covariances)
-        return fitted
+        self.mixture.set_parameters(weights.to(like), loc.to(like), covariances.to(like))
 
     # ---- the program -----------------------------------------------------------------------
 

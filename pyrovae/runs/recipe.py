@@ -72,6 +72,9 @@ class TrainingPlan:
     messages: tuple[str, ...] = ()
     #: KL warm-up epochs (:class:`~pyrovae.infer.Trainer`'s ``kl_warmup``); 0: none.
     kl_warmup: int = 0
+    #: ``metrics`` evaluated once more before the first epoch of a fresh run, on the pair as
+    #: ``initialize`` left it, and recorded in the history as epoch 0.
+    record_start: bool = False
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,11 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     if state is not None:
         trainer.load_state_dict(state)
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
+    elif plan.record_start:
+        start: dict = {"epoch": 0}
+        for metric in plan.metrics:
+            start.update(metric(trainer))
+        trainer.history.append(start)
     try:
         trainer.run(config.epochs)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ against collapse."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -235,6 +236,36 @@ def test_a_weight_floor_starts_from_the_em_weights_raising_only_those_below_it()
         excess = torch.where(small, 0.0, em - m)
         expected = m + (1 - 3 * m) * excess / excess.sum()
         torch.testing.assert_close(model.weights.detach(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCE_TYPES)
+def test_the_mixture_from_a_partition_is_each_clusters_maximum_likelihood_gaussian(covariance):
+    """One M-step on hard responsibilities, against numpy's means and covariances per cluster."""
+    codes, labels, _ = blobs(n=300)
+    codes = codes.double() * torch.tensor([1.0, 0.3], dtype=torch.float64)  # unequal axes
+    labels = (labels + (codes[:, 1] > 0).long()) % 3  # not the blobs: clusters of any shape
+    model = MixturePriorVAE(10, 3, 2, covariance=covariance).double()
+    model.initialize_prior_from_clusters(codes, labels, reg_covar=0.0)
+    x, y = codes.numpy(), labels.numpy()
+    covs = [np.cov(x[y == k].T, bias=True) for k in range(3)]
+    shares = np.bincount(y) / len(y)
+    expected = {
+        "full": np.stack(covs),
+        "tied": sum(w * c for w, c in zip(shares, covs, strict=True))[None].repeat(3, 0),
+        "diag": np.stack([np.diag(np.diag(c)) for c in covs]),
+        "spherical": np.stack([np.eye(2) * np.diag(c).mean() for c in covs]),
+    }[covariance]
+    means = np.stack([x[y == k].mean(0) for k in range(3)])
+    assert np.allclose(model.weights.detach().numpy(), shares, atol=1e-12)
+    assert np.allclose(model.mixture.loc.detach().numpy(), means, atol=1e-10)
+    covariance_matrix = model.mixture.covariance_matrix.detach().numpy()
+    assert np.allclose(covariance_matrix, expected, atol=1e-10)
+
+    fixed = MixturePriorVAE(10, 3, 2, weights="fixed")
+    fixed.initialize_prior_from_clusters(codes, labels)
+    assert torch.equal(fixed.weights, torch.full((3,), 1 / 3))
+    with pytest.raises(ValueError, match="every one of the K = 3 clusters needs"):
+        fixed.initialize_prior_from_clusters(codes, labels.clamp_max(1))
 
 
 def test_fixed_weights_are_not_trained_and_a_floor_holds_under_training():

@@ -4,14 +4,26 @@ The pair: :class:`~pyrovae.models.MixturePriorVAE` (c ~ Cat(pi), z ~ N(mu_c, Sig
 x ~ p(x | decoder(z)); c enumerated, summed exactly by TraceEnum_ELBO) and the VAE's
 :class:`~pyrovae.guides.GaussianEncoder` q(z | x).
 
-A fresh run is initialised as VaDE is (Jiang et al. 2017), each step optional:
+A fresh run is initialised much as VaDE is (Jiang et al. 2017), each step optional:
 
 1. ``--pretrain-epochs P`` epochs of the same encoder and decoder as an autoencoder
    (``--pretrain ae``: the code is the encoder's mean, objective log p(x | f(x)) +
-   log N(f(x); 0, I)) or as a VAE with a N(0, I) prior (``--pretrain vae``);
-2. ``--init em``: the mixture over z set by EM (:func:`~pyrovae.models.fit_mixture`,
-   ``--em-restarts`` k-means++ starts) on the encoder's mean codes of the training rows;
-   ``--init random``: means drawn from N(0, I), unit variances, equal weights;
+   log N(f(x); 0, I)), as a denoising one (``--pretrain dae``, the default: the same
+   objective with the encoder given x with a share ``--pretrain-noise`` of its values set to
+   0) or as a VAE with a N(0, I) prior (``--pretrain vae``);
+2. ``--init data-kmeans`` (the default): k-means (:func:`pyrovae.kmeans.kmeans`,
+   ``--em-restarts`` k-means++ starts) on the training rows x themselves, component k the
+   Gaussian of the mean codes of the rows in k-means cluster k
+   (:meth:`~pyrovae.models.MixturePriorVAE.initialize_prior_from_clusters`); ``--init em``
+   (VaDE's): the mixture over z set by EM (:func:`~pyrovae.models.fit_mixture`) on the
+   encoder's mean codes of the training rows; ``--init random``: means drawn from N(0, I),
+   unit variances, equal weights;
+
+The defaults (denoising pretraining, k-means on the rows, full covariances) are those of
+issue 35's diagnosis on the digits (docs/benchmarks/models.md): there the partition with
+the highest likelihood of the codes is not the digits' (EM on the codes, VaDE's
+initialisation, starts at 63-71% accuracy), and SVI refines the partition it starts from
+rather than finding another.
 
 then SVI trains everything (``--kl-warmup E``: the latent terms weighted by (e + 1) / (E + 1)
 in the first E epochs). ``--weights fixed`` keeps pi = 1/K, ``--min-weight m`` keeps every
@@ -41,6 +53,8 @@ from ...diagnostics.mixture_vae_figures import (
 )
 from ...guides import GaussianEncoder
 from ...infer import Trainer
+from ...infer.modes import program_mode
+from ...kmeans import kmeans
 from ...models import VAE, MixturePriorVAE
 from ...models.mixture import COVARIANCE_TYPES
 from ...models.mixture_vae import WEIGHTS
@@ -57,7 +71,7 @@ class MixtureVAEOptions(ObservedOptions):
     architecture: str = ARCHITECTURE
     components: int = setting(10, "K, the number of clusters (mixture components over z)")
     covariance: str = setting(
-        "diag", "covariance of each component p(z | c)", choices=COVARIANCE_TYPES
+        "full", "covariance of each component p(z | c)", choices=COVARIANCE_TYPES
     )
     weights: str = setting(
         "learned", "mixture weights pi: learned by SVI, or fixed at 1/K", choices=WEIGHTS
@@ -66,19 +80,27 @@ class MixtureVAEOptions(ObservedOptions):
         0.0, "floor on every learned weight pi_k (below 1/K), against collapsed clusters"
     )
     pretrain: str = setting(
-        "ae",
-        "how the encoder and decoder are pretrained before the mixture is initialised: as an "
-        "autoencoder (the encoder's mean as the code) or as a VAE with a N(0, I) prior",
-        choices=("ae", "vae"),
+        "dae",
+        "how the encoder and decoder are pretrained before the mixture is initialised: as a "
+        "denoising autoencoder (input values masked, see --pretrain-noise), an autoencoder "
+        "(the encoder's mean as the code) or a VAE with a N(0, I) prior",
+        choices=("dae", "ae", "vae"),
     )
-    pretrain_epochs: int = setting(10, "pretraining epochs (0: none)")
+    pretrain_epochs: int = setting(100, "pretraining epochs (0: none)")
+    pretrain_noise: float = setting(
+        0.2, "--pretrain dae: the share of input values set to 0 at each step (masking noise)"
+    )
     init: str = setting(
-        "em",
-        "em: the mixture over z set by EM on the (pretrained) encoder's mean codes; random: "
-        "means from N(0, I), unit variances, equal weights",
-        choices=("em", "random"),
+        "data-kmeans",
+        "em: the mixture over z set by EM on the (pretrained) encoder's mean codes; "
+        "data-kmeans: k-means on the training rows x, each component the Gaussian of the "
+        "codes of one k-means cluster; random: means from N(0, I), unit variances, equal "
+        "weights",
+        choices=("em", "data-kmeans", "random"),
     )
-    em_restarts: int = setting(3, "k-means++ starts of the EM initialisation; the best is kept")
+    em_restarts: int = setting(
+        10, "k-means++ starts of the initialisation (EM or k-means); the best is kept"
+    )
     kl_warmup: int = KL_WARMUP
 
     def validate(self) -> None:
@@ -98,6 +120,10 @@ class MixtureVAEOptions(ObservedOptions):
                 self.pretrain_epochs >= 0,
                 f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}",
             ),
+            (
+                0 <= self.pretrain_noise < 1,
+                f"--pretrain-noise must be in [0, 1), got {self.pretrain_noise}",
+            ),
             (self.em_restarts >= 1, f"--em-restarts must be at least 1, got {self.em_restarts}"),
             (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
         ]
@@ -108,13 +134,20 @@ class MixtureVAEOptions(ObservedOptions):
 
 class MeanCodeGuide(LocalPyroModule):
     """q(z | x) = delta(z - mu(x)) with mu the mean of a Gaussian encoder: the encoder
-    pretrained as an autoencoder, its own parameters (the scale head receives no gradient)."""
+    pretrained as an autoencoder, its own parameters (the scale head receives no gradient).
 
-    def __init__(self, encoder: GaussianEncoder) -> None:
+    With ``noise`` = r > 0, while training, each value of x (N, D) is set to 0 with
+    probability r before it is encoded (masking noise: the denoising autoencoder of Vincent
+    et al., JMLR 2010, which DEC and VaDE pretrain); the decoder still scores the clean x."""
+
+    def __init__(self, encoder: GaussianEncoder, noise: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
+        self.noise = noise
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training and self.noise > 0:
+            x = x * (torch.rand_like(x) >= self.noise)
         loc, _ = self.encoder.encode(x)
         with pyro.plate("data", x.shape[0]):
             return pyro.sample(self.encoder.site, dist.Delta(loc).to_event(1))
@@ -132,7 +165,10 @@ def pretrain(
     a N(0, I) prior on z: a point-mass code (``ae``) or the Gaussian guide (``vae``)."""
     vae = VAE(likelihood=config.likelihood, **network_kwargs(config)).to(config.device)
     vae.decoder, vae.likelihood = model.decoder, model.likelihood  # shared, not copied
-    program = MeanCodeGuide(guide) if config.pretrain == "ae" else guide
+    if config.pretrain == "vae":
+        program = guide
+    else:
+        program = MeanCodeGuide(guide, config.pretrain_noise if config.pretrain == "dae" else 0)
     trainer = Trainer(
         vae,
         program,
@@ -174,7 +210,15 @@ class MixtureVAERecipe(ObservedRecipe):
     def plan(
         self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
     ) -> TrainingPlan:
-        return TrainingPlan(data, (data.train_x,), config.objective, kl_warmup=config.kl_warmup)
+        metric = clustering_metric(data.train_x, self.test_inputs(config, data), data.test_y)
+        return TrainingPlan(
+            data,
+            (data.train_x,),
+            config.objective,
+            metrics=[metric],
+            kl_warmup=config.kl_warmup,
+            record_start=True,
+        )
 
     def initialize(
         self,
@@ -189,11 +233,33 @@ class MixtureVAERecipe(ObservedRecipe):
         """Pretraining, then EM on the mean codes (see the module docstring)."""
         if config.pretrain_epochs > 0:
             history = pretrain(config, model, guide, data, self.transform(config), progress)
-            kind = "an autoencoder" if config.pretrain == "ae" else "a VAE"
+            kind = {
+                "dae": f"a denoising autoencoder ({config.pretrain_noise:g} of inputs masked)",
+                "ae": "an autoencoder",
+                "vae": "a VAE",
+            }[config.pretrain]
             seconds = sum(r["seconds"] for r in history)
             log(
                 f"pretrained {config.pretrain_epochs} epochs as {kind}: train objective "
                 f"{history[-1]['train_elbo']:.2f} nats per example, {seconds:.0f} s"
+            )
+        if config.init == "data-kmeans":
+            codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
+            generator = torch.Generator().manual_seed(config.seed)
+            result = kmeans(
+                data.train_x.cpu(),
+                config.components,
+                n_init=config.em_restarts,
+                generator=generator,
+                dtype=torch.float64,
+            )
+            model.initialize_prior_from_clusters(codes, result.labels)
+            with torch.no_grad():
+                score = float(model.prior_log_prob(codes.to(config.device)).mean())
+            log(
+                f"mixture over z initialised from k-means on {len(codes)} training rows "
+                f"({config.em_restarts} k-means++ starts): log p(z) "
+                f"{score:.2f} per code"
             )
         if config.init == "em":
             codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
@@ -266,6 +332,55 @@ class MixtureVAERecipe(ObservedRecipe):
                 ("normalised mutual information", f"{scores['normalized_mutual_info']:.3f}"),
             ]
         return rows
+
+
+#: At most this many training rows are encoded for each epoch's code statistics.
+CODE_ROWS = 10_000
+
+
+def clustering_metric(
+    train_x: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor | None
+) -> Callable[[Trainer], dict[str, float]]:
+    """A Trainer metric: how the clustering and the latent space stand after an epoch.
+
+    - ``test_accuracy``, ``test_adjusted_rand_index``, ``test_normalized_mutual_info``: the
+      clusters argmax_c p(c | E_q[z | x]) of the test rows (N_test, D) against their labels
+      (with labels only);
+    - ``code_log_likelihood``: the mixture's mean log p(z) at the mean codes of the first
+      :data:`CODE_ROWS` training rows (N, D), nats per code;
+    - ``posterior_scale``: the geometric mean of q(z | x)'s standard deviations over those rows
+      and the L dimensions; ``component_scale``: that of the components' standard deviations
+      (the square roots of the diagonals of Sigma_k); ``code_scale``: the root mean variance
+      of the mean codes across rows, per dimension (the size of the latent space they share);
+    - ``weight_min``, ``weight_max``: the smallest and largest pi_k.
+
+    It draws nothing, so a run's random streams are those of a run without it.
+    """
+    rows = train_x[:CODE_ROWS]
+
+    @torch.no_grad()
+    def metric(trainer: Trainer) -> dict[str, float]:
+        model, guide = trainer.model, trainer.guide
+        device = model.mixture.loc.device
+        with program_mode(guide, training=False):
+            loc, scale = guide.encode(rows.to(device))
+        record: dict[str, float] = {}
+        if test_y is not None:
+            clusters = predict_clusters(model, guide, test_x.to(device))
+            scores = clustering_scores(clusters, test_y[: len(test_x)])
+            record.update({f"test_{key}": value for key, value in scores.items()})
+        component = model.mixture.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+        record.update(
+            code_log_likelihood=float(model.prior_log_prob(loc).mean()),
+            posterior_scale=float(scale.log().mean().exp()),
+            component_scale=float(component.log().mean().exp()),
+            code_scale=float(loc.var(0).mean().sqrt()),
+            weight_min=float(model.weights.min()),
+            weight_max=float(model.weights.max()),
+        )
+        return record
+
+    return metric
 
 
 def _scores(run: Run, x: torch.Tensor) -> dict[str, float]:
