@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -314,3 +315,115 @@ def test_an_os_error_other_than_a_full_disk_keeps_its_traceback():
     from pyrovae.runs.errors import is_user_error
 
     assert not is_user_error(OSError(errno.EIO, "input/output error"))
+
+
+# ---- a received run acts on nothing of yours (issue 36) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sent") / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    return out
+
+
+@pytest.fixture
+def received(trained_vae, tmp_path) -> Path:
+    """A copy of a one-epoch VAE run, as someone sent it, for a test to tamper with."""
+    out = tmp_path / "received"
+    shutil.copytree(trained_vae, out, ignore=shutil.ignore_patterns(".lock"))
+    return out
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def evaluate(run: Path, *extra: str) -> int:
+    return main(["evaluate", str(run), "--num-samples", "2", "--quiet", *extra])
+
+
+def test_a_lock_linked_to_a_file_outside_the_run_is_never_written(received, tmp_path, capsys):
+    yours = tmp_path / "yours.txt"
+    yours.write_text("precious\n")
+    resume = ["train", "vae", "--out", str(received), "--epochs", "2", "--resume", *QUICK]
+    (received / ".lock").symlink_to(yours)
+    assert main(resume) == 2
+    assert ".lock" in one_line(capsys)
+    (received / ".lock").unlink()
+    os.link(yours, received / ".lock")  # a hard link: the same file under the run's name
+    assert main(resume) == 2
+    assert ".lock" in one_line(capsys)
+    assert yours.read_text() == "precious\n"
+
+
+SPECIAL_FILES = """
+import contextlib, io, os, resource, shutil, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))  # reading /dev/zero: bounded
+from pyrovae.cli import main
+sent, work = Path(sys.argv[1]), Path(sys.argv[2])
+for name in ("config.json", "checkpoint.pt"):
+    for kind in ("fifo", "dev-zero", "directory"):
+        run = work / f"{kind}-{name}"
+        shutil.copytree(sent, run, ignore=shutil.ignore_patterns(".lock"))
+        (run / name).unlink()
+        if kind == "fifo":
+            os.mkfifo(run / name)
+        elif kind == "dev-zero":
+            (run / name).symlink_to("/dev/zero")
+        else:
+            (run / name).mkdir()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = main(["evaluate", str(run), "--num-samples", "2", "--quiet"])
+            except BaseException as e:
+                code = repr(e)[:100]
+        said = err.getvalue()
+        print(kind, name, code, said.count("\\n"), said.strip(), flush=True)
+"""
+
+
+def test_run_files_that_are_fifos_devices_or_directories_are_refused_in_one_line(
+    trained_vae, tmp_path
+):
+    """Six cases in one process (a child, so that a hang or an unbounded read ends it, not
+    the test session): each refused in one line naming the file, without reading it."""
+    result = subprocess.run(
+        [sys.executable, "-c", SPECIAL_FILES, str(trained_vae), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6, result.stdout + result.stderr
+    for line in lines:
+        kind, name, code, lines, err = line.split(" ", 4)
+        assert code == "2" and lines == "1" and err.startswith("pyrovae: error: "), line
+        assert name in err and "regular file" in err, line
+
+
+def flip_a_weight_bit(checkpoint: Path) -> None:
+    """Flip an exponent bit of the first weight, in the file's bytes."""
+    state = torch.load(checkpoint, weights_only=True)
+    weight = next(v for v in state["model"].values() if v.numel() >= 4)
+    raw = checkpoint.read_bytes()
+    at = raw.find(weight.numpy().tobytes())
+    assert at >= 0
+    damaged = bytearray(raw)
+    damaged[at + 3] ^= 0x20  # float32 little-endian: the top byte holds the exponent
+    checkpoint.write_bytes(bytes(damaged))
+
+
+def test_a_flipped_bit_in_a_weight_is_named_a_damaged_checkpoint(received, capsys):
+    flip_a_weight_bit(received / "checkpoint.pt")
+    assert evaluate(received) == 2
+    assert "damaged: checksum mismatch" in one_line(capsys)
+
+
+def test_a_checkpoint_written_before_checksums_still_loads(received):
+    state = torch.load(received / "checkpoint.pt", weights_only=True)
+    state.pop("checksum", None)
+    torch.save(state, received / "checkpoint.pt")
+    assert evaluate(received) == 0
