@@ -427,3 +427,19 @@ def test_a_checkpoint_written_before_checksums_still_loads(received):
     state.pop("checksum", None)
     torch.save(state, received / "checkpoint.pt")
     assert evaluate(received) == 0
+
+
+def test_python_m_pyrovae_inside_a_run_imports_no_module_planted_in_it(received, tmp_path):
+    """``python -m`` puts the working directory first on sys.path: modules planted in a run
+    under the names of pyrovae's dependencies are not imported from it."""
+    marker = tmp_path / "imported"
+    for name in ("torch", "numpy", "pyro", "sklearn", "scipy", "matplotlib", "arviz"):
+        (received / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    root = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae", "evaluate", ".", "--num-samples", "2", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=received,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert not marker.exists(), marker.read_text()
+    assert result.returncode == 0, result.stderr
