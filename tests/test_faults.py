@@ -7,6 +7,7 @@ and a malicious module beside a run. Each test reproduces the failure the issue
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -345,6 +347,49 @@ def evaluate(run: Path, *extra: str) -> int:
     return main(["evaluate", str(run), "--num-samples", "2", "--quiet", *extra])
 
 
+@pytest.mark.parametrize("target", ["os:abort", "builtins:input", "shutil:rmtree", "os:fork"])
+def test_a_received_run_naming_a_library_callable_never_calls_it(
+    received, target, tmp_path, monkeypatch, capsys
+):
+    """config.json names os:abort (say) and the checkpoint's copy of the config is gone, so
+    no agreement check stops it: reopening neither imports nor calls it, even when the
+    reader names it or a directory."""
+    module, _, name = target.partition(":")
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: calls.append(a))
+    config = json.loads((received / "config.json").read_text())
+    (received / "config.json").write_text(json.dumps({**config, "model": target}))
+    state = torch.load(received / "checkpoint.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, received / "checkpoint.pt")
+    assert evaluate(received) == 2
+    assert not calls
+    assert "--factory" in one_line(capsys)
+    for trusting in (["--factory", target], ["--factory-path", str(tmp_path)]):
+        assert evaluate(received, *trusting) == 2
+        assert not calls
+        assert target in one_line(capsys)
+
+
+def test_a_factory_run_reopens_only_with_the_factory_named_on_the_command_line(
+    tmp_path, factory, capsys
+):
+    out = tmp_path / "own"
+    assert main(["train", factory, "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    sys.modules.pop("flaky_pair", None)
+    assert evaluate(out) == 2
+    assert f"--factory {factory}" in one_line(capsys)
+    assert "flaky_pair" not in sys.modules  # refused before anything was imported
+    assert evaluate(out, "--factory", "flaky_pair:other") == 2
+    assert f"trained with the factory {factory}" in one_line(capsys)
+    assert evaluate(out, "--factory", factory) == 0
+    capsys.readouterr()
+    args = ["--out", str(out), "--epochs", "2", "--resume", *QUICK]
+    assert main(["train", "vae", *args]) == 2  # resuming names the run's own factory
+    assert factory in one_line(capsys)
+    assert main(["train", factory, *args]) == 0
+
+
 def test_a_lock_linked_to_a_file_outside_the_run_is_never_written(received, tmp_path, capsys):
     yours = tmp_path / "yours.txt"
     yours.write_text("precious\n")
@@ -357,6 +402,16 @@ def test_a_lock_linked_to_a_file_outside_the_run_is_never_written(received, tmp_
     assert main(resume) == 2
     assert ".lock" in one_line(capsys)
     assert yours.read_text() == "precious\n"
+
+
+def test_factory_data_planted_in_a_built_in_run_are_never_read(received, capsys):
+    from pyrovae.data import split_arrays
+    from pyrovae.runs.data import save_splits
+
+    rows = np.random.default_rng(0).random((35, 64)).astype(np.float32)
+    save_splits(received / "factory_data.npz", split_arrays(rows, None, "planted", seed=0))
+    assert evaluate(received) == 0
+    assert json.loads((received / "eval.json").read_text())["num_examples"] == 360
 
 
 SPECIAL_FILES = """
