@@ -498,3 +498,23 @@ def test_python_m_pyrovae_inside_a_run_imports_no_module_planted_in_it(received,
     )  # fmt: skip
     assert not marker.exists(), marker.read_text()
     assert result.returncode == 0, result.stderr
+
+
+def test_python_m_pyrovae_still_trains_a_factory_from_the_working_directory(tmp_path):
+    """The guard above takes the working directory off sys.path; training searches it
+    explicitly for the factory, as the installed command does."""
+    (tmp_path / "their_pair.py").write_text(
+        "from pyrovae.guides import GaussianEncoder\nfrom pyrovae.models import VAE\n"
+        "def make(input_dim, latent_dim, hidden_dims):\n"
+        "    k = dict(input_dim=input_dim, latent_dim=latent_dim, hidden_dims=hidden_dims)\n"
+        "    return VAE(likelihood='continuous-bernoulli', **k), GaussianEncoder(**k)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae", "train", "their_pair:make", "--out", "r", "--epochs",
+         "1", *QUICK],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r" / "checkpoint.pt").exists()
