@@ -32,12 +32,13 @@ Run (from the repository root; nothing is downloaded)::
 
 The same pair trains and evaluates from the command line through :func:`factory`, with the
 same numbers for the same seed (``PYTHONPATH`` lets ``pyrovae`` import this file as the module
-``custom_model``; ``evaluate`` rebuilds the pair through it too)::
+``custom_model``; ``evaluate`` rebuilds the pair through it too, once you name the factory:
+a run reopens only with the factory you name)::
 
     export PYTHONPATH=examples
     pyrovae train custom_model:factory --latent-dim 16 --hidden 256 --epochs 600 --lr 3e-3 \
         --out runs/poisson-fa
-    pyrovae evaluate runs/poisson-fa --num-samples 1000
+    pyrovae evaluate runs/poisson-fa --num-samples 1000 --factory custom_model:factory
 
 On digits it reaches a test log p(x) of -131.4 nats per image (importance sampling, K = 1000),
 against -185.0 for independent Poisson pixels. On MNIST the command line needs

@@ -2,6 +2,10 @@
 
 import warnings
 
+from ._launch import guard
+
+guard()  # before anything else is imported: see pyrovae._launch
+
 with warnings.catch_warnings():
     # Pyro imports tqdm.auto, which in a Jupyter kernel without ipywidgets warns "IProgress
     # not found", naming a local path; its bars are plain text there, as ours are

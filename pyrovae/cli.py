@@ -115,7 +115,7 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     _add_options(run, [fields["figures"]], defaults)
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
-    _add_factory_path(run)
+    _add_factory_path(run, reopen=False)
     p.set_defaults(handler=_train)
 
 
@@ -145,7 +145,15 @@ def _model_in(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _add_factory_path(parser) -> None:
+def _add_factory_path(parser, reopen: bool = True) -> None:
+    if reopen:
+        parser.add_argument(
+            "--factory",
+            metavar="MODULE:FUNCTION",
+            help="a run trained with your own package.module:function is reopened only when "
+            "you name that factory here (it must be the one the run names) or pass "
+            "--factory-path; it is then imported and called. Name only code you trust",
+        )
     parser.add_argument(
         "--factory-path",
         metavar="DIR",
@@ -153,7 +161,8 @@ def _add_factory_path(parser) -> None:
         default=[],
         help="a run trained with your own package.module:function imports it from the "
         "installed environment, or from DIR (repeatable); never implicitly from the working "
-        "or the run directory. Pass only directories whose code you trust",
+        "or the run directory. Without --factory, the factory the run names is trusted only "
+        "when its module is in DIR. Pass only directories whose code you trust",
     )
 
 
@@ -265,7 +274,12 @@ def _sample(args: argparse.Namespace) -> None:
     from .runs.paths import check_out_file
 
     check_out_file(args.out)
-    run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
+    run = load_run(
+        args.run_dir,
+        device=args.device,
+        factory_path=tuple(args.factory_path),
+        factory=args.factory,
+    )
     path = sample(run, args.n, args.out, seed=args.seed)  # checks the grid's size itself
     print(f"wrote {path}")
 
@@ -278,7 +292,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     check_arguments(args.num_samples, args.batch_size)
     device = rank_device(args.device)
     with process_group(device):  # under torchrun: the test examples split over the ranks
-        run = load_run(args.run_dir, device=device, factory_path=tuple(args.factory_path))
+        run = load_run(
+            args.run_dir, device=device, factory_path=tuple(args.factory_path), factory=args.factory
+        )
         evaluate(
             run,
             num_samples=args.num_samples,
@@ -294,7 +310,12 @@ def _plot(args: argparse.Namespace) -> None:
 
     if args.out is not None:
         check_out_dir(args.out)
-    run = load_run(args.run_dir, device=args.device, factory_path=tuple(args.factory_path))
+    run = load_run(
+        args.run_dir,
+        device=args.device,
+        factory_path=tuple(args.factory_path),
+        factory=args.factory,
+    )
     if args.out is None:
         check_out_dir(run.path / "figures")
     for path in plot(run, args.out):

@@ -335,17 +335,18 @@ def test_a_factory_run_with_its_own_data_reopens_on_the_same_rows(tmp_path, user
     with np.load(out / "factory_data.npz", allow_pickle=False) as saved:
         train_x, test_x = saved["train_x"], saved["test_x"]
     assert train_x.shape == (240, 16) and test_x.shape == (60, 16)
-    run = load_run(out)
+    spec = f"{user_module}:make_with_data"  # reopening a factory run: the user names it
+    run = load_run(out, factory=spec)
     np.testing.assert_array_equal(run.data.train_x.numpy(), train_x)
     np.testing.assert_array_equal(run.test_inputs().numpy(), test_x)
     again = importlib.import_module(user_module).make_with_data()[2]
     assert not np.allclose(again.numpy()[:5], train_x[:5])  # a new call gives other rows
-    assert main(["evaluate", str(out), "--num-samples", "5", "--quiet"]) == 0
+    assert main(["evaluate", str(out), "--num-samples", "5", "--quiet", "--factory", spec]) == 0
     assert json.loads((out / "eval.json").read_text())["num_examples"] == 60
     args = ["--out", str(out), *QUICK, "--epochs", "3", "--resume"]
     pyro.clear_param_store()  # as in a new process: these PyroModules keep Pyro's store
     assert main(["train", f"{user_module}:make_with_data", *args]) == 0
-    np.testing.assert_array_equal(load_run(out).data.train_x.numpy(), train_x)
+    np.testing.assert_array_equal(load_run(out, factory=spec).data.train_x.numpy(), train_x)
 
 
 def test_classic_style_factory_trains_and_its_param_store_is_restored(tmp_path, user_module):
@@ -357,10 +358,11 @@ def test_classic_style_factory_trains_and_its_param_store_is_restored(tmp_path, 
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["params"]
     assert set(saved) >= {"noise", "decoder$$$weight", "encoder$$$weight"}
     pyro.clear_param_store()
-    load_run(out)
+    load_run(out, factory=f"{user_module}:make_classic")
     assert pyro.param("noise").item() == pytest.approx(trained)
     assert torch.equal(pyro.get_param_store()["decoder$$$weight"], saved["decoder$$$weight"])
-    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    named = ["--factory", f"{user_module}:make_classic"]
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png"), *named]) == 0
 
 
 def test_user_factory_runs_in_a_subprocess_from_its_own_directory(tmp_path):

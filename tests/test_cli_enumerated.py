@@ -76,7 +76,8 @@ def test_an_enumerating_factory_trains_evaluates_plots_and_samples(tmp_path, fac
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert config["objective"] == "enum" and metrics["objective"] == "enum"
-    assert main(["evaluate", str(out), "--num-samples", "50", "--quiet"]) == 0
+    named = ["--factory", factory]  # reopening a factory run: the user names its factory
+    assert main(["evaluate", str(out), "--num-samples", "50", "--quiet", *named]) == 0
     report = json.loads((out / "eval.json").read_text())
     assert report["estimand"] == "log p(x)"
     # Both estimate E_q[log sum_c p(x, c, z) - log q(z | x)] on the same test rows: metrics'
@@ -84,8 +85,8 @@ def test_an_enumerating_factory_trains_evaluates_plots_and_samples(tmp_path, fac
     # differed by 21 nats (the issue's -175.1 against -153.9); their Monte Carlo spread here
     # is a few tenths of a nat.
     assert report["test_elbo"] == pytest.approx(metrics["history"][-1]["test_elbo"], abs=1.0)
-    assert main(["plot", str(out)]) == 0
-    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["plot", str(out), *named]) == 0
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png"), *named]) == 0
     from matplotlib.image import imread
 
     image = imread(tmp_path / "s.png")

@@ -159,11 +159,13 @@ def test_custom_model_factory_trains_and_evaluates_from_the_cli(tmp_path, monkey
     assert len(history) == 1 and math.isfinite(history[0]["test_elbo"])
     assert_figures(run / "figures", PYROVAE_FIGURES)
 
-    assert main(["evaluate", str(run), "--num-samples", "20", "--quiet"]) == 0
+    named = ["--factory", "custom_model:factory"]
+    assert "pyrovae evaluate runs/poisson-fa --num-samples 1000 --factory" in docstring
+    assert main(["evaluate", str(run), "--num-samples", "20", "--quiet", *named]) == 0
     report = json.loads((run / "eval.json").read_text())
     assert report["num_samples"] == 20
     # eval.json holds log_marginal's numbers, draw for draw with the same seed.
-    loaded = load_run(run)
+    loaded = load_run(run, factory="custom_model:factory")
     pyro.set_rng_seed(0)
     direct = log_marginal(
         loaded.model, loaded.guide, loaded.test_inputs(), num_samples=20, progress=False

@@ -7,8 +7,10 @@ and a malicious module beside a run. Each test reproduces the failure the issue
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -314,3 +317,204 @@ def test_an_os_error_other_than_a_full_disk_keeps_its_traceback():
     from pyrovae.runs.errors import is_user_error
 
     assert not is_user_error(OSError(errno.EIO, "input/output error"))
+
+
+# ---- a received run acts on nothing of yours (issue 36) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sent") / "run"
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    return out
+
+
+@pytest.fixture
+def received(trained_vae, tmp_path) -> Path:
+    """A copy of a one-epoch VAE run, as someone sent it, for a test to tamper with."""
+    out = tmp_path / "received"
+    shutil.copytree(trained_vae, out, ignore=shutil.ignore_patterns(".lock"))
+    return out
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def evaluate(run: Path, *extra: str) -> int:
+    return main(["evaluate", str(run), "--num-samples", "2", "--quiet", *extra])
+
+
+@pytest.mark.parametrize("target", ["os:abort", "builtins:input", "shutil:rmtree", "os:fork"])
+def test_a_received_run_naming_a_library_callable_never_calls_it(
+    received, target, tmp_path, monkeypatch, capsys
+):
+    """config.json names os:abort (say) and the checkpoint's copy of the config is gone, so
+    no agreement check stops it: reopening neither imports nor calls it, even when the
+    reader names it or a directory."""
+    module, _, name = target.partition(":")
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: calls.append(a))
+    config = json.loads((received / "config.json").read_text())
+    (received / "config.json").write_text(json.dumps({**config, "model": target}))
+    state = torch.load(received / "checkpoint.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, received / "checkpoint.pt")
+    assert evaluate(received) == 2
+    assert not calls
+    assert "--factory" in one_line(capsys)
+    for trusting in (["--factory", target], ["--factory-path", str(tmp_path)]):
+        assert evaluate(received, *trusting) == 2
+        assert not calls
+        assert target in one_line(capsys)
+
+
+def test_a_factory_run_reopens_only_with_the_factory_named_on_the_command_line(
+    tmp_path, factory, capsys
+):
+    out = tmp_path / "own"
+    assert main(["train", factory, "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    sys.modules.pop("flaky_pair", None)
+    assert evaluate(out) == 2
+    assert f"--factory {factory}" in one_line(capsys)
+    assert "flaky_pair" not in sys.modules  # refused before anything was imported
+    assert evaluate(out, "--factory", "flaky_pair:other") == 2
+    assert f"trained with the factory {factory}" in one_line(capsys)
+    assert evaluate(out, "--factory", factory) == 0
+    capsys.readouterr()
+    args = ["--out", str(out), "--epochs", "2", "--resume", *QUICK]
+    assert main(["train", "vae", *args]) == 2  # resuming names the run's own factory
+    assert factory in one_line(capsys)
+    assert main(["train", factory, *args]) == 0
+
+
+def test_a_lock_linked_to_a_file_outside_the_run_is_never_written(received, tmp_path, capsys):
+    yours = tmp_path / "yours.txt"
+    yours.write_text("precious\n")
+    resume = ["train", "vae", "--out", str(received), "--epochs", "2", "--resume", *QUICK]
+    (received / ".lock").symlink_to(yours)
+    assert main(resume) == 2
+    assert ".lock" in one_line(capsys)
+    (received / ".lock").unlink()
+    os.link(yours, received / ".lock")  # a hard link: the same file under the run's name
+    assert main(resume) == 2
+    assert ".lock" in one_line(capsys)
+    assert yours.read_text() == "precious\n"
+
+
+def test_factory_data_planted_in_a_built_in_run_are_never_read(received, capsys):
+    from pyrovae.data import split_arrays
+    from pyrovae.runs.data import save_splits
+
+    rows = np.random.default_rng(0).random((35, 64)).astype(np.float32)
+    save_splits(received / "factory_data.npz", split_arrays(rows, None, "planted", seed=0))
+    assert evaluate(received) == 0
+    assert json.loads((received / "eval.json").read_text())["num_examples"] == 360
+
+
+SPECIAL_FILES = """
+import contextlib, io, os, resource, shutil, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))  # reading /dev/zero: bounded
+from pyrovae.cli import main
+sent, work = Path(sys.argv[1]), Path(sys.argv[2])
+for name in ("config.json", "checkpoint.pt"):
+    for kind in ("fifo", "dev-zero", "directory"):
+        run = work / f"{kind}-{name}"
+        shutil.copytree(sent, run, ignore=shutil.ignore_patterns(".lock"))
+        (run / name).unlink()
+        if kind == "fifo":
+            os.mkfifo(run / name)
+        elif kind == "dev-zero":
+            (run / name).symlink_to("/dev/zero")
+        else:
+            (run / name).mkdir()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = main(["evaluate", str(run), "--num-samples", "2", "--quiet"])
+            except BaseException as e:
+                code = repr(e)[:100]
+        said = err.getvalue()
+        print(kind, name, code, said.count("\\n"), said.strip(), flush=True)
+"""
+
+
+def test_run_files_that_are_fifos_devices_or_directories_are_refused_in_one_line(
+    trained_vae, tmp_path
+):
+    """Six cases in one process (a child, so that a hang or an unbounded read ends it, not
+    the test session): each refused in one line naming the file, without reading it."""
+    result = subprocess.run(
+        [sys.executable, "-c", SPECIAL_FILES, str(trained_vae), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6, result.stdout + result.stderr
+    for line in lines:
+        kind, name, code, lines, err = line.split(" ", 4)
+        assert code == "2" and lines == "1" and err.startswith("pyrovae: error: "), line
+        assert name in err and "regular file" in err, line
+
+
+def flip_a_weight_bit(checkpoint: Path) -> None:
+    """Flip an exponent bit of the first weight, in the file's bytes."""
+    state = torch.load(checkpoint, weights_only=True)
+    weight = next(v for v in state["model"].values() if v.numel() >= 4)
+    raw = checkpoint.read_bytes()
+    at = raw.find(weight.numpy().tobytes())
+    assert at >= 0
+    damaged = bytearray(raw)
+    damaged[at + 3] ^= 0x20  # float32 little-endian: the top byte holds the exponent
+    checkpoint.write_bytes(bytes(damaged))
+
+
+def test_a_flipped_bit_in_a_weight_is_named_a_damaged_checkpoint(received, capsys):
+    flip_a_weight_bit(received / "checkpoint.pt")
+    assert evaluate(received) == 2
+    assert "damaged: checksum mismatch" in one_line(capsys)
+
+
+def test_a_checkpoint_written_before_checksums_still_loads(received):
+    state = torch.load(received / "checkpoint.pt", weights_only=True)
+    state.pop("checksum", None)
+    torch.save(state, received / "checkpoint.pt")
+    assert evaluate(received) == 0
+
+
+def test_python_m_pyrovae_inside_a_run_imports_no_module_planted_in_it(received, tmp_path):
+    """``python -m`` puts the working directory first on sys.path: modules planted in a run
+    under the names of pyrovae's dependencies are not imported from it."""
+    marker = tmp_path / "imported"
+    for name in ("torch", "numpy", "pyro", "sklearn", "scipy", "matplotlib", "arviz"):
+        (received / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    root = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae", "evaluate", ".", "--num-samples", "2", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=received,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert not marker.exists(), marker.read_text()
+    assert result.returncode == 0, result.stderr
+
+
+def test_python_m_pyrovae_still_trains_a_factory_from_the_working_directory(tmp_path):
+    """The guard above takes the working directory off sys.path; training searches it
+    explicitly for the factory, as the installed command does."""
+    (tmp_path / "their_pair.py").write_text(
+        "from pyrovae.guides import GaussianEncoder\nfrom pyrovae.models import VAE\n"
+        "def make(input_dim, latent_dim, hidden_dims):\n"
+        "    k = dict(input_dim=input_dim, latent_dim=latent_dim, hidden_dims=hidden_dims)\n"
+        "    return VAE(likelihood='continuous-bernoulli', **k), GaussianEncoder(**k)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae", "train", "their_pair:make", "--out", "r", "--epochs",
+         "1", *QUICK],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r" / "checkpoint.pt").exists()

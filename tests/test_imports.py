@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1] / "pyrovae"
 LIBRARY_TOP_LEVEL = frozenset(
     f"pyrovae.{name}"
     for name in (
+        "_launch",  # the package's first import: python -m pyrovae's sys.path guard
         "atomic",
         "data",
         "distributions",

@@ -17,6 +17,7 @@ from ..atomic import atomic_write
 from ..data import FILE_EXTENSIONS, DataSplits, binarize_fixed, load_dataset
 from ..likelihoods import check_support
 from .config import TrainConfig
+from .record import open_regular
 
 
 def load_data(config: TrainConfig, *, sequences: bool = False) -> DataSplits:
@@ -87,7 +88,7 @@ def save_splits(path: str | Path, data: DataSplits) -> Path:
 
 def load_splits(path: str | Path, name: str) -> DataSplits:
     """The splits :func:`save_splits` wrote (read without unpickling anything)."""
-    with np.load(path, allow_pickle=False) as saved:
+    with open_regular(path) as f, np.load(f, allow_pickle=False) as saved:
         arrays = {key: saved[key] for key in saved.files}
 
     def tensor(key: str) -> torch.Tensor | None:

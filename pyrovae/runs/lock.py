@@ -3,12 +3,16 @@
 ``RUN_DIR/.lock`` is locked with the operating system's advisory file lock (``fcntl.flock``
 on POSIX), which the OS releases whenever the holder exits, however it exits (a crash or
 ``kill -9`` included), so a lock is never left stale. The file holds the holder's PID, for the
-message a second process gets. Where ``fcntl`` is missing (Windows) the lock is not taken.
+message a second process gets; it is opened only when it is a regular file of its own (never
+through a symbolic or hard link, :func:`_open_lock`). Where ``fcntl`` is missing (Windows) the
+lock is not taken.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from .record import RunError
@@ -19,6 +23,32 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 LOCK = ".lock"
+#: Not on Windows, where the lock is not taken.
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, opened for writing only when it is pyrovae's own: a regular file with
+    one name. A symbolic link, a hard link to a file elsewhere, a FIFO or a device put in its
+    place (a run someone sent) is refused, never truncated or written through."""
+    # O_NOFOLLOW: a link at the last component fails (ELOOP) instead of being followed;
+    # O_NONBLOCK: a FIFO opens without waiting for a writer, and is refused below.
+    flags = os.O_RDWR | os.O_CREAT | NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+    fix = f"remove it (rm {path}) if no pyrovae process is training into the run, and retry"
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunError(f"{path} is a symbolic link, not pyrovae's lock file; {fix}") from None
+        raise RunError(f"cannot create the lock file {path}: {e.strerror or e}") from e
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a file"
+        raise RunError(f"{path} is {what}, not pyrovae's lock file; {fix}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
 
 
 class RunLock:
@@ -36,9 +66,9 @@ class RunLock:
         self.created = not self.directory.exists()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunError(f"cannot create the run directory {self.directory}: {e.strerror}") from e
+        fd = _open_lock(self.directory / LOCK)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -18,9 +18,12 @@ tensors, numbers, strings, lists and dicts only, never arbitrary pickled objects
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
+import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +50,56 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+# Windows has neither: there a FIFO cannot be made with a run's file name.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+#: The largest JSON file of a run that is read (bytes): a config or metrics of any real run
+#: is far smaller.
+JSON_LIMIT = 64 * 1024**2
+
+
+def open_regular(path: str | Path, limit: int | None = None):
+    """A run's file opened for reading (binary), only when it is a regular file (not a symbolic
+    link, FIFO, device or directory) of at most ``limit`` bytes: a received run cannot make a
+    reader hang on a FIFO, read ``/dev/zero`` without end or follow a link out of the run.
+    Anything else is a :class:`CheckpointError` naming the file, in one line."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CheckpointError(
+                f"{path} is a symbolic link, not a regular file; a run's files are read only "
+                "as regular files inside it: replace the link by the file it points to"
+            ) from None
+        raise CheckpointError(f"cannot read {path} ({e.strerror or e})") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO or device"
+        problem = f"is {kind}, not a regular file"
+    elif limit is not None and info.st_size > limit:
+        problem = f"holds {info.st_size} bytes, more than the {limit} a run's file of its kind may"
+    if problem:
+        os.close(fd)
+        raise CheckpointError(f"{path} {problem}; the run directory is damaged (restore the file)")
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist") from None
+        with open_regular(path, JSON_LIMIT) as f:
+            return json.loads(f.read().decode())
+    except UnicodeDecodeError as e:
+        raise CheckpointError(
+            f"{path} is not UTF-8 text ({e}); the run directory is damaged"
+        ) from e
     except json.JSONDecodeError as e:
         raise CheckpointError(
             f"{path} is not valid JSON ({e}); the run directory is damaged"
@@ -66,9 +113,11 @@ DISK_FULL_BYTES = 1 << 20
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write a checkpoint (a dict of tensors, numbers, strings, lists, dicts) atomically.
 
-    A full disk is raised as ``OSError(ENOSPC)`` (torch reports it as an opaque
+    The payload carries :func:`checksum` of its tensors, which :func:`load_checkpoint`
+    verifies. A full disk is raised as ``OSError(ENOSPC)`` (torch reports it as an opaque
     ``RuntimeError`` from its zip writer); the previous checkpoint is left whole."""
     payload = {"format_version": FORMAT_VERSION, **state}
+    payload[CHECKSUM] = checksum(payload)
     try:
         return atomic_write(path, lambda tmp: torch.save(payload, tmp))
     except RuntimeError as e:
@@ -81,13 +130,48 @@ def _free_bytes(directory: Path) -> int:
     return shutil.disk_usage(directory).free
 
 
+#: The checkpoint's key holding :func:`checksum` (checkpoints written before it have none).
+CHECKSUM = "checksum"
+
+
+def checksum(state: Any) -> str:
+    """SHA-256 of every tensor in ``state`` (dicts and lists walked in order; each tensor's
+    key path, dtype, shape and bytes), leaving out the :data:`CHECKSUM` entry itself. It
+    names damage (a flipped bit) on load; it is no signature: whoever can write the file can
+    write a matching checksum."""
+    digest = hashlib.sha256()
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            data = value.detach().cpu().contiguous().reshape(-1)
+            raw = data.view(torch.uint8) if data.numel() else data
+            digest.update(f"{where}|{value.dtype}|{tuple(value.shape)}|".encode())
+            digest.update(raw.numpy().tobytes() if data.numel() else b"")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not (where == "" and key == CHECKSUM):
+                    walk(item, f"{where}/{key!r}")
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(state, "")
+    return f"sha256:{digest.hexdigest()}"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, without unpickling objects."""
+    """Read a checkpoint written by :func:`save_checkpoint`, without unpickling objects, from
+    a regular file only (:func:`open_regular`), and verify its checksum: a checkpoint whose
+    tensors changed after it was written is refused ("damaged: checksum mismatch"). One
+    written before checkpoints had checksums (no ``checksum`` key) is read as it is."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise CheckpointError(f"no checkpoint at {path}; train a run first (pyrovae train)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with open_regular(path) as f:
+            state = torch.load(f, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # torch raises several types for damaged or foreign files
         raise CheckpointError(
             f"cannot read the checkpoint {path}: {e}. It is damaged or not a pyrovae checkpoint."
@@ -95,6 +179,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is not a pyrovae checkpoint (format version {FORMAT_VERSION} expected)"
+        )
+    saved = state.get(CHECKSUM)
+    if saved is not None and saved != checksum(state):
+        raise CheckpointError(
+            f"{path} is damaged: checksum mismatch (its tensors changed after it was written); "
+            "restore it from a copy, or retrain"
         )
     return state
 

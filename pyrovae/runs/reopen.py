@@ -1,13 +1,15 @@
 """A run reopened from its directory: :func:`load_run`, and what is done with it (``plot``,
-``sample``). Reopening reads ``config.json`` and the checkpoint (tensors only, never pickled
-objects) and builds the pair by its recipe; for a factory run that means importing the
-factory named in ``config.json``, so open only runs whose code you trust.
+``sample``). Reopening reads ``config.json`` and the checkpoint (regular files only; tensors,
+never pickled objects, checked against their checksum) and builds the pair by its recipe; for
+a factory run that means importing and calling the factory named in ``config.json``, which
+is done only when the user names it (:func:`check_factory`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 import pyro
@@ -18,8 +20,9 @@ from ..infer import collect_params, make_objective
 from .config import TrainConfig, check_types
 from .data import load_splits
 from .inputs import as_args, head
+from .recipes.factory import FACTORY_SUFFIX
 from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
-from .registry import read_config, recipe_for
+from .registry import RECIPES, read_config, recipe_for
 
 Log = Callable[[str], None]
 
@@ -32,9 +35,16 @@ def check_device(device: str) -> None:
 
 
 def open_data(path: Path, config: TrainConfig) -> DataSplits | None:
-    """A run's own copy of data no dataset name reloads (a factory's), or None."""
-    if not (path / DATA_COPY).exists():
+    """A run's own copy of data no dataset name reloads, or None. Only a factory run whose
+    config says its factory returned its data has one: a ``factory_data.npz`` in any other
+    run (a built-in model's, say) was not written by pyrovae and is never read."""
+    if config.model in RECIPES or not config.dataset.endswith(FACTORY_SUFFIX):
         return None
+    if not (path / DATA_COPY).exists() and not (path / DATA_COPY).is_symlink():
+        raise RunError(
+            f"{path / DATA_COPY} is missing: {path / CONFIG} says the run's factory returned "
+            "its data, kept in that file; the run directory is damaged (restore the file)"
+        )
     return load_splits(path / DATA_COPY, config.dataset)
 
 
@@ -43,18 +53,22 @@ def load_run(
     device: str = "cpu",
     log: Log | None = None,
     factory_path: tuple[str, ...] = (),
+    factory: str | None = None,
 ) -> Run:
     """Rebuild a run's model, guide and data from ``config.json`` and ``checkpoint.pt``.
 
-    A factory run imports the factory its config names from the installed environment or
-    ``factory_path`` only (never implicitly from the working or the run directory), and says
-    which file it imported (on ``log``, else standard error)."""
+    A factory run's factory is code named by the run: it is imported and called only when the
+    caller names it (:func:`check_factory`: ``factory``, equal to the one config.json names,
+    or ``factory_path``, directories one of which holds it), from the installed environment
+    or ``factory_path`` only (never implicitly from the working or the run directory), and
+    the file imported is said (on ``log``, else standard error)."""
     path = Path(run_dir)
-    if not (path / CONFIG).exists():
+    if not (path / CONFIG).exists() and not (path / CONFIG).is_symlink():
         raise RunError(
             f"{path} is not a pyrovae run (no config.json); train one with pyrovae train"
         )
     config = checked_config(path).replace(device=device)
+    check_factory(path, config.model, factory, factory_path)
     check_device(device)
     state = load_checkpoint(path / CHECKPOINT, map_location=device)
     _check_agreement(path, config, state)
@@ -89,6 +103,42 @@ def load_run(
             for name, value in state["params"].items():
                 store.get_param(name).unconstrained().copy_(value)
     return run
+
+
+def check_factory(
+    path: Path, model: str, factory: str | None, factory_path: tuple[str, ...]
+) -> None:
+    """Refuse, in one line and before anything is imported, to reopen a factory run whose
+    factory the user did not name: ``factory`` must be the one the run names, or, without it,
+    the factory's module must be in one of ``factory_path``'s directories. A run received from
+    someone else thus never runs a callable of its choosing (os:abort, shutil:rmtree, a
+    function of an installed package) on the reader's machine."""
+    if model in RECIPES:
+        return
+    top = model.partition(":")[0].split(".")[0]
+    if factory is not None:
+        if factory != model:
+            raise RunError(
+                f"{path} was trained with the factory {model}, not --factory {factory}; "
+                f"pass --factory {model} if you trust that code"
+            )
+        return
+    dirs = [str(Path(d).expanduser().resolve()) for d in factory_path]
+    if not dirs:
+        raise RunError(
+            f"{path} was trained with the factory {model}: reopening it imports and runs that "
+            f"code. If you trust it, pass --factory {model} (installed) or --factory-path DIR "
+            f"(the directory that holds {top})"
+        )
+    loaded = getattr(sys.modules.get(top), "__file__", None)
+    found = PathFinder.find_spec(top, dirs) if top not in sys.builtin_module_names else None
+    inside = loaded is None or any(Path(loaded).resolve().is_relative_to(d) for d in dirs)
+    if found is None or not inside:
+        raise RunError(
+            f"{path} was trained with the factory {model}, whose module {top} is not in "
+            f"--factory-path {' '.join(dirs)}; pass the directory that holds it, or "
+            f"--factory {model} if you trust it as installed"
+        )
 
 
 def checked_config(path: Path) -> TrainConfig:

@@ -54,7 +54,7 @@ from .record import (
     save_checkpoint,
     write_json,
 )
-from .registry import every_recipe, read_config, recipe_for
+from .registry import RECIPES, every_recipe, read_config, recipe_for
 from .reopen import check_device, open_data, plot
 
 Log = Callable[[str], None]
@@ -288,6 +288,12 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
     if not (out / CHECKPOINT).exists():
         raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
     saved = read_config(read_json(out / CONFIG))
+    if saved.model not in RECIPES and saved.model != config.model:
+        # Resuming imports and calls the run's factory: only the one the user named as MODEL.
+        raise RunError(
+            f"{out} was trained with the factory {saved.model}, not {config.model}; resume it "
+            f"with pyrovae train {saved.model} --out {out} --resume if you trust that code"
+        )
     saved = saved.replace(epochs=config.epochs, device=config.device, out=str(out))
     refusal = recipe_for(saved.model).refuse_resume(saved)
     if refusal:

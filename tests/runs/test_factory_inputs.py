@@ -258,25 +258,26 @@ def test_lengths_are_never_labels_and_declared_labels_are(tmp_path, factory):
     out = tmp_path / "lengths"
     args = ["--out", str(out), "--no-figures", *QUICK]  # no continuous latent to draw
     assert main(["train", f"{factory}:with_lengths", *args]) == 0
-    run = load_run(out)
+    run = load_run(out, factory=f"{factory}:with_lengths")
     assert run.data.train_y is None and run.data.test_y is None
     x, lengths = run.test_inputs()
     assert x.shape == (18, 12) and lengths.dtype == torch.int64
     pyro.clear_param_store()  # as in a new process: PyroModules keep Pyro's store
     resumed = ["--out", str(out), "--no-figures", *QUICK, "--epochs", "3", "--resume"]
     assert main(["train", f"{factory}:with_lengths", *resumed]) == 0  # lengths from the copy
-    assert load_run(out).data.test_args[0].equal(lengths)
+    assert load_run(out, factory=f"{factory}:with_lengths").data.test_args[0].equal(lengths)
 
     for name in ("with_lengths_and_labels", "as_dict"):
         out = tmp_path / name
         assert main(["train", f"{factory}:{name}", "--out", str(out), "--no-figures", *QUICK]) == 0
-        run = load_run(out)
+        run = load_run(out, factory=f"{factory}:{name}")
         _, lengths, c = sys.modules[factory].sequences()
         train_rows, test_rows = split_rows(len(c))
         np.testing.assert_array_equal(run.data.test_y.numpy(), c[test_rows].numpy())
         np.testing.assert_array_equal(run.data.train_y.numpy(), c[train_rows].numpy())
         np.testing.assert_array_equal(run.test_inputs()[1].numpy(), lengths[test_rows].numpy())
-        assert main(["evaluate", str(out), "--num-samples", "2", "--quiet"]) == 0
+        named = ["--factory", f"{factory}:{name}"]
+        assert main(["evaluate", str(out), "--num-samples", "2", "--quiet", *named]) == 0
 
 
 def test_a_plain_pair_gives_labels_so_a_model_that_needs_lengths_is_refused(
@@ -303,13 +304,14 @@ def test_a_mask_reaches_plot_and_sample_and_labels_the_figures(tmp_path, factory
     assert "labels: FactoryData.labels, for the figures only" in printed
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"latent_space.png", "samples.png", "reconstructions.png"} <= figures
-    run = load_run(out)
+    named = ["--factory", f"{factory}:masked_images"]
+    run = load_run(out, factory=named[1])
     assert run.data.test_y is not None and run.test_inputs()[1].dtype == torch.bool
-    assert main(["plot", str(out), "--out", str(tmp_path / "figures")]) == 0
+    assert main(["plot", str(out), "--out", str(tmp_path / "figures"), *named]) == 0
     assert_png(tmp_path / "figures" / "latent_space.png")
-    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png"), *named]) == 0
     assert_png(tmp_path / "s.png")
-    assert main(["evaluate", str(out), "--num-samples", "4", "--quiet"]) == 0
+    assert main(["evaluate", str(out), "--num-samples", "4", "--quiet", *named]) == 0
 
 
 @pytest.mark.parametrize(

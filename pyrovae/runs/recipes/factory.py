@@ -108,6 +108,11 @@ def load_factory(
             "or give your own factory as package.module:function"
         )
     module_name, _, attr = spec.partition(":")
+    if is_library(module_name):
+        raise ModelSpecError(
+            f"{spec} is in Python's standard library, not a model factory; give your own "
+            "package.module:function returning (model, guide)"
+        )
     try:
         if code_path is None:
             module = _import_from_working_directory(module_name)
@@ -128,7 +133,22 @@ def load_factory(
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ModelSpecError(f"{module_name!r} has no callable {attr!r} (from the model {spec!r})")
+    if not inspect.isfunction(factory) or is_library(factory.__module__ or ""):
+        # A builtin (os.abort), a class or a function of the standard library imported into
+        # the module under another name: never a factory, and never called.
+        raise ModelSpecError(
+            f"{spec} is not a Python function of your own ({type(factory).__name__} from "
+            f"{getattr(factory, '__module__', None) or 'a built-in module'}); a model factory "
+            "is a function def'd in your module, returning (model, guide)"
+        )
     return factory
+
+
+def is_library(module_name: str) -> bool:
+    """Whether ``module_name`` is (in) a module of Python's standard library or built into
+    the interpreter: code no run may name as its factory."""
+    top = module_name.split(".")[0]
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names
 
 
 def _import_from_working_directory(module_name: str):
