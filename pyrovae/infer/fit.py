@@ -272,7 +272,7 @@ class Trainer:
         #: latents and its data plate does not subsample already (else None).
         self.subsample_rows: int | None = None
         if self.program.sites.global_latents and not self.program.subsampled:
-            self.subsample_rows = self._training_rows()
+            self.subsample_rows = self._training_rows(data)
             scale = DataPlateScale(self.program.data_plate, self.subsample_rows)
             self._model = wrapped(self._model, scale)
             self._guide = wrapped(self._guide, scale)
@@ -409,15 +409,9 @@ class Trainer:
                     callback(self)
         return self.history
 
-    def _training_rows(self) -> int:
+    def _training_rows(self, data: Data) -> int:
         """N, the training rows of one pass over all ranks (a minibatch's full data)."""
-        rows = getattr(self.batches, "num_examples", None)
-        if rows is None:
-            loader = getattr(self.batches, "loader", None)
-            try:
-                rows = len(loader.dataset)  # type: ignore[union-attr]
-            except (AttributeError, TypeError):
-                rows = None
+        rows = getattr(self.batches, "num_examples", None) or _rows(data)
         if rows is None:
             raise ValueError(
                 f"the program has global latents {self.program.sites.global_latents}, and "

@@ -46,9 +46,7 @@ from .progress import progress_bar
 from .psis import pareto_khat
 from .weights import (
     WeightedSites,
-    classify_sites,
     enumerated_values,
-    find_data_plate,
     log_weights_from_traces,
     named_data_plate,
     refuse_point_masses,
@@ -629,19 +627,17 @@ def _probe(
         model_trace, guide_trace = trace_pair(
             model, guide if proposal == "guide" else None, args, 1, nesting
         )
-        plate = find_data_plate(model_trace, args[0].shape[0], data_plate)
-        sites = classify_sites(model_trace, guide_trace, allow_global=True, plate=plate)
-        refuse_point_masses(guide_trace, sites)
-        # Every refusal of the weights (a sequential plate around an enumerated site, ...)
-        # before any pass.
-        log_weights_from_traces(
+        # Every refusal of the weights (classify_sites', a sequential plate around an
+        # enumerated site, ...) before any pass; then a point-mass proposal's.
+        _, sites = log_weights_from_traces(
             model_trace,
             guide_trace,
             nesting,
             args[0].shape[0],
             allow_global=True,
-            data_plate=plate,
+            data_plate=data_plate,
         )
+        refuse_point_masses(guide_trace, sites)
     return sites, enumerated_values(model_trace, guide_trace, nesting)
 
 
