@@ -10,12 +10,10 @@ lock is not taken.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 
-from .record import RunError
+from .record import NotRegularFile, RunError, open_unlinked
 
 try:
     import fcntl
@@ -23,31 +21,25 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 LOCK = ".lock"
-#: Not on Windows, where the lock is not taken.
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _open_lock(path: Path) -> int:
     """The lock file, opened for writing only when it is pyrovae's own: a regular file with
     one name. A symbolic link, a hard link to a file elsewhere, a FIFO or a device put in its
-    place (a run someone sent) is refused, never truncated or written through."""
-    # O_NOFOLLOW: a link at the last component fails (ELOOP) instead of being followed;
-    # O_NONBLOCK: a FIFO opens without waiting for a writer, and is refused below.
-    flags = os.O_RDWR | os.O_CREAT | NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+    place (a run someone sent) is refused, never truncated or written through
+    (:func:`~pyrovae.runs.record.open_unlinked`)."""
     fix = f"remove it (rm {path}) if no pyrovae process is training into the run, and retry"
     try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
+        fd, info = open_unlinked(path, os.O_RDWR | os.O_CREAT)
+    except NotRegularFile as e:
+        if e.what == "a symbolic link":
             raise RunError(f"{path} is a symbolic link, not pyrovae's lock file; {fix}") from None
+        raise RunError(f"{path} is not a file, not pyrovae's lock file; {fix}") from None
+    except OSError as e:
         raise RunError(f"cannot create the lock file {path}: {e.strerror or e}") from e
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+    if info.st_nlink != 1:
         os.close(fd)
-        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a file"
-        raise RunError(f"{path} is {what}, not pyrovae's lock file; {fix}")
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
+        raise RunError(f"{path} is a hard link to another file, not pyrovae's lock file; {fix}")
     return fd
 
 

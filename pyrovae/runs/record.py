@@ -59,35 +59,62 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 JSON_LIMIT = 64 * 1024**2
 
 
+class NotRegularFile(OSError):
+    """A path that :func:`open_unlinked` will not open: ``what`` it is instead (a symbolic
+    link, a directory, a FIFO or device)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path} is {what}")
+        self.what = what
+
+
+def open_unlinked(path: str | Path, flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
+    """``os.open(path, flags)`` of a regular file only, and its ``fstat``: a symbolic link at
+    the last component is not followed (O_NOFOLLOW) and a FIFO is not waited on (O_NONBLOCK,
+    blocking again once the file is known to be regular). Refused: :class:`NotRegularFile`;
+    any other failure is ``os.open``'s OSError."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegularFile(Path(path), "a symbolic link") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO or device"
+        raise NotRegularFile(Path(path), kind)
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return fd, info
+
+
 def open_regular(path: str | Path, limit: int | None = None):
     """A run's file opened for reading (binary), only when it is a regular file (not a symbolic
     link, FIFO, device or directory) of at most ``limit`` bytes: a received run cannot make a
     reader hang on a FIFO, read ``/dev/zero`` without end or follow a link out of the run.
     Anything else is a :class:`CheckpointError` naming the file, in one line."""
     path = Path(path)
+    damaged = "the run directory is damaged (restore the file)"
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        fd, info = open_unlinked(path, os.O_RDONLY)
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
+    except NotRegularFile as e:
+        if e.what == "a symbolic link":
             raise CheckpointError(
                 f"{path} is a symbolic link, not a regular file; a run's files are read only "
                 "as regular files inside it: replace the link by the file it points to"
             ) from None
+        raise CheckpointError(f"{path} is {e.what}, not a regular file; {damaged}") from None
+    except OSError as e:
         raise CheckpointError(f"cannot read {path} ({e.strerror or e})") from None
-    info = os.fstat(fd)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO or device"
-        problem = f"is {kind}, not a regular file"
-    elif limit is not None and info.st_size > limit:
-        problem = f"holds {info.st_size} bytes, more than the {limit} a run's file of its kind may"
-    if problem:
+    if limit is not None and info.st_size > limit:
         os.close(fd)
-        raise CheckpointError(f"{path} {problem}; the run directory is damaged (restore the file)")
-    if _NONBLOCK:
-        os.set_blocking(fd, True)
+        raise CheckpointError(
+            f"{path} holds {info.st_size} bytes, more than the {limit} a run's file of its "
+            f"kind may; {damaged}"
+        )
     return os.fdopen(fd, "rb")
 
 
