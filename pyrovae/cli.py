@@ -78,7 +78,9 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
         "returning (model, guide) or (model, guide, data)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/MODEL)")
-    defaults = TrainConfig()
+    recipe = recipe_for(model) if model else None
+    # The common settings' defaults, as the recipe has its own (shown by --help too).
+    defaults = TrainConfig(**(recipe.defaults if recipe is not None else {}))
     fields = {f.name: f for f in common_fields()}
     groups = {
         "data": ("dataset", "data_dir", "download", "test_fraction"),
@@ -86,6 +88,8 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
             "epochs",
             "batch_size",
             "lr",
+            "lr_decay",
+            "lr_decay_epochs",
             "objective",
             "num_particles",
             "dreg",
@@ -94,7 +98,6 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
             "device",
         ),
     }
-    recipe = recipe_for(model) if model else None
     fixed = recipe is not None and recipe.objective is not None
     for title, names in groups.items():
         chosen = [fields[n] for n in names]

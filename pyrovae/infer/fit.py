@@ -191,6 +191,12 @@ class Trainer:
             the batch's size holds every observation (found otherwise; a model's
             ``data_plate`` attribute names it too:
             :func:`~pyrovae.infer.weights.find_data_plate`).
+        lr_decay, lr_decay_epochs: step decay of the learning rate: epoch e (counted from 0)
+            trains at lr_0 * lr_decay ** floor(e / lr_decay_epochs), lr_0 each parameter
+            group's learning rate when the optimizer was made (VaDE's 0.9 every 10 epochs:
+            ``lr_decay=0.9, lr_decay_epochs=10``). The rate follows the epoch count, so a
+            resumed run continues the schedule; each epoch's record holds its ``lr`` (of the
+            first group). 1: constant.
 
     A program with global latents (sites outside the data plate) is trained with each
     minibatch of B rows scaled as a subsample of the N training rows, as Pyro's
@@ -237,9 +243,16 @@ class Trainer:
         flush_denormals: bool = True,
         kl_warmup: int = 0,
         data_plate: str | None = None,
+        lr_decay: float = 1.0,
+        lr_decay_epochs: int = 1,
     ) -> None:
         if kl_warmup < 0:
             raise ValueError(f"kl_warmup must be >= 0 epochs, got {kl_warmup}")
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        if lr_decay_epochs < 1:
+            raise ValueError(f"lr_decay_epochs must be at least 1, got {lr_decay_epochs}")
+        self.lr_decay, self.lr_decay_epochs = lr_decay, lr_decay_epochs
         self.rank, self.ranks = world()
         if self.ranks > 1 and seed is None:
             seed = shared_seed(torch.initial_seed() % 2**62)  # rank 0's, so data orders agree
@@ -315,6 +328,8 @@ class Trainer:
             )
         make_optimizer = optimizer or (lambda params: adam(params, lr))
         self.optimizer = make_optimizer(self.params)
+        #: Each parameter group's learning rate before any decay (lr_0 of ``lr_decay``).
+        self.initial_lrs = [float(group["lr"]) for group in self.optimizer.param_groups]
         modules = [p for p in (model, guide) if isinstance(p, torch.nn.Module)]
         self.loss = CapturedLoss(
             self.elbo, self._model, self._guide, modules, self.params, enabled=capture
@@ -362,6 +377,8 @@ class Trainer:
         ):
             while self.epoch < epochs:
                 start = time.perf_counter()
+                if self.lr_decay != 1:
+                    self._decay_lr()
                 if self.kl_warmup:
                     # Changed in place: captured graphs read the new weight (and the recheck
                     # below compares one of them with Pyro's loss under it).
@@ -386,6 +403,8 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
                 if self.kl_warmup:
                     record["kl_weight"] = self.scaling.factor
+                if self.lr_decay != 1:
+                    record["lr"] = self.optimizer.param_groups[0]["lr"]
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,
@@ -408,6 +427,16 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(self)
         return self.history
+
+    def _decay_lr(self) -> None:
+        """Set each group's rate for epoch ``self.epoch`` (see ``lr_decay``); a tensor rate
+        is changed in place, as a captured optimizer step may read it."""
+        factor = self.lr_decay ** (self.epoch // self.lr_decay_epochs)
+        for group, lr in zip(self.optimizer.param_groups, self.initial_lrs, strict=True):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr * factor)
+            else:
+                group["lr"] = lr * factor
 
     def _training_rows(self, data: Data) -> int:
         """N, the training rows of one pass over all ranks (a minibatch's full data)."""

@@ -99,6 +99,12 @@ class TrainConfig:
     epochs: int = setting(100, "passes over the training data")
     batch_size: int = setting(128, "examples per step")
     lr: float = setting(1e-3, "Adam learning rate")
+    lr_decay: float = setting(
+        1.0,
+        "multiply the learning rate by this every --lr-decay-epochs epochs (1: constant; "
+        "VaDE: 0.9 every 10)",
+    )
+    lr_decay_epochs: int = setting(1, "epochs between two --lr-decay steps")
     objective: str = setting(
         "auto",
         "auto: enum when the program enumerates a site (or leaves a discrete latent to the "
@@ -166,6 +172,11 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 < self.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {self.lr_decay}"),
+            (
+                self.lr_decay_epochs >= 1,
+                f"--lr-decay-epochs must be at least 1, got {self.lr_decay_epochs}",
+            ),
             (self.num_particles >= 1, f"--particles must be at least 1, got {self.num_particles}"),
             (not self.dreg or self.objective == "iwae", "--dreg goes with --objective iwae"),
             (

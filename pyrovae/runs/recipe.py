@@ -14,6 +14,9 @@ A recipe declares:
 - ``objective``: the objective it always trains with, or None for ``--objective``;
 - ``files``: files of its own in a run directory (ssvae: ``best.pt``);
 - ``sequences``: whether its models take sequences (N, T, D) with lengths (seqvae, dmm);
+- ``defaults``: its own defaults for settings every run has (e.g. ``{"lr": 2e-3}``), which
+  ``pyrovae train MODEL`` (and its ``--help``) and :func:`~pyrovae.runs.config_for` use
+  where the caller gives none;
 
 and implements ``pair`` (the model and guide for a resolved config). The other hooks have
 defaults for a pair trained by SVI on the unlabelled training rows, evaluated by importance
@@ -119,6 +122,9 @@ class Recipe:
     files: ClassVar[tuple[str, ...]] = ()
     #: The family's models take sequences (N, T, D) with lengths (seqvae, dmm), not rows.
     sequences: ClassVar[bool] = False
+    #: The family's own defaults for common settings of :class:`TrainConfig` (``lr``,
+    #: ``epochs``, ...), in place of TrainConfig's where the caller sets none.
+    defaults: ClassVar[dict[str, Any]] = {}
     #: None: the Trainer estimates each epoch's ``test_elbo`` (one sample). Otherwise one of
     #: the plan's ``metrics`` records it (the Trainer does not evaluate it a second time), and
     #: this is what metrics.json's ``units`` says of it.

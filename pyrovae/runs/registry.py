@@ -55,8 +55,10 @@ def option_names() -> set[str]:
 def config_for(model: str = "vae", **settings: Any) -> TrainConfig:
     """A config for ``model`` from flat settings (common ones and the recipe's options), e.g.
     ``config_for("gmm", components=[2, 4], out="runs/gmm")``; an option of another recipe
-    is an error naming it."""
-    return make_config(recipe_for(model).options, {"model": model, **settings})
+    is an error naming it. A common setting not given takes the recipe's own default
+    (:attr:`~pyrovae.runs.recipe.Recipe.defaults`), else TrainConfig's."""
+    recipe = recipe_for(model)
+    return make_config(recipe.options, {"model": model, **recipe.defaults, **settings})
 
 
 def read_config(values: dict[str, Any]) -> TrainConfig:

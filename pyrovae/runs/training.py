@@ -202,6 +202,8 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         device=config.device,
         capture=config.capture,
         kl_warmup=plan.kl_warmup,
+        lr_decay=config.lr_decay,
+        lr_decay_epochs=config.lr_decay_epochs,
     )
     if isinstance(trainer.objective, str):
         config = config.replace(objective=trainer.objective)  # "auto" resolved from the program

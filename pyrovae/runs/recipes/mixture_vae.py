@@ -194,6 +194,8 @@ class MixtureVAERecipe(ObservedRecipe):
     )
     options = MixtureVAEOptions
     objective = "enum"
+    #: Issue 35's digits diagnosis (docs/benchmarks/models.md).
+    defaults = {"lr": 2e-3, "epochs": 300}
 
     def pair(self, config: TrainConfig) -> tuple[MixturePriorVAE, GaussianEncoder]:
         kwargs = network_kwargs(config)
