@@ -259,3 +259,83 @@ def test_a_nan_loss_stops_the_run_with_its_message_and_a_finite_checkpoint(
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1]
+
+
+def test_lr_decay_steps_adams_rate_down_every_so_many_epochs(tmp_path, trainers):
+    """Every Adam step of epoch e runs at lr * decay ** (e // every), and the records say so."""
+    out = tmp_path / "r"
+    args = ["--epochs", "5", "--lr", "0.01", "--lr-decay", "0.5", "--lr-decay-epochs", "2"]
+    used: list[float] = []
+    original = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        used.append(float(self.param_groups[0]["lr"]))
+        return original(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", step)
+        assert main(["train", "vae", "--out", str(out), "--batch-size", "720", *args, *QUICK]) == 0
+    (trainer,) = trainers
+    steps = len(trainer.batches)
+    want = [0.01, 0.01, 0.005, 0.005, 0.0025]
+    assert used == pytest.approx([lr for lr in want for _ in range(steps)])
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [r["lr"] for r in history] == pytest.approx(want)
+    assert json.loads((out / "config.json").read_text())["lr_decay"] == 0.5
+
+
+def test_a_resumed_run_continues_the_lr_decay_where_it_stopped(tmp_path):
+    """Three epochs, then resumed to five: the parameters of an uninterrupted five-epoch run
+    (a resumed run restarting the schedule from lr would train epochs 4-5 at 0.01)."""
+    args = ["--lr", "0.01", "--lr-decay", "0.5", "--lr-decay-epochs", "2", *QUICK]
+    assert main(["train", "vae", "--out", str(tmp_path / "a"), "--epochs", "5", *args]) == 0
+    assert main(["train", "vae", "--out", str(tmp_path / "b"), "--epochs", "3", *args]) == 0
+    assert main(["train", "vae", "--out", str(tmp_path / "b"), "--epochs", "5", "--resume",
+                 "--quiet"]) == 0  # fmt: skip
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in "ab")
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value)
+    assert [r["lr"] for r in b["history"]] == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr-decay", "0", "--lr-decay must be in (0, 1], got 0.0"),
+        ("--lr-decay", "1.5", "--lr-decay must be in (0, 1], got 1.5"),
+        ("--lr-decay-epochs", "0", "--lr-decay-epochs must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_lr_decay_is_one_line_naming_the_option(tmp_path, capsys, flag, value, message):
+    assert main(["train", "vae", "--out", str(tmp_path / "r"), flag, value, *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"pyrovae: error: {message}"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_recipes_own_defaults_are_what_train_uses_and_its_help_shows(capsys):
+    """mixture-vae trains 300 epochs at 2e-3 unless told otherwise; vae keeps TrainConfig's."""
+    from pyrovae.cli import build_parser
+    from pyrovae.runs import config_for
+    from pyrovae.runs.config import common_fields
+    from pyrovae.runs.registry import every_recipe
+
+    common = {f.name for f in common_fields()}
+    for recipe in every_recipe():
+        assert set(recipe.defaults) <= common, recipe.name
+    parse = build_parser("mixture-vae").parse_args
+    assert (parse(["train", "mixture-vae"]).epochs, parse(["train", "mixture-vae"]).lr) == (
+        300,
+        2e-3,
+    )
+    assert parse(["train", "mixture-vae", "--lr", "1e-3"]).lr == 1e-3
+    assert (build_parser("vae").parse_args(["train", "vae"]).epochs, config_for("vae").lr) == (
+        100,
+        1e-3,
+    )
+    assert (config_for("mixture-vae").epochs, config_for("mixture-vae", lr=5e-4).lr) == (300, 5e-4)
+    with pytest.raises(SystemExit):
+        main(["train", "mixture-vae", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "passes over the training data (default: 300)" in help_text
+    assert "Adam learning rate (default: 0.002)" in help_text
