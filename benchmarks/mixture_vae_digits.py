@@ -2,10 +2,11 @@
 
 For each seed, one run as a user runs it: ``pyrovae train mixture-vae --seed S`` with the
 defaults (the built-in ``digits`` split, 1437 training and 360 test images; denoising
-autoencoder pretraining, EM on the codes, SVI), plus any ``--extra`` options. Its
+autoencoder pretraining, the mixture over z from k-means on the training rows, SVI), plus any
+``--extra`` options. Its
 ``metrics.json`` records the clustering of the test images (argmax_c p(c | E_q[z | x]),
 Hungarian-matched accuracy against the labels, never used in training) at every epoch from
-the initialisation (epoch 0: pretraining and EM, before SVI) on. Beside it, scikit-learn's
+the initialisation (epoch 0: pretraining and k-means, before SVI) on. Beside it, scikit-learn's
 ``KMeans(10, n_init=10, random_state=S)`` fitted to the training pixels, its clusters of the
 test pixels scored the same way.
 

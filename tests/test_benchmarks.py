@@ -157,21 +157,33 @@ def test_the_distributed_benchmark_runs_two_ranks_and_prints_its_ratio_last():
     assert any(line.startswith("em: ") for line in lines)
 
 
-def test_the_mixture_vae_benchmark_trains_evaluates_and_tabulates(tmp_path):
-    numbers = tmp_path / "numbers.json"
-    out = script(
-        "mixture_vae_mnist.py",
-        *("--data-dir", str(tmp_path), "--dataset", "digits", "--seeds", "0,1"),
-        *("--pretrain-epochs", "1", "--epochs", "1", "--hidden", "16", "--latent-dim", "2"),
-        *("--num-samples", "5", "--out", str(tmp_path / "runs"), "--json", str(numbers)),
-    )
-    assert "| mixture-prior VAE, 2 seeds |" in out and "| gmm_pca50 (EM, K = 10) |" in out
+def test_the_mixture_vae_benchmark_trains_evaluates_tabulates_and_resumes(tmp_path):
+    numbers, runs = tmp_path / "numbers.json", tmp_path / "runs"
+    common = ["--data-dir", str(tmp_path), "--dataset", "digits", "--hidden", "16"]
+    common += ["--latent-dim", "2", "--pretrain-epochs", "1", "--num-samples", "5"]
+    common += ["--out", str(runs), "--json", str(numbers), "--lr-decay-epochs", "1"]
+    out = script("mixture_vae_mnist.py", *common, "--seeds", "0", "--epochs", "1", "--vae",
+                 "--baselines")  # fmt: skip
+    assert "| **mixture-prior VAE, mean ± sd of 1** |" in out
+    assert "| gmm_pca50 (EM, K = 10) |" in out and "| DEC (Xie et al. 2016) | | 84.30 |" in out
     results = json.loads(numbers.read_text())
-    assert [r["seed"] for r in results["runs"]] == [0, 1]
-    for row in results["runs"]:
-        assert 0 < row["accuracy"] <= 1 and row["test_log_likelihood"] >= row["test_elbo"] - 1
-    assert results["vae"]["epochs"] == 2
+    (row,) = results["runs"]
+    assert row["seed"] == 0 and row["epochs"] == 1 and 0 < row["init_accuracy"] <= 1
+    assert 0 < row["accuracy"] <= 1 and row["test_log_likelihood"] >= row["test_elbo"] - 1
+    vae = results["vae"]
+    assert vae["epochs"] == 2 and 0 < vae["accuracy"] <= 1  # EM on the VAE's codes, scored
+    assert "then EM on its codes | | " + f"{100 * vae['accuracy']:.2f}" in out
     assert set(results["baselines"]) == {"gmm_pixels", "gmm_pca50"}
+    first = json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"]
+    # The same command with more epochs continues seed 0 from its checkpoint (--resume).
+    out = script("mixture_vae_mnist.py", *common, "--seeds", "0", "--epochs", "3")
+    assert "mixture-vae-seed0: resuming at epoch 2 of 3" in out
+    history = json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"]
+    assert history[:2] == first and [r["epoch"] for r in history] == [0, 1, 2, 3]
+    assert [r["lr"] for r in history[1:]] == pytest.approx([2e-3, 1.8e-3, 1.62e-3])
+    assert (
+        json.loads(numbers.read_text())["runs"][0]["final_accuracy"] == history[-1]["test_accuracy"]
+    )
 
 
 def test_the_digits_clustering_benchmark_prints_each_seeds_start_and_end_beside_kmeans(tmp_path):

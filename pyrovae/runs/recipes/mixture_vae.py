@@ -25,7 +25,9 @@ the highest likelihood of the codes is not the digits' (EM on the codes, VaDE's
 initialisation, starts at 63-71% accuracy), and SVI refines the partition it starts from
 rather than finding another.
 
-then SVI trains everything (``--kl-warmup E``: the latent terms weighted by (e + 1) / (E + 1)
+then SVI trains everything, by default for 300 epochs at a learning rate of 2e-3 (the
+recipe's own :attr:`~pyrovae.runs.recipe.Recipe.defaults`; pretraining runs at the same
+constant rate, ``--lr-decay`` acts on the SVI epochs) (``--kl-warmup E``: the latent terms weighted by (e + 1) / (E + 1)
 in the first E epochs). ``--weights fixed`` keeps pi = 1/K, ``--min-weight m`` keeps every
 pi_k >= m. No label is used in training or in choosing anything.
 
