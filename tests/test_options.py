@@ -314,7 +314,7 @@ def test_a_bad_lr_decay_is_one_line_naming_the_option(tmp_path, capsys, flag, va
 
 
 def test_a_recipes_own_defaults_are_what_train_uses_and_its_help_shows(capsys):
-    """mixture-vae trains 300 epochs at 2e-3 unless told otherwise; vae keeps TrainConfig's."""
+    """mixture-vae trains 500 epochs at 2e-3 unless told otherwise; vae keeps TrainConfig's."""
     from pyrovae.cli import build_parser
     from pyrovae.runs import config_for
     from pyrovae.runs.config import common_fields
@@ -325,7 +325,7 @@ def test_a_recipes_own_defaults_are_what_train_uses_and_its_help_shows(capsys):
         assert set(recipe.defaults) <= common, recipe.name
     parse = build_parser("mixture-vae").parse_args
     assert (parse(["train", "mixture-vae"]).epochs, parse(["train", "mixture-vae"]).lr) == (
-        300,
+        500,
         2e-3,
     )
     assert parse(["train", "mixture-vae", "--lr", "1e-3"]).lr == 1e-3
@@ -333,9 +333,9 @@ def test_a_recipes_own_defaults_are_what_train_uses_and_its_help_shows(capsys):
         100,
         1e-3,
     )
-    assert (config_for("mixture-vae").epochs, config_for("mixture-vae", lr=5e-4).lr) == (300, 5e-4)
+    assert (config_for("mixture-vae").epochs, config_for("mixture-vae", lr=5e-4).lr) == (500, 5e-4)
     with pytest.raises(SystemExit):
         main(["train", "mixture-vae", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "passes over the training data (default: 300)" in help_text
+    assert "passes over the training data (default: 500)" in help_text
     assert "Adam learning rate (default: 0.002)" in help_text

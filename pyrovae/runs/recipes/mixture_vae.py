@@ -18,18 +18,18 @@ A fresh run is initialised much as VaDE is (Jiang et al. 2017), each step option
    (VaDE's): the mixture over z set by EM (:func:`~pyrovae.models.fit_mixture`) on the
    encoder's mean codes of the training rows; ``--init random``: means drawn from N(0, I),
    unit variances, equal weights;
+3. SVI trains everything, by default for 500 epochs at a learning rate of 2e-3 (the
+   recipe's own :attr:`~pyrovae.runs.recipe.Recipe.defaults`; pretraining runs at the same
+   constant rate, ``--lr-decay`` acts on the SVI epochs). ``--kl-warmup E`` weights the
+   latent terms by (e + 1) / (E + 1) in the first E epochs. ``--weights fixed`` keeps
+   pi = 1/K, ``--min-weight m`` keeps every pi_k >= m.
 
-The defaults (denoising pretraining, k-means on the rows, full covariances) are those of
-issue 35's diagnosis on the digits (docs/benchmarks/models.md): there the partition with
-the highest likelihood of the codes is not the digits' (EM on the codes, VaDE's
-initialisation, starts at 63-71% accuracy), and SVI refines the partition it starts from
-rather than finding another.
-
-then SVI trains everything, by default for 300 epochs at a learning rate of 2e-3 (the
-recipe's own :attr:`~pyrovae.runs.recipe.Recipe.defaults`; pretraining runs at the same
-constant rate, ``--lr-decay`` acts on the SVI epochs) (``--kl-warmup E``: the latent terms weighted by (e + 1) / (E + 1)
-in the first E epochs). ``--weights fixed`` keeps pi = 1/K, ``--min-weight m`` keeps every
-pi_k >= m. No label is used in training or in choosing anything.
+No label is used in training or in choosing anything. The defaults (200 epochs of
+denoising pretraining, k-means on the rows, full covariances, 500 SVI epochs at 2e-3) are
+those of issue 35's diagnosis on the digits (docs/benchmarks/models.md): there the
+partition with the highest likelihood of the codes is not the digits' (EM on the codes,
+VaDE's initialisation, starts at 63-71% accuracy), and SVI refines the partition it starts
+from rather than finding another.
 
 ``evaluate`` adds to the IS log-likelihood and the ELBO (c summed inside every weight) the
 clustering of the test rows by argmax_c p(c | E_q[z | x]) against their labels:
@@ -88,7 +88,7 @@ class MixtureVAEOptions(ObservedOptions):
         "(the encoder's mean as the code) or a VAE with a N(0, I) prior",
         choices=("dae", "ae", "vae"),
     )
-    pretrain_epochs: int = setting(100, "pretraining epochs (0: none)")
+    pretrain_epochs: int = setting(200, "pretraining epochs (0: none)")
     pretrain_noise: float = setting(
         0.2, "--pretrain dae: the share of input values set to 0 at each step (masking noise)"
     )
@@ -197,7 +197,7 @@ class MixtureVAERecipe(ObservedRecipe):
     options = MixtureVAEOptions
     objective = "enum"
     #: Issue 35's digits diagnosis (docs/benchmarks/models.md).
-    defaults = {"lr": 2e-3, "epochs": 300}
+    defaults = {"lr": 2e-3, "epochs": 500}
 
     def pair(self, config: TrainConfig) -> tuple[MixturePriorVAE, GaussianEncoder]:
         kwargs = network_kwargs(config)
