@@ -1,5 +1,5 @@
-"""``pyrovae train | evaluate | sample | plot``: arguments become a recipe's config; the run
-layer (:mod:`pyrovae.runs`) does the work.
+"""``pyrovae train | evaluate | sample | plot | compare``: arguments become a recipe's config;
+the run layer (:mod:`pyrovae.runs`) does the work.
 
 ``train``'s options are the fields of :class:`~pyrovae.runs.TrainConfig` and of the named
 recipe's ``Options`` dataclass (each field's ``option`` metadata gives its flag and help), so
@@ -228,6 +228,29 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_plot)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="rank evaluated runs by their held-out log-likelihood (az.compare's table)",
+        description="Rank runs by elpd = the sum of log p(x) over their test examples, from "
+        "each run's eval.json (pyrovae evaluate), with az.compare: the difference from the best "
+        "run and its paired standard error over the same examples. Runs evaluated on "
+        "different test rows are refused.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "run_dirs", metavar="RUN_DIR", nargs="+", help="two or more evaluated run directories"
+    )
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .runs.comparison import compare_runs, comparison_text
+
+    table, num_examples = compare_runs(args.run_dirs)
+    print(comparison_text(table, num_examples))
+
+
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``model`` chooses which recipe's options ``train`` takes."""
     parser = argparse.ArgumentParser(
@@ -242,6 +265,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_sample(sub)
     _add_plot(sub)
+    _add_compare(sub)
     return parser
 
 
