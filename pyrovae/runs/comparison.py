@@ -2,7 +2,7 @@
 
 ``pyrovae evaluate`` records in ``eval.json`` what a comparison needs: ``per_example``, each
 test example's log p(x) (its standard error and k-hat beside it), and ``test_rows``, the
-number of test examples and a SHA-256 digest of their values (:func:`test_rows`). Runs are
+number of test examples and a SHA-256 digest of their values (:func:`rows_digest`). Runs are
 compared only on the same rows: the digests must agree, else the comparison is refused (two
 runs trained with different ``--seed``, ``--test-fraction`` or datasets hold different test
 rows, and their elpds are not comparable). Each run's per-example values become an
@@ -27,7 +27,7 @@ from .record import EVAL, RunError, read_json
 PER_EXAMPLE, TEST_ROWS = "per_example", "test_rows"
 
 
-def test_rows(inputs: Inputs) -> dict:
+def rows_digest(inputs: Inputs) -> dict:
     """``{"num_examples": N, "sha256": ...}`` of the test inputs: a digest of every input
     tensor's dtype, shape and values (on the CPU, in row order)."""
     digest = hashlib.sha256()
@@ -161,4 +161,4 @@ def _columns(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:
     return "\n".join(line.rstrip() for line in text)
 
 
-__all__ = ["compare_runs", "comparison_text", "per_example", "test_rows"]
+__all__ = ["compare_runs", "comparison_text", "per_example", "rows_digest"]

@@ -24,7 +24,7 @@ import torch
 from ..diagnostics.importance_figures import save_khat_plot, save_weights_plot
 from ..infer.distributed import world
 from ..rng import initialised_cuda_devices
-from .comparison import PER_EXAMPLE, TEST_ROWS, per_example, test_rows
+from .comparison import PER_EXAMPLE, TEST_ROWS, per_example, rows_digest
 from .estimates import aligned
 from .record import EVAL, FIGURES, Run, RunError, write_json
 from .registry import recipe_for
@@ -72,7 +72,7 @@ def evaluate(
     if rank != 0:
         return report
     # What `pyrovae compare` needs: which test rows, and each one's log p(x).
-    report[TEST_ROWS] = test_rows(x)
+    report[TEST_ROWS] = rows_digest(x)
     result = evaluation.result
     if result is not None and PER_EXAMPLE not in report:
         report[PER_EXAMPLE] = per_example(result.log_likelihood, result.stderr, result.khat)
