@@ -44,9 +44,20 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..infer.importance import LogMarginal, importance_pass, log_marginal, weight_statistics
+from ..infer.importance import (
+    LogMarginal,
+    log_marginal,
+    plate_nesting,
+    weight_statistics,
+    weighted_pass,
+)
 from ..rng import initialised_cuda_devices
+from .posterior_draws import arrange, enumerated_draws
 from .views import find_sites
+
+#: Draws are stored as this many chains of consecutive draws: ArviZ's R-hat needs two, and
+#: with one every ArviZ summary logs "Shape validation failed" for a layout, not a problem.
+CHAINS = 2
 
 #: Why the export has no ``log_likelihood`` group; stored in ``constant_data.attrs["loo"]``.
 NO_LOO = (
@@ -74,6 +85,11 @@ def resample_indices(log_weights: torch.Tensor, num_draws: int) -> torch.Tensor:
     return index.sort(-1).values.T
 
 
+def _chains(value: torch.Tensor) -> np.ndarray:
+    """Draws (K, ...) as (CHAINS, K / CHAINS, ...): consecutive halves, on the CPU."""
+    return value.cpu().numpy().reshape(CHAINS, -1, *value.shape[1:])
+
+
 @torch.no_grad()
 def to_inference_data(
     model: Callable,
@@ -91,46 +107,90 @@ def to_inference_data(
 
     Args:
         examples: indices of the E examples whose posterior draws are kept.
-        num_samples: K, importance draws per example (for the draws and for log p(x)).
+        num_samples: K, importance draws per example (for the draws and for log p(x)); even
+            and at least 8, as the draws are stored as two chains of K / 2.
         resample: resample draws by their importance weights (True) or keep q's draws. With
             the same ``seed`` both keep the same K guide draws: a resampled draw ``k`` of example
-            ``e`` equals the guide draw ``sample_stats["guide_draw"][0, k, e]``.
+            ``e`` equals the guide draw ``sample_stats["guide_draw"]`` at the same place.
         marginal: a :func:`~pyrovae.log_marginal` result for ``x`` to reuse (else computed).
         seed: seeds the guide draws and the resampling, leaving the caller's streams alone.
 
     The ESS beside each example's draws is ``sample_stats["importance_ess"]``; the
     ``constant_data`` ``ess`` belongs to the separate pass that estimated ``log_marginal``.
+
+    Raises:
+        ValueError: ``num_samples`` odd or below 8; a site the guide enumerates (the
+            semi-supervised VAE's class), whose draws this export does not pair with the
+            other latents.
     """
+    if num_samples < 2 * 4 or num_samples % CHAINS:
+        raise ValueError(
+            f"num_samples must be even and at least 8 (the draws are stored as {CHAINS} chains "
+            f"of num_samples / 2, so that ArviZ validates them), got {num_samples}"
+        )
     az = _arviz()
     examples = list(examples)
     if marginal is None:
         marginal = log_marginal(model, guide, x, num_samples=num_samples, progress=progress)
     sites = find_sites(model, guide, (x[:2],))
     chosen = x[examples]
+    nesting = plate_nesting(model, guide, (chosen,))
     with torch.random.fork_rng(devices=initialised_cuda_devices()):
         torch.manual_seed(seed)
-        log_weights, trace = importance_pass(model, guide, (chosen,), num_samples)
+        log_weights, trace, weighted = weighted_pass(
+            model, guide, (chosen,), num_samples, nesting, allow_global=True, particle_plate=True
+        )
+        by_guide = [n for n in weighted.enumerated if n in trace.nodes]
+        if by_guide:
+            raise ValueError(
+                f"the guide enumerates {by_guide}: to_inference_data pairs each draw of the "
+                "guide's latents with the model's enumerated sites, and a guide-enumerated site "
+                "has one draw of the others per value; use pyrovae.infer.assign(model, guide, x, "
+                "temperature=1) for its draws and the guide's q(y | x) for its probabilities"
+            )
         log_weights = log_weights.double()  # (E, K)
-        latents = {
-            name: site["value"]  # (K, E, *event)
-            for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"]
-        }
+        local, names = {}, {}
+        for name in weighted.drawn:
+            local[name], names[name] = arrange(trace.nodes[name], weighted.plate)
         columns = torch.arange(len(examples), device=log_weights.device)
         if resample:
             index = resample_indices(log_weights, num_samples)  # (K, E)
-            latents = {name: v[index, columns] for name, v in latents.items()}
+            local = {name: v[index, columns] for name, v in local.items()}
             stats = {"guide_draw": index, "log_weight": log_weights.T[index, columns]}
         else:
             stats = {"log_weight": log_weights.T, "weight": torch.softmax(log_weights, -1).T}
-    posterior = {name: v.cpu().numpy()[None] for name, v in latents.items()}
-    dims = {
-        name: ["example", *[f"{name}_dim_{i}" for i in range(v.ndim - 3)]]
-        for name, v in posterior.items()
-    }
+        enumerated = [n for n in weighted.enumerated if n not in trace.nodes]
+        values, probs = {}, {}
+        if enumerated:
+            values, probs = enumerated_draws(
+                model,
+                guide,
+                chosen,
+                local,
+                {n: trace.nodes[n] for n in local},
+                weighted.plate,
+                enumerated,
+                nesting,
+                num_samples,
+                {n: arrange(trace.nodes[n], None)[0] for n in weighted.global_latents},
+            )
+    posterior, dims, coords = {}, {}, {"example": examples}
+    for name, value in local.items():
+        posterior[name] = _chains(value)
+        dims[name] = ["example", *names[name]]
+    for name in weighted.global_latents:  # one draw per particle, shared by the examples
+        value, rest = arrange(trace.nodes[name], None)
+        posterior[name], dims[name] = _chains(value), rest
+    for name in enumerated:
+        posterior[name] = _chains(values[name])
+        rest = values[name].shape[2:]
+        dims[name] = ["example", *[f"{name}_dim_{i}" for i in range(len(rest))]]
+        posterior[f"{name}_probs"] = _chains(probs[name])
+        dims[f"{name}_probs"] = [*dims[name], f"{name}_value"]
+        coords[f"{name}_value"] = np.arange(probs[name].shape[-1])
     idata = az.from_dict(
         posterior=posterior,
-        sample_stats={name: v.cpu().numpy()[None] for name, v in stats.items()},
+        sample_stats={name: _chains(v) for name, v in stats.items()},
         observed_data={sites.observed: x.cpu().numpy()},
         constant_data={
             "log_marginal": marginal.log_likelihood.numpy(),
@@ -138,7 +198,7 @@ def to_inference_data(
             "ess": marginal.ess.numpy(),
             "khat": marginal.khat.numpy(),
         },
-        coords={"example": examples},
+        coords=coords,
         dims={
             **dims,
             **{name: ["example"] for name in stats},
@@ -154,11 +214,24 @@ def to_inference_data(
     idata.sample_stats["importance_khat"] = ("example", khat.cpu().numpy())
     idata.posterior.attrs["draws"] = (
         f"{num_samples} draws resampled from {num_samples} guide draws by their importance "
-        "weights, copies adjacent; equally weighted, worth sample_stats.importance_ess "
-        "independent draws"
+        "weights, copies adjacent, stored as 2 chains of consecutive halves; equally weighted, "
+        "worth sample_stats.importance_ess independent draws"
         if resample
-        else f"{num_samples} draws of the guide q(z | x), to be weighted by sample_stats.weight"
+        else f"{num_samples} draws of the guide q(z | x) (2 chains of consecutive halves), to "
+        "be weighted by sample_stats.weight"
     )
+    if weighted.global_latents:
+        idata.posterior.attrs["global_latents"] = (
+            f"{', '.join(weighted.global_latents)}: the guide's {num_samples} draws "
+            "theta_k ~ q(theta), not resampled (the weights are per example); each example's "
+            "local draws were weighed given them"
+        )
+    if enumerated:
+        idata.posterior.attrs["enumerated"] = (
+            f"{', '.join(enumerated)}: each draw c ~ p(c | x, z) given the same draw's guide "
+            "latents z (pyrovae.infer.assign, temperature 1), and {site}_probs the exact "
+            "p(c = v | x, z) over the values v of the site's support"
+        )
     idata.constant_data.attrs["estimand"] = marginal.estimand
     idata.constant_data.attrs["loo"] = NO_LOO
     return idata
