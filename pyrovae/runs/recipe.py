@@ -31,6 +31,7 @@ import numpy as np
 
 from ..data import DataSplits
 from ..diagnostics import figures, views, write_figures
+from ..diagnostics.vae_figures import SAMPLES_TITLE
 from ..infer import LogMarginal
 from .config import NoOptions, TrainConfig
 from .data import describe, load_data, with_shape
@@ -248,7 +249,7 @@ class Recipe:
         inputs = as_args(run.test_inputs())
         sites = views.find_sites(run.model, run.guide, tuple(a[:8] for a in inputs))
         means = views.prior_means(run.model, views.repeat_first(inputs, n), sites)
-        title = f"{n} samples: E[x | z], z ~ p(z)"
+        title = SAMPLES_TITLE.format(n=n)
         if len(inputs) > 1:
             title += ", with the model arguments of test example 0"
         return means.cpu().numpy(), title
