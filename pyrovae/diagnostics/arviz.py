@@ -5,17 +5,31 @@ log w_k = log p(x, z_k) - log q(z_k | x) are kept. By default the draws are resa
 in proportion to w_k (sampling importance resampling), so ``posterior`` approximates
 p(z | x) itself rather than q; ``resample=False`` keeps the guide's draws. Groups:
 
-- ``posterior``: each latent site, dims ``(chain=1, draw, example, *event)``.
+- ``posterior``: each latent site the guide draws in the data plate, dims
+  ``(chain, draw, example, *rest)``, the rest named from the site's other plates and
+  ``{site}_dim_{i}`` for its event dims. Each site the model enumerates (a mixture's cluster c,
+  an HMM's states) has, per stored draw, a draw c ~ p(c | x, z) given that draw's z
+  (:func:`~pyrovae.infer.assign`'s, temperature 1; with an empty guide, of p(c | x)) and, as
+  ``{site}_probs`` with a last dim ``{site}_value``, the exact probabilities p(c = v | x, z)
+  over the values of its support (their mean over the draws estimates p(c = v | x)). A global
+  latent (outside the data plate, drawn by the guide) holds the guide's K draws
+  theta_k ~ q(theta), dims ``(chain, draw, *rest)``, not resampled: the weights are per
+  example, and each example's draws were weighed given theta_k (``attrs["global_latents"]``).
 - ``sample_stats``: per example (dim ``example``) ``importance_ess``, the importance effective
   sample size 1 / sum_k wbar_k^2 of the K guide draws (wbar_k = w_k / sum_j w_j), and
   ``importance_khat``, the Pareto k-hat of their weights (above 0.7 neither the draws nor
-  that ESS can be trusted); per draw (chain=1, draw, example) ``log_weight``, and after
+  that ESS can be trusted); per draw (chain, draw, example) ``log_weight``, and after
   resampling ``guide_draw``, which of the K guide draws each stored draw copies (its
   ``log_weight`` is that guide draw's), without it ``weight``, the normalised wbar_k.
 - ``constant_data``: over all N examples (dim ``all_examples``), ``log_marginal``, the
   importance-sampled log p(x) (or, with global latents, the log posterior predictive;
   ``attrs["estimand"]`` says which), its ``log_likelihood_stderr``, ``ess`` and ``khat``.
 - ``observed_data``: the examples.
+
+The K draws are stored as two chains of K / 2 consecutive draws (``chain`` = 2): ArviZ's
+R-hat needs two chains and, with one, every summary logs "Shape validation failed" about the
+layout. The halves hold independent guide draws (or copies of them), so R-hat near 1 is
+expected; a larger one says that few guide draws carry the weight.
 
 Resampled draws are not independent: K copies of K guide draws hold about ``importance_ess``
 independent draws' worth of information, not K. They are stored with the copies of one guide
@@ -28,12 +42,12 @@ weight (a small ``importance_ess``, a large ``importance_khat``); ``importance_e
 number to quote. With ``resample=False`` the draws are q's, independent, and ArviZ's
 statistics describe q, not the posterior.
 
-There is deliberately no ``log_likelihood`` group, so ``az.loo``, ``az.waic`` and
-``az.compare`` refuse the export (ArviZ's ``TypeError: log likelihood not found``) instead of
-failing inside PSIS-LOO or returning a wrong number: they need log p(x_n | theta_s) for posterior
-draws theta_s of *global* parameters, while a fitted pair has point-estimated networks and one
-estimate of log p(x_n) per example. To compare two models on the same examples, use
-:func:`compare_log_likelihoods` on their ``constant_data["log_marginal"]`` (:data:`NO_LOO`).
+There is deliberately no ``log_likelihood`` group, so ``az.loo`` and ``az.waic`` refuse the
+export (ArviZ's ``TypeError: log likelihood not found``) instead of returning a wrong number:
+they need log p(x_n | theta_s) for posterior draws theta_s of *global* parameters, while a
+fitted pair has point-estimated networks and one estimate of log p(x_n) per example. To
+compare models, estimate log p(x) on held-out examples and pass
+:func:`~pyrovae.diagnostics.elpd` of it to ``az.compare`` (:data:`NO_LOO`).
 """
 
 from __future__ import annotations
@@ -61,11 +75,12 @@ CHAINS = 2
 
 #: Why the export has no ``log_likelihood`` group; stored in ``constant_data.attrs["loo"]``.
 NO_LOO = (
-    "no log_likelihood group: az.loo, az.waic and az.compare need log p(x_n | theta_s) over "
-    "posterior draws theta_s of global parameters, and a fitted (model, guide) pair has point "
-    "estimates and one importance-sampled log p(x_n) per example (log_marginal here). Compare "
-    "two models on the same examples with pyrovae.diagnostics.compare_log_likelihoods(a, b) on "
-    'their constant_data["log_marginal"].'
+    "no log_likelihood group: az.loo and az.waic need log p(x_n | theta_s) over posterior "
+    "draws theta_s of global parameters, and a fitted (model, guide) pair has point estimates "
+    "and one importance-sampled log p(x_n) per example (log_marginal here). Compare models on "
+    "held-out examples with az.compare({name: pyrovae.diagnostics.elpd(log_marginal(model, "
+    "guide, test_x)), ...}), or two of them with pyrovae.diagnostics.compare_log_likelihoods(a, "
+    'b) on their constant_data["log_marginal"].'
 )
 
 
