@@ -86,7 +86,8 @@ def elpd(
         khat = result.khat.double().cpu().numpy()
         num_samples = result.num_samples
     else:
-        values = np.asarray(torch.as_tensor(result).double().cpu(), dtype=np.float64)
+        # float64 throughout: a list of floats must not pass through torch's default float32.
+        values = torch.as_tensor(result, dtype=torch.float64).cpu().numpy()
     values = values.reshape(-1)
     n = len(values)
     if n == 0 or not np.isfinite(values).all():

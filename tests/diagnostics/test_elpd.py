@@ -99,3 +99,11 @@ def test_elpd_refuses_missing_or_masked_examples():
     result.masked = torch.tensor([False, True, False, False])
     with pytest.raises(ValueError, match="leaves out examples"):
         elpd(result)
+
+
+def test_per_example_values_from_a_list_stay_in_float64():
+    """eval.json's values come as Python floats: 1e8 + 0.5 is not a float32."""
+    torch.set_default_dtype(torch.float32)  # as in a user's session
+    data = elpd([1e8 + 0.5, 1.0])
+    assert data["elpd_loo"] == 1e8 + 1.5
+    np.testing.assert_array_equal(data["loo_i"].values, [1e8 + 0.5, 1.0])
