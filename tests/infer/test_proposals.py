@@ -138,3 +138,24 @@ def test_a_guide_mixing_discrete_and_continuous_draws_keeps_its_khat():
     assert torch.isfinite(result.khat).all() and (result.stderr > 0).all()
     assert result.summary()["exact_examples"] == 0
     assert "khat_not_applicable" not in result.summary()
+
+
+def test_eval_json_and_its_table_say_which_diagnostics_do_not_apply():
+    from pyrovae.runs.estimates import importance_report, importance_rows
+
+    report, _ = importance_report(
+        bernoulli_model,
+        bernoulli_guide,
+        X,
+        num_samples=40,
+        batch_size=None,
+        progress=False,
+        device="cpu",
+    )
+    assert report["proposal_kind"] == "discrete" and report["exact_examples"] == 0
+    assert report["khat"]["not_applicable"] == KHAT_DISCRETE
+    assert report["stderr_undefined_why"] == STDERR_TIED
+    rows = dict(importance_rows(report))
+    assert rows["k-hat > 0.7"] == "not applicable (discrete proposal)"
+    tied = len(report["stderr_undefined_examples"])
+    assert rows["no standard error (tied draws)"] == f"{tied} of {len(X)} examples"
