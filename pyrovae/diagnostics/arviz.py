@@ -11,7 +11,10 @@ p(z | x) itself rather than q; ``resample=False`` keeps the guide's draws. Group
   an HMM's states) has, per stored draw, a draw c ~ p(c | x, z) given that draw's z
   (:func:`~pyrovae.infer.assign`'s, temperature 1; with an empty guide, of p(c | x)) and, as
   ``{site}_probs`` with a last dim ``{site}_value``, the exact probabilities p(c = v | x, z)
-  over the values of its support (their mean over the draws estimates p(c = v | x)). A global
+  over the values of its support (their mean over the draws estimates p(c = v | x)). A site
+  the guide enumerates (the semi-supervised VAE's class y) is drawn jointly with the latents
+  drawn given it (see :func:`to_inference_data`), its p(y = v | x) estimated in
+  ``sample_stats["{site}_probs_estimate"]``. A global
   latent (outside the data plate, drawn by the guide) holds the guide's K draws
   theta_k ~ q(theta), dims ``(chain, draw, *rest)``, not resampled: the weights are per
   example, and each example's draws were weighed given theta_k (``attrs["global_latents"]``).
@@ -66,7 +69,7 @@ from ..infer.importance import (
     weighted_pass,
 )
 from ..rng import initialised_cuda_devices
-from .posterior_draws import arrange, enumerated_draws
+from .posterior_draws import arrange, enumerated_draws, guide_enumerated_pool
 from .views import find_sites
 
 #: Draws are stored as this many chains of consecutive draws: ArviZ's R-hat needs two, and
@@ -133,10 +136,14 @@ def to_inference_data(
     The ESS beside each example's draws is ``sample_stats["importance_ess"]``; the
     ``constant_data`` ``ess`` belongs to the separate pass that estimated ``log_marginal``.
 
+    A site the guide enumerates (the semi-supervised VAE's class y) gives each of its values
+    v its own K guide draws z ~ q(z | x, v); the V * K pairs (v, z) are the pool that is
+    resampled (``resample=False`` keeps all V * K), ``posterior["y"]`` holds each draw's v and
+    ``sample_stats["y_probs_estimate"]`` (example, ``y_value``) the importance estimate of
+    p(y = v | x) (not exact: z is sampled).
+
     Raises:
-        ValueError: ``num_samples`` odd or below 8; a site the guide enumerates (the
-            semi-supervised VAE's class), whose draws this export does not pair with the
-            other latents.
+        ValueError: ``num_samples`` odd or below 8.
     """
     if num_samples < 2 * 4 or num_samples % CHAINS:
         raise ValueError(
@@ -156,20 +163,20 @@ def to_inference_data(
             model, guide, (chosen,), num_samples, nesting, allow_global=True, particle_plate=True
         )
         by_guide = [n for n in weighted.enumerated if n in trace.nodes]
-        if by_guide:
-            raise ValueError(
-                f"the guide enumerates {by_guide}: to_inference_data pairs each draw of the "
-                "guide's latents with the model's enumerated sites, and a guide-enumerated site "
-                "has one draw of the others per value; use pyrovae.infer.assign(model, guide, x, "
-                "temperature=1) for its draws and the guide's q(y | x) for its probabilities"
+        guide_probs: dict[str, torch.Tensor] = {}
+        if by_guide:  # the joint draws (y, z) of a guide that enumerates y: V * K of them
+            log_weights, local, names, nodes, guide_probs = guide_enumerated_pool(
+                model, guide, chosen, num_samples, nesting, by_guide, trace
             )
-        log_weights = log_weights.double()  # (E, K)
-        local, names = {}, {}
-        for name in weighted.drawn:
-            local[name], names[name] = arrange(trace.nodes[name], weighted.plate)
+        else:
+            log_weights = log_weights.double()  # (E, K)
+            local, names, nodes = {}, {}, {}
+            for name in weighted.drawn:
+                local[name], names[name] = arrange(trace.nodes[name], weighted.plate)
+                nodes[name] = trace.nodes[name]
         columns = torch.arange(len(examples), device=log_weights.device)
         if resample:
-            index = resample_indices(log_weights, num_samples)  # (K, E)
+            index = resample_indices(log_weights, num_samples)  # (K, E), into the pool
             local = {name: v[index, columns] for name, v in local.items()}
             stats = {"guide_draw": index, "log_weight": log_weights.T[index, columns]}
         else:
@@ -182,7 +189,7 @@ def to_inference_data(
                 guide,
                 chosen,
                 local,
-                {n: trace.nodes[n] for n in local},
+                nodes,
                 weighted.plate,
                 enumerated,
                 nesting,
@@ -227,12 +234,25 @@ def to_inference_data(
     _, _, ess, khat = weight_statistics(log_weights)  # as log_marginal reports them, (E,)
     idata.sample_stats["importance_ess"] = ("example", ess.cpu().numpy())
     idata.sample_stats["importance_khat"] = ("example", khat.cpu().numpy())
+    for name, probs in guide_probs.items():
+        idata.sample_stats[f"{name}_probs_estimate"] = (
+            ("example", f"{name}_value"),
+            probs.cpu().numpy(),
+        )
+    if guide_probs:
+        idata.posterior.attrs["guide_enumerated"] = (
+            f"{', '.join(guide_probs)}: enumerated by the guide, so each value v was given its "
+            f"own {num_samples} guide draws z ~ q(z | x, v), weighed p(x, v, z) / q(z | x, v); "
+            "the pool of (v, z) pairs is what was resampled (guide_draw indexes it, value-major)."
+            " sample_stats.{site}_probs_estimate: the importance estimate of p(v | x), not exact"
+        )
+    pool = log_weights.shape[-1]
     idata.posterior.attrs["draws"] = (
-        f"{num_samples} draws resampled from {num_samples} guide draws by their importance "
+        f"{num_samples} draws resampled from {pool} guide draws by their importance "
         "weights, copies adjacent, stored as 2 chains of consecutive halves; equally weighted, "
         "worth sample_stats.importance_ess independent draws"
         if resample
-        else f"{num_samples} draws of the guide q(z | x) (2 chains of consecutive halves), to "
+        else f"{pool} draws of the guide q(z | x) (2 chains of consecutive halves), to "
         "be weighted by sample_stats.weight"
     )
     if weighted.global_latents:

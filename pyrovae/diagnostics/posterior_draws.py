@@ -151,3 +151,70 @@ def _enumerated(model, guide, x, draws, global_values, sites, plate, names, nest
         log_p = log_p.movedim(log_p.dim() + frame.dim, 1).movedim(0, -1)  # (K * E, *rest, V)
         probs[name] = log_p.exp().reshape(k, -1, *log_p.shape[1:])
     return values, probs
+
+
+@torch.no_grad()
+def guide_enumerated_pool(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    nesting: int,
+    names: list[str],
+    trace: poutine.Trace,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, list[str]], dict, dict]:
+    """Joint draws of the sites the guide enumerates (the semi-supervised VAE's class y) and
+    the guide's other latents, for examples x (E, ...).
+
+    For each joint value v of the sites in ``names`` (their supports' product, V values) both
+    programs run with y = v fixed: K draws z_k^v ~ q(z | x, v), weighed
+    w_k^v = p(x, v, z_k^v) / q(z_k^v | x, v) (so sum_v w_k^v is the pass's weight w_k). The
+    V * K pairs (v, z_k^v) with weights w_k^v are importance draws of p(y, z | x).
+
+    Returns:
+        log weights (E, V * K); every drawn site's values (V * K, E, *rest) and y's,
+        (V * K, E, *event) (pool entry v * K + k); their dim names; their trace sites; and per
+        site in ``names`` the importance estimate of p(y = value | x), (E, V_site).
+    """
+    from itertools import product
+
+    from ..infer.importance import weighted_pass
+
+    supports = {}
+    for name in names:
+        fn = trace.nodes[name]["fn"]
+        support = fn.enumerate_support(expand=False)  # (V, 1, ..., 1, *event)
+        supports[name] = support.reshape(len(support), *fn.event_shape)
+    rows = x.shape[0]
+    log_weights, local, dims, nodes = [], {}, {}, {}
+    combos = list(product(*(range(len(supports[n])) for n in names)))
+    for combo in combos:
+        fixed = {n: supports[n][i] for n, i in zip(names, combo, strict=True)}
+        lw, traced, weighted = weighted_pass(
+            poutine.condition(model, data=fixed),
+            poutine.condition(guide, data=fixed),
+            (x,),
+            num_samples,
+            nesting,
+            allow_global=True,
+            particle_plate=True,
+        )
+        log_weights.append(lw.double())
+        for name in weighted.drawn:
+            value, dims[name] = arrange(traced.nodes[name], weighted.plate)
+            local.setdefault(name, []).append(value)
+            nodes[name] = traced.nodes[name]
+        for name, value in fixed.items():
+            local.setdefault(name, []).append(value.expand(num_samples, rows, *value.shape))
+            dims[name] = [f"{name}_dim_{i}" for i in range(value.dim())]
+            nodes[name] = traced.nodes[name]
+    stacked = torch.stack(log_weights)  # (C, E, K)
+    probs = {}
+    per_value = stacked.logsumexp(-1)  # (C, E)
+    for j, name in enumerate(names):
+        marginal = torch.full((len(supports[name]), rows), -torch.inf, dtype=torch.float64)
+        for c, combo in enumerate(combos):
+            marginal[combo[j]] = torch.logaddexp(marginal[combo[j]], per_value[c])
+        probs[name] = torch.softmax(marginal, 0).T  # (E, V)
+    pool = stacked.permute(1, 0, 2).reshape(rows, -1)  # (E, C * K), entry c * K + k
+    return pool, {n: torch.cat(v) for n, v in local.items()}, dims, nodes, probs

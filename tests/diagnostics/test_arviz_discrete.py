@@ -171,3 +171,38 @@ def test_arviz_logs_nothing_for_the_layout(caplog):
     arviz.ess(idata, var_names=names)
     arviz.rhat(idata, var_names=names)
     assert "Shape validation failed" not in caplog.text
+
+
+def test_a_class_the_guide_enumerates_is_drawn_jointly_with_the_latents_it_conditions():
+    """The semi-supervised VAE's pattern: the guide enumerates y and draws z given it. Exact
+    p(y | x) is proportional to pi_y N(x; mu_y, 1 + 0.5^2)."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(PI))
+            z = pyro.sample("z", dist.Normal(MU[y].unsqueeze(-1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(torch.ones(3) / 3), infer=PARALLEL)
+            loc = 0.8 * x + 0.2 * MU[y].unsqueeze(-1)
+            pyro.sample("z", dist.Normal(loc, 0.7).to_event(1))
+
+    k = 2000
+    idata = to_inference_data(model, guide, X, examples=[0, 1, 2], num_samples=k)
+    exact = torch.softmax(PI.log() + dist.Normal(MU, math.sqrt(1.25)).log_prob(X[:3]), -1)
+    estimate = idata.sample_stats["y_probs_estimate"]
+    assert estimate.dims == ("example", "y_value")
+    np.testing.assert_allclose(estimate.values, exact.numpy(), atol=0.03)
+    y = merged(idata.posterior["y"])  # (K, E): resampled from the 3 * K pairs (y, z)
+    assert idata.posterior["y"].dims == ("chain", "draw", "example")
+    ess = idata.sample_stats["importance_ess"].values
+    for value in range(3):
+        p = exact[:, value].numpy()
+        se = np.sqrt(np.maximum(p * (1 - p), 1e-3) / ess)
+        assert (np.abs((y == value).mean(0) - p) < 5 * se).all(), (value, (y == value).mean(0), p)
+    # Each resampled z is a draw given its own y: the mean of z given y = 2 is near mu_2's side.
+    z = merged(idata.posterior["z"])[..., 0]
+    assert z[y[:, 2] == 2, 2].mean() > z[y[:, 2] == 1, 2].mean()
+    assert "not exact" in idata.posterior.attrs["guide_enumerated"]
