@@ -126,7 +126,17 @@ def comparison_text(table, num_examples: int) -> str:
     best run and its paired se (``dse``), in nats summed over the N = ``num_examples`` test
     examples, the same difference per example, the stacking weight and ArviZ's warning (a
     k-hat above 0.7); then a line saying what the numbers are."""
-    header = ("run", "elpd", "se", "elpd_diff", "dse", "diff/example", "dse/example", "weight")
+    header = (
+        "run",
+        "elpd",
+        "se",
+        "elpd_diff",
+        "dse",
+        "diff/example",
+        "dse/example",
+        "weight",
+        "k-hat>0.7",
+    )
     lines = []
     for name, row in table.iterrows():
         lines.append(
@@ -138,7 +148,8 @@ def comparison_text(table, num_examples: int) -> str:
                 f"{row['dse']:.2f}",
                 f"{row['elpd_diff'] / num_examples:.4f}",
                 f"{row['dse'] / num_examples:.4f}",
-                f"{row['weight']:.3f}" + ("  (k-hat > 0.7)" if row["warning"] else ""),
+                f"{row['weight']:.3f}",
+                "some" if row["warning"] else "none",
             )
         )
     note = (
