@@ -1,8 +1,8 @@
 """The posterior draws :func:`~pyrovae.diagnostics.to_inference_data` stores, laid out per site.
 
 From one importance pass over E chosen examples with K particles, a latent site's draws are
-(K, *batch, *event) with the data plate among the batch dims. :func:`arrange` moves the
-data plate's dim next to the particles, (K, E, *rest), and names the ``rest``: a dim of a
+``(K, *batch, *event)`` with the data plate among the batch dims. :func:`arrange` moves the
+data plate's dim next to the particles, ``(K, E, *rest)``, and names the ``rest``: a dim of a
 plate by the plate's name, an event dim ``{site}_dim_{i}``.
 
 Sites the model enumerates (a mixture's cluster c, an HMM's states) are not drawn by the
@@ -10,7 +10,7 @@ guide: :func:`enumerated_draws` gives, for each stored draw z_k of the guide's l
 a draw c_k ~ p(c | x, z_k) by :func:`~pyrovae.infer.assign` (temperature 1, jointly over all
 enumerated sites of an example) and the exact conditional probabilities p(c = v | x, z_k)
 of each site alone by Pyro's ``TraceEnum_ELBO.compute_marginals``; without guide latents
-(an empty guide) both are of p(c | x) itself. The programs run once on K * E rows, each row
+(an empty guide) both are of p(c | x) itself. The programs run once on K E rows, each row
 an example with its draw z_k fixed (:class:`FixedValues`).
 """
 
@@ -48,8 +48,8 @@ def _frames(site: dict) -> list:
 
 
 def arrange(site: dict, plate: str | None) -> tuple[torch.Tensor, list[str]]:
-    """A site's draws from an importance pass with a particle plate, (K, *batch, *event),
-    as (K, E, *rest) with the data plate ``plate``'s dim second (or (K, *rest) for a site
+    """A site's draws from an importance pass with a particle plate, ``(K, *batch, *event)``,
+    as ``(K, E, *rest)`` with the data plate ``plate``'s dim second (or ``(K, *rest)`` for a site
     outside it), and the names of ``rest``: a plate's dim by the plate's name, an event dim
     ``{site}_dim_{i}``, another batch dim ``{site}_batch_{i}``; broadcast dims of size one
     that no plate holds are dropped."""
@@ -73,8 +73,8 @@ def arrange(site: dict, plate: str | None) -> tuple[torch.Tensor, list[str]]:
 def fixed_rows(
     draws: dict[str, torch.Tensor], sites: dict[str, dict], plate: str
 ) -> dict[str, torch.Tensor]:
-    """Local draws (K, E, *rest) as the values of one run on K * E rows: the data plate's
-    dim back where the site has it, with K and E merged into it (row k * E + e)."""
+    """Local draws ``(K, E, *rest)`` as the values of one run on K E rows: the data plate's
+    dim back where the site has it, with K and E merged into it (row ``k * E + e``)."""
     rows = {}
     for name, value in draws.items():
         fn = sites[name]["fn"]
@@ -97,9 +97,9 @@ def enumerated_draws(
     num_draws: int,
     global_values: dict[str, torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """For the examples x (E, ...) and the guide's local draws (each (K, E, *rest)), a draw
-    of every model-enumerated site in ``names`` given each draw, (K, E, *site rest), and each
-    site's exact conditional probabilities p(c = v | x, z_k), (K, E, *site rest, V).
+    """For the examples x (E, ...) and the guide's local draws (each ``(K, E, *rest)``), a draw
+    of every model-enumerated site in ``names`` given each draw, ``(K, E, *site rest)``, and each
+    site's exact conditional probabilities p(c = v | x, z_k), ``(K, E, *site rest, V)``.
     ``global_values``: the guide's draws of global latents, (K, ...) each, which the draw k
     was weighed with; with them, one run per draw k (a global latent has one value per run).
 
@@ -125,7 +125,7 @@ def enumerated_draws(
 
 
 def _enumerated(model, guide, x, draws, global_values, sites, plate, names, nesting, k):
-    """:func:`enumerated_draws` in one run of K * E rows (the global latents fixed): the draw
+    """:func:`enumerated_draws` in one run of K E rows (the global latents fixed): the draw
     as :func:`~pyrovae.infer.assign` makes it at temperature 1 (Pyro's ``infer_discrete`` on
     the model given the guide's values), the probabilities by ``compute_marginals``."""
     rows = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])  # (K * E, ...), row k * E + e
@@ -169,12 +169,13 @@ def guide_enumerated_pool(
     For each joint value v of the sites in ``names`` (their supports' product, V values) both
     programs run with y = v fixed: K draws z_k^v ~ q(z | x, v), weighed
     w_k^v = p(x, v, z_k^v) / q(z_k^v | x, v) (so sum_v w_k^v is the pass's weight w_k). The
-    V * K pairs (v, z_k^v) with weights w_k^v are importance draws of p(y, z | x).
+    V K pairs (v, z_k^v) with weights w_k^v are importance draws of p(y, z | x).
 
     Returns:
-        log weights (E, V * K); every drawn site's values (V * K, E, *rest) and y's,
-        (V * K, E, *event) (pool entry v * K + k); their dim names; their trace sites; and per
-        site in ``names`` the importance estimate of p(y = value | x), (E, V_site).
+        log weights ``(E, V * K)``; every drawn site's values ``(V * K, E, *rest)`` and
+        y's, ``(V * K, E, *event)`` (pool entry ``v * K + k``); their dim names; their trace
+        sites; and per site in ``names`` the importance estimate of p(y = value | x),
+        (E, V_site).
     """
     from itertools import product
 

@@ -32,6 +32,7 @@ from pyro import poutine
 
 from .weights import WeightedSites
 
+#: What a proposal draws, as :func:`proposal_kind` names it.
 KINDS = ("exact", "continuous", "discrete", "mixed")
 
 #: Why an exact estimate is exact (the summary's ``exact_why``).
