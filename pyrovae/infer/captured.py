@@ -65,6 +65,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..rng import initialised_cuda_devices
 from .enum_loss import traceenum_elbo_loss
+from .pyro_internals import elbo_traces, guess_max_plate_nesting
 from .semisupervised import SemiSupervisedELBO
 
 LOG = logging.getLogger("pyrovae")
@@ -88,7 +89,7 @@ def trace_elbo_loss(elbo: ELBO, model: Callable, guide: Callable, *args: Any) ->
     site is reparameterised (its surrogate then has no score-function term).
     """
     loss = 0.0
-    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+    for model_trace, guide_trace in elbo_traces(elbo, model, guide, args):
         elbo_particle = 0.0
         for site in model_trace.nodes.values():
             if site["type"] == "sample":
@@ -109,7 +110,7 @@ def meanfield_elbo_loss(elbo: ELBO, model: Callable, guide: Callable, *args: Any
     registered), minus log q of auxiliary guide sites; the particles are averaged.
     """
     loss = 0.0
-    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+    for model_trace, guide_trace in elbo_traces(elbo, model, guide, args):
         elbo_particle = 0.0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
@@ -281,7 +282,7 @@ class CapturedLoss:
             elbo_log.setLevel(logging.WARNING)  # Pyro logs its guess at INFO
             try:
                 with torch.random.fork_rng(devices=initialised_cuda_devices()):
-                    self.elbo._guess_max_plate_nesting(self.model, self.guide, args, {})
+                    guess_max_plate_nesting(self.elbo, self.model, self.guide, args)
             finally:
                 elbo_log.setLevel(level)
         before = _rng_state()

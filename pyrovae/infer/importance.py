@@ -44,6 +44,7 @@ from .distributed import shard_bounds, world
 from .modes import evaluated
 from .progress import progress_bar
 from .psis import pareto_khat
+from .pyro_internals import enumerate_dim
 from .weights import (
     WeightedSites,
     enumerated_values,
@@ -707,7 +708,7 @@ def _one_particle(
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"]:
             continue
-        if site["infer"].get("_enumerate_dim") is not None:
+        if enumerate_dim(site) is not None:
             if of_guide:
                 return None
             continue  # the model's own enumerated site: enumerated again when replayed

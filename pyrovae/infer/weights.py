@@ -73,6 +73,8 @@ from pyro.ops.rings import LogRing
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.util import prune_subsample_sites
 
+from .pyro_internals import dim_to_symbol, enumerate_dim, packed_dims
+
 #: The name of the vectorized particle plate, left of the program's own plates.
 PARTICLES = "num_particles_vectorized"
 #: pyrovae's own name for the data plate, preferred where several plates could be it.
@@ -202,7 +204,7 @@ def in_plate(site: dict, plate: str) -> bool:
 
 
 def is_enumerated(site: dict) -> bool:
-    return site["infer"].get("_enumerate_dim") is not None
+    return enumerate_dim(site) is not None
 
 
 def is_point_mass(fn: object) -> bool:
@@ -542,8 +544,8 @@ def _contract(
     tree: OrderedDict[frozenset, list[torch.Tensor]] = OrderedDict()
     sum_dims: set[str] = set()
     for name, site, log_prob in factors:
-        term = packed.pack(log_prob, site["infer"]["_dim_to_symbol"])
-        enum_dims = set(term._pyro_dims) - plate_symbols
+        term = packed.pack(log_prob, dim_to_symbol(site))
+        enum_dims = set(packed_dims(term)) - plate_symbols
         if scaled and enum_dims and not _is_unit(site["scale"]):
             raise ValueError(
                 f"site {name!r} is scaled (poutine.scale or a subsampled plate) and depends on "
@@ -551,7 +553,7 @@ def _contract(
                 "exactly; train with the ELBO (objective='enum'), which scales it outside the sum"
             )
         sum_dims |= enum_dims
-        dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))
+        dim_to_size.update(zip(packed_dims(term), term.shape, strict=True))
         ordinal = frozenset(
             plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
         )
