@@ -399,12 +399,15 @@ class Trainer:
                     )
                 record["seconds"] = time.perf_counter() - start
                 self.epoch += 1
+                shown = []
                 for metric in self.metrics:
-                    record.update(metric(self))
+                    numbers = metric(self)
+                    record.update(numbers)
+                    shown += list(numbers)
                 self.history.append(record)
                 if self.ranks > 1:  # for state_dict, which a callback of rank 0 alone may call
                     self._streams = self._gather_streams()
-                bar.set_postfix_str(_summary(record, epochs), refresh=False)
+                bar.set_postfix_str(_summary(record, epochs, shown), refresh=False)
                 for callback in self.callbacks:
                     callback(self)
         return self.history
@@ -518,12 +521,16 @@ def _module_state(program: Callable) -> dict[str, torch.Tensor]:
     return program.state_dict() if isinstance(program, torch.nn.Module) else {}
 
 
-def _summary(record: dict[str, Any], epochs: int) -> str:
+def _summary(record: dict[str, Any], epochs: int, shown: Sequence[str] = ()) -> str:
+    """The progress bar's line: the epoch, the ELBOs, then each number of ``shown`` (the
+    keys the metrics added to the record), whatever they measure."""
     text = f"epoch {record['epoch']}/{epochs} elbo {record['train_elbo']:.2f}"
     if "test_elbo" in record and math.isfinite(record["test_elbo"]):
         text += f" test {record['test_elbo']:.2f}"
-    if record.get("valid_accuracy") is not None:
-        text += f" valid acc {100 * record['valid_accuracy']:.2f}%"
+    for key in shown:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            text += f" {key} {value:.4g}"
     return text
 
 

@@ -56,6 +56,11 @@ class SemiSupervisedELBO(LossFromDifferentiableLoss, TraceEnum_ELBO):
         self.alpha = float(alpha)
         self.label_site = label_site
 
+    def evaluation_elbo(self) -> TraceEnum_ELBO:
+        """The bound a test ELBO of this objective reports: the ELBO without the
+        classification term (labels summed out), so that it compares across objectives."""
+        return TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
+
     def classification_loss(
         self, guide: Callable, x: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
