@@ -29,7 +29,7 @@ from pyro.infer import ELBO
 from ..errors import TrainingDiverged, user_stacklevel
 from ..ranks import shared_seed
 from ..rng import initialised_cuda_devices
-from .batches import Data, SequenceData, Transform, make_batches
+from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
@@ -110,8 +110,6 @@ def evaluate_elbo(
     """
     elbo = make_objective(objective)
     rank, ranks = world()
-    if isinstance(data, SequenceData):
-        data = data.tensors  # evaluated as stored: cutting to lengths saves no work here
     rows = _rows(data)
     if global_plate is not None:
         if rows is None:
@@ -493,8 +491,6 @@ def _rows(data: Data) -> int | None:
         return data.shape[0]
     if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
         return data[0].shape[0]
-    if isinstance(data, SequenceData):
-        return data.x.shape[0]
     if isinstance(data, torch.utils.data.DataLoader):
         data = data.dataset
     try:
