@@ -325,10 +325,12 @@ def _plot(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_model_in(argv)).parse_args(argv)
+    from .errors import command_line_names
     from .runs.errors import is_user_error
 
     try:
-        args.handler(args)
+        with command_line_names():  # the library's messages name our options
+            args.handler(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:

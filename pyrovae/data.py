@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import option
 from .sequences import chorale_names, load_chorales, pad_sequences
 from .splits import DataError, DataSplits
 
@@ -100,7 +101,9 @@ def load_dataset(
     if key in DATASETS and sequences:
         raise DataError(
             f"{name} holds images, not sequences; a sequence model needs data (N, T, D): "
-            f"--dataset {SEQUENCE_DATASETS[0]}, or a .npz with x (N, T, D) and lengths (N,)"
+            f"{option('dataset', SEQUENCE_DATASETS[0], python=repr(SEQUENCE_DATASETS[0]))}, or "
+            "a .npz with x (N, T, D) and "
+            "lengths (N,)"
         )
     if key in SEQUENCE_DATASETS:
         if not sequences:
@@ -210,7 +213,7 @@ def _load_idx_dataset(key: str, root: Path, download: bool) -> DataSplits:
         raise DataError(
             f"{key}: the four IDX files were not found.\nNeeded, flat or gzipped:\n{needed}\n"
             f"Searched:\n{searched}\nFix: copy the original {key} files into one of these "
-            "directories, or pass --download (download=True) on a machine with a network."
+            f"directories, or pass {option('download', True)} on a machine with a network."
         )
     train_x, train_y, hw = _read_idx_pair(files[0], files[1])
     test_x, test_y, _ = _read_idx_pair(files[2], files[3])

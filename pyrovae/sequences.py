@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import option
 from .splits import DataSplits
 
 #: MIDI pitch of the lowest piano key (A0); the roll has 88 keys, A0..C8.
@@ -170,7 +171,7 @@ def _write_cache(candidates: list[Path], arrays: dict) -> Path:
             failures.append(f"{cache.parent} ({e.strerror or e})")
     raise OSError(
         f"cannot cache the converted chorales in {' or '.join(failures)}; pass a writable "
-        "--data-dir (data_dir)"
+        f"{option('data_dir')}"
     )
 
 

@@ -30,6 +30,7 @@ rules cannot pass because it found no edges.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -383,3 +384,42 @@ def test_the_library_never_imports_the_application_layer_and_models_and_infer_st
 ):
     found = layering_violations(graph)
     assert not found, "layering violations:\n" + "\n".join(found)
+
+
+def flag_literals(source: str) -> list[str]:
+    """String constants of ``source`` (docstrings left out) that name a command-line flag."""
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", node.value):
+                found.append(f"{node.lineno}: {flag}")
+    return found
+
+
+def test_the_flag_finder_sees_flags_in_messages_and_not_in_docstrings():
+    source = '"""Run with --epochs 3."""\nraise ValueError(f"pass --num-labels {n} or x--y")\n'
+    assert flag_literals(source) == ["2: --num-labels"]
+
+
+def test_the_library_never_names_a_command_line_flag():
+    """A library message names its keyword argument through pyrovae.errors.option, which the
+    command line turns into the option; the library itself names no flag."""
+    found = {}
+    for name, path in find_modules(ROOT).items():
+        if not is_library(name):
+            continue
+        flags = flag_literals(path.read_text())
+        if flags:
+            found[name] = flags
+    assert not found, f"library modules naming command-line flags: {found}; use errors.option"

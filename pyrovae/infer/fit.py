@@ -26,7 +26,7 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
-from ..errors import TrainingDiverged, user_stacklevel
+from ..errors import TrainingDiverged, option, user_stacklevel
 from ..ranks import shared_seed
 from ..rng import initialised_cuda_devices
 from .batches import Data, Transform, make_batches
@@ -335,8 +335,8 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.epoch + 1}; parameters are "
-                "left at the last finite step. Lower the learning rate (--lr), check the data "
-                "for extreme values, or use a likelihood with a floor on its scale."
+                f"left at the last finite step. Lower the learning rate ({option('lr')}), check "
+                "the data for extreme values, or use a likelihood with a floor on its scale."
             )
         (loss / (rows or args[0].shape[0])).backward()
         self.optimizer.step()

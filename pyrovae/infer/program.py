@@ -22,6 +22,7 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
+from ..errors import option
 from ..rng import initialised_cuda_devices
 from .importance import plate_nesting
 from .weights import (
@@ -161,8 +162,8 @@ def choose_objective(objective: str | ELBO, report: ProgramReport) -> str | ELBO
         raise ValueError(
             f"the program enumerates {enumerated} (marked for enumeration, enumerated by the "
             "guide, or discrete and absent from the guide), but this objective would sample "
-            "them instead of summing them: train with objective='enum' (TraceEnum_ELBO), "
-            "or 'auto', which picks it (--objective enum or auto)"
+            f"them instead of summing them: train with {option('objective', 'enum')} "
+            f"(TraceEnum_ELBO), or {option('objective', 'auto')}, which picks it"
         )
     if report.sites.global_latents and isinstance(objective, str) and objective == "iwae":
         raise ValueError(

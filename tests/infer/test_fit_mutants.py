@@ -114,9 +114,9 @@ def test_a_diverged_loss_names_the_epoch_and_the_fixes():
         pyro.enable_validation(True)
     assert str(error.value) == (
         "the loss became nan at epoch 1; parameters are left at the last finite step. Lower "
-        "the learning rate (--lr), check the data for extreme values, or use a likelihood "
+        "the learning rate (lr), check the data for extreme values, or use a likelihood "
         "with a floor on its scale."
-    )
+    )  # a Python caller is told its keyword argument; the command line its option (--lr)
 
 
 class FakeCuda:
