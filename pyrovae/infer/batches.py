@@ -60,7 +60,8 @@ class SemiSupervisedData:
         device: torch.device | str | None = None,
         shard: tuple[int, int] = (0, 1),
     ) -> InterleavedBatches:
-        """Unlabelled batches alternating with labelled ones (:class:`InterleavedBatches`)."""
+        """Unlabelled batches alternating with labelled ones
+        (:class:`~pyrovae.infer.batches.InterleavedBatches`)."""
         return InterleavedBatches(self.to(device), batch_size, shuffle, generator, transform, shard)
 
 
@@ -137,7 +138,8 @@ class SequenceData:
         device: torch.device | str | None = None,
         shard: tuple[int, int] = (0, 1),
     ) -> SequenceBatches:
-        """Batches grouped by length and cut to their bucket (:class:`SequenceBatches`)."""
+        """Batches grouped by length and cut to their bucket
+        (:class:`~pyrovae.infer.batches.SequenceBatches`)."""
         return SequenceBatches(self.to(device), batch_size, shuffle, generator, transform, shard)
 
 
