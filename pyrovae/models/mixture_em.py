@@ -4,8 +4,7 @@ of scikit-learn's ``GaussianMixture.fit``.
 Each run seeds a :class:`~pyrovae.models.GaussianMixture` by k-means++
 (:meth:`~pyrovae.models.mixture_steps.MixtureEM.initialize`), then iterates its
 :meth:`~pyrovae.models.mixture_steps.MixtureEM.em_step` (E-step by enumerating the program,
-closed-form
-M-step of :mod:`pyrovae.models.mixture_stats`) under the generic driver
+closed-form M-step of :mod:`pyrovae.models.mixture_stats`) under the generic driver
 :func:`pyrovae.infer.em`, and the best of ``n_init`` runs is kept.
 
 Layering: this module's import of :mod:`pyrovae.infer.em` (:func:`~pyrovae.infer.em`,
