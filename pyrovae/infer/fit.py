@@ -188,7 +188,7 @@ class Trainer:
         data_plate: the name of the plate over the examples, where more than one plate of
             the batch's size holds every observation (found otherwise; a model's
             ``data_plate`` attribute names it too:
-            :func:`~pyrovae.infer.weights.find_data_plate`).
+            :func:`~pyrovae.infer.plates.find_data_plate`).
 
     A program with global latents (sites outside the data plate) is trained with each
     minibatch of B rows scaled as a subsample of the N training rows, as Pyro's

@@ -42,17 +42,12 @@ from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .distributed import shard_bounds, world
 from .modes import evaluated
+from .plates import named_data_plate
 from .progress import progress_bar
 from .psis import pareto_khat
 from .pyro_internals import enumerate_dim
-from .weights import (
-    WeightedSites,
-    enumerated_values,
-    log_weights_from_traces,
-    named_data_plate,
-    refuse_point_masses,
-    trace_pair,
-)
+from .sites import WeightedSites, refuse_point_masses
+from .weights import enumerated_values, log_weights_from_traces, trace_pair
 
 PROPOSALS = ("guide", "prior")
 
@@ -355,7 +350,7 @@ def log_marginal(
         device: where the batches go (the model and guide must already be there).
         data_plate: the name of the plate over the examples, where more than one plate of
             the batch's size holds the observations (found otherwise:
-            :func:`~pyrovae.infer.weights.find_data_plate`; a model's ``data_plate``
+            :func:`~pyrovae.infer.plates.find_data_plate`; a model's ``data_plate``
             attribute names it too).
 
     Every number is of the unscaled model: ``poutine.scale`` and a subsampled data plate
@@ -616,7 +611,7 @@ def _probe(
     data_plate: str | None = None,
 ) -> tuple[WeightedSites, int]:
     """How the sites enter the weights (refusing, before any pass, what they cannot hold:
-    :func:`~pyrovae.infer.weights.classify_sites`, and a local latent drawn from a point mass)
+    :func:`~pyrovae.infer.sites.classify_sites`, and a local latent drawn from a point mass)
     and how many enumerated values a pass holds
     (:func:`~pyrovae.infer.importance.enumerated_size`), from one draw outside the caller's
     random streams."""
