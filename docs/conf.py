@@ -63,6 +63,7 @@ require_docstrings_packages = [
     "pyrovae.guides",
     "pyrovae.infer",
     "pyrovae.diagnostics",
+    "pyrovae.procedures",
     "pyrovae.data",
 ]
 
@@ -80,6 +81,7 @@ PACKAGES = (
     "pyrovae.guides",
     "pyrovae.infer",
     "pyrovae.diagnostics",
+    "pyrovae.procedures",
     "pyrovae.data",
 )
 #: Library modules outside those packages that docstrings refer to as building blocks.

@@ -21,7 +21,12 @@ The rules:
     :data:`LIBRARY_TOP_LEVEL`;
 (c) ``pyrovae.infer`` imports nothing from ``pyrovae.models``, and ``pyrovae.models``
     nothing from ``pyrovae.infer`` except the one edge of :data:`ALLOWED_MODELS_TO_INFER`
-    (``fit_mixture`` runs the generic EM driver).
+    (``fit_mixture`` runs the generic EM driver);
+(d) a family's procedure (``pyrovae.procedures``) builds on models, guides and inference,
+    and none of those imports it.
+
+Beside the graph: the library's strings name no command-line flag (its messages name their
+keyword arguments through ``pyrovae.errors.option``).
 
 The walker is itself tested on a small synthetic package with a known cycle, so that the
 rules cannot pass because it found no edges.
@@ -59,7 +64,13 @@ LIBRARY_TOP_LEVEL = frozenset(
         "splits",
     )
 )
-LIBRARY_PACKAGES = ("pyrovae.models", "pyrovae.guides", "pyrovae.infer", "pyrovae.diagnostics")
+LIBRARY_PACKAGES = (
+    "pyrovae.models",
+    "pyrovae.guides",
+    "pyrovae.infer",
+    "pyrovae.diagnostics",
+    "pyrovae.procedures",
+)
 
 #: The application layer: the run directory and its recipes, the CLI, and the run modules
 #: that ``pyrovae.runs`` replaces. Named in (b)'s messages; the rule itself is "library
@@ -261,6 +272,14 @@ def layering_violations(graph: Graph) -> list[str]:
                 )
             if within(module, "pyrovae.infer") and within(target, "pyrovae.models"):
                 found.append(f"{edge}: pyrovae.infer must not import pyrovae.models")
+            if within(target, "pyrovae.procedures") and any(
+                within(module, package)
+                for package in ("pyrovae.infer", "pyrovae.models", "pyrovae.guides")
+            ):
+                found.append(
+                    f"{edge}: a family's procedure builds on models, guides and inference, "
+                    "which never import it"
+                )
             if (
                 within(module, "pyrovae.models")
                 and within(target, "pyrovae.infer")
@@ -347,11 +366,14 @@ def test_the_layering_rules_catch_each_forbidden_edge():
         "pyrovae.diagnostics.views": {"pyrovae.runs.recipe", "pyrovae.infer.importance"},
         "pyrovae.data": {"pyrovae.cli"},
         "pyrovae.runs.recipe": {"pyrovae.models.vae", "pyrovae.infer.fit"},
+        "pyrovae.infer.captured": {"pyrovae.procedures.semisupervised"},
+        "pyrovae.procedures.semisupervised": {"pyrovae.infer.fit", "pyrovae.models.ssvae"},
     }
     found = layering_violations(graph)
     assert [line.split(":")[0] for line in found] == [
         "pyrovae.data -> pyrovae.cli",
         "pyrovae.diagnostics.views -> pyrovae.runs.recipe",
+        "pyrovae.infer.captured -> pyrovae.procedures.semisupervised",
         "pyrovae.infer.fit -> pyrovae.models.vae",
         "pyrovae.models.mixture -> pyrovae.infer.discrete",
     ]
