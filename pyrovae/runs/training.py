@@ -80,10 +80,10 @@ def train(
 ) -> Run:
     """Train the run described by ``config`` into ``config.out``; see the module docstring.
 
-    With ``resume`` the saved configuration is used (only ``epochs`` and ``device`` are taken
-    from ``config``) and training continues from the last checkpoint, reaching the same
-    numbers as an uninterrupted run with the same seed on CPU; a factory run's factory is
-    then imported from the installed environment or ``factory_path`` only.
+    With ``resume`` the saved configuration is used (only ``device``, and ``epochs`` unless it
+    is None, are taken from ``config``) and training continues from the last checkpoint,
+    reaching the same numbers as an uninterrupted run with the same seed on CPU; a factory
+    run's factory is then imported from the installed environment or ``factory_path`` only.
 
     The directory is locked while training (:class:`~pyrovae.runs.lock.RunLock`: a second
     process into it fails at once). Nothing is written before the first checkpoint; a failure
@@ -284,7 +284,8 @@ class RunWriter:
 
 
 def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
-    """The saved config (with this call's epochs and device) and the last checkpoint."""
+    """The saved config (with this call's device, and its epochs unless None) and the last
+    checkpoint."""
     if not (out / CHECKPOINT).exists():
         raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
     saved = read_config(read_json(out / CONFIG))
@@ -294,7 +295,8 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
             f"{out} was trained with the factory {saved.model}, not {config.model}; resume it "
             f"with pyrovae train {saved.model} --out {out} --resume if you trust that code"
         )
-    saved = saved.replace(epochs=config.epochs, device=config.device, out=str(out))
+    epochs = saved.epochs if config.epochs is None else config.epochs
+    saved = saved.replace(epochs=epochs, device=config.device, out=str(out))
     refusal = recipe_for(saved.model).refuse_resume(saved)
     if refusal:
         raise RunError(refusal)
