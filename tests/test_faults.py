@@ -63,6 +63,11 @@ def make(input_dim, latent_dim, hidden_dims):
         Flaky(likelihood="continuous-bernoulli", **kwargs),
         GaussianEncoder(**kwargs),
     )
+
+
+def make_with_data(latent_dim, hidden_dims):
+    # A pair and its own data, which the run keeps (factory_data.npz).
+    return (*make(16, latent_dim, hidden_dims), torch.rand(300, 16))
 """
 
 
@@ -518,3 +523,209 @@ def test_python_m_pyrovae_still_trains_a_factory_from_the_working_directory(tmp_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+# ---- old work is never lost (issue 36) -----------------------------------------------------
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file below ``path`` (relative name: bytes), links as their target; the lock file
+    (a trainer's PID) left out."""
+    found = {}
+    for p in sorted(path.rglob("*")):
+        name = str(p.relative_to(path))
+        if name == ".lock":
+            continue
+        if p.is_symlink():
+            found[name] = os.readlink(p).encode()
+        elif p.is_file():
+            found[name] = p.read_bytes()
+    return found
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Staging directories and temporary files of a replacement, anywhere below ``parent``."""
+    return [
+        str(p.relative_to(parent))
+        for p in parent.rglob("*")
+        if ".new-" in p.name or ".old-" in p.name or p.name.endswith((".tmp", ".staged"))
+    ]
+
+
+@pytest.fixture
+def old_run(trained_vae, tmp_path) -> Path:
+    """A one-epoch VAE run that a test then tries to --overwrite."""
+    out = tmp_path / "old"
+    shutil.copytree(trained_vae, out, ignore=shutil.ignore_patterns(".lock"))
+    return out
+
+
+def overwrite(out: Path, model: str = "vae", *extra: str) -> int:
+    return main(["train", model, "--out", str(out), "--epochs", "1", "--overwrite", *QUICK, *extra])
+
+
+def test_overwrite_refuses_a_directory_pyrovae_did_not_write(tmp_path, capsys):
+    """An application's config.json and figures/fig1.pdf: its figures/ were deleted and its
+    config.json replaced."""
+    app = tmp_path / "app"
+    (app / "figures").mkdir(parents=True)
+    (app / "config.json").write_text('{"name": "my app", "threads": 4}\n')
+    (app / "figures" / "fig1.pdf").write_bytes(b"%PDF-1.4 figure")
+    before = snapshot(app)
+    assert overwrite(app) == 2
+    err = one_line(capsys)
+    assert "not a run pyrovae wrote" in err and "figures/fig1.pdf" in err
+    assert snapshot(app) == before
+    (app / "figures" / "fig1.pdf").unlink()
+    assert overwrite(app) == 2
+    assert "config.json is not a pyrovae configuration" in one_line(capsys)
+    # A run with a file of the user's beside it is not only pyrovae's either.
+    theirs = tmp_path / "theirs"
+    shutil.copytree(app, theirs)
+    (theirs / "config.json").unlink()
+    (theirs / "figures" / "fig1.png").write_bytes(b"a figure")
+    (theirs / "notes.txt").write_text("my notes\n")
+    assert overwrite(theirs) == 2
+    assert "it holds notes.txt" in one_line(capsys)
+
+
+def test_overwrite_with_figures_a_symbolic_link_keeps_the_old_run(old_run, tmp_path, capsys):
+    """checkpoint.pt, config.json and metrics.json were deleted, then an OSError traceback."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.png").write_bytes(b"yours")
+    (old_run / "figures").symlink_to(elsewhere)
+    before = snapshot(old_run)
+    assert overwrite(old_run) == 2
+    assert "figures is a symbolic link" in one_line(capsys)
+    assert snapshot(old_run) == before and snapshot(elsewhere) == {"keep.png": b"yours"}
+
+
+def test_overwrite_on_a_full_disk_keeps_the_old_run_and_claims_no_checkpoint(
+    old_run, factory, monkeypatch, capsys
+):
+    """The factory's data did not fit on the disk: the old run was deleted, and the message
+    said "the last complete checkpoint is intact ... --resume"."""
+    import pyrovae.runs.training as training
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(training, "save_splits", full)
+    before = snapshot(old_run)
+    assert overwrite(old_run, factory.replace(":make", ":make_with_data")) == 2
+    err = one_line(capsys)
+    assert "no space left" in err and "as it was" in err
+    assert "--resume" not in err and "checkpoint is intact" not in err
+    assert snapshot(old_run) == before
+    assert not leftovers(old_run.parent)
+
+
+KILLED_WHILE_DATA = """
+import os, signal, sys
+import numpy as np
+import pyrovae.runs.data as data
+sys.path.insert(0, sys.argv[2])
+def savez(f, **arrays):
+    f.write(b"half the factory's data")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+data.np.savez = savez
+from pyrovae.cli import main
+main(["train", "flaky_pair:make_with_data", "--out", sys.argv[1], "--epochs", "1",
+      "--overwrite", "--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"])
+"""
+
+
+def test_a_kill_while_the_factory_data_is_written_keeps_the_old_run(old_run, tmp_path, factory):
+    """kill -9 during factory_data.npz of a replacement: the old run was already deleted."""
+    before = snapshot(old_run)
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_DATA, str(old_run), str(tmp_path)],
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert snapshot(old_run) == before
+    assert leftovers(tmp_path), "the killed replacement left its staging directory"
+    # The next trainer into the run finds the staging directory's writer dead: removed.
+    data = factory.replace(":make", ":make_with_data")
+    assert overwrite(old_run, data) == 0
+    assert json.loads((old_run / "config.json").read_text())["model"] == data
+    assert (old_run / "factory_data.npz").is_file()
+    assert not leftovers(tmp_path)
+
+
+def test_a_removed_lock_file_does_not_unlock_the_run(old_run, capsys):
+    """rm RUN/.lock while A trains, then B --overwrite: A and B trained into one directory."""
+    with RunLock(old_run):  # A
+        (old_run / ".lock").unlink()
+        before = snapshot(old_run)
+        assert overwrite(old_run) == 2  # B
+        assert "being trained by another process" in one_line(capsys)
+        assert snapshot(old_run) == before
+        with pytest.raises(RunError, match="being trained"):
+            with RunLock(old_run):
+                pass
+
+
+def test_a_dead_writers_temporary_files_are_removed_at_once_and_a_live_ones_kept(old_run):
+    """Partial .tmp files of killed writes stayed in a run until they were 300 s old; one
+    that a live writer holds (its lock) must stay."""
+    import fcntl
+
+    dead = old_run / ".checkpoint.pt.dead1234.tmp"
+    dead.write_bytes(b"half a checkpoint")
+    figure = old_run / "figures" / ".elbo.png.dead5678.tmp"
+    figure.parent.mkdir()
+    figure.write_bytes(b"half a figure")
+    live = old_run / ".checkpoint.pt.live1234.tmp"
+    live.write_bytes(b"being written")
+    with open(live, "rb+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as atomic_write holds its temporary file
+        args = ["train", "vae", "--out", str(old_run), "--epochs", "2", "--resume", *QUICK]
+        assert main(args) == 0
+        assert not dead.exists() and not figure.exists()
+        assert live.read_bytes() == b"being written"
+    from pyrovae.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(old_run / "checkpoint.pt")  # its writer is gone now
+    assert not live.exists()
+
+
+def test_sample_out_at_a_fifo_or_device_is_refused(trained_vae, tmp_path, capsys):
+    """The node was replaced by a PNG."""
+    from pyrovae.runs.paths import check_out_file
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["sample", str(trained_vae), "--n", "4", "--out", str(fifo)]) == 2
+    assert "not a regular file" in one_line(capsys)
+    assert fifo.is_fifo()
+    if Path("/dev/null").exists():  # checked only: nothing is written
+        with pytest.raises(RunError, match="not a regular file"):
+            check_out_file("/dev/null")
+
+
+def test_sigterm_in_the_first_epoch_leaves_nothing(tmp_path, factory):
+    """SIGTERM (as torchrun sends when a rank dies) left a directory holding only .lock."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SLOW_FIRST_EPOCH": "30"}
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "pyrovae", "train", factory, "--out", str(out), "--epochs",
+         "1", *QUICK],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (out / ".lock").exists() or not (out / ".lock").read_text().strip():
+            assert trainer.poll() is None, trainer.stderr.read()
+            assert time.time() < deadline, "the trainer never took the lock"
+            time.sleep(0.2)
+        time.sleep(1)
+        trainer.terminate()
+        assert trainer.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        trainer.kill()
+        trainer.wait()
+        trainer.stderr.close()
+    assert not out.exists()

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyro
@@ -49,13 +52,13 @@ from .record import (
     finite_json,
     load_checkpoint,
     read_json,
-    remove_run,
     run_files,
     save_checkpoint,
     write_json,
 )
 from .registry import RECIPES, every_recipe, read_config, recipe_for
 from .reopen import check_device, open_data, plot
+from .replace import check_replaceable
 
 Log = Callable[[str], None]
 
@@ -88,18 +91,65 @@ def train(
     The directory is locked while training (:class:`~pyrovae.runs.lock.RunLock`: a second
     process into it fails at once). Nothing is written before the first checkpoint; a failure
     before it leaves the directory as it was (removed, if this call created it), and
-    ``overwrite`` replaces an old run only once the new one has its first checkpoint.
+    ``overwrite`` replaces an old run (only a directory pyrovae wrote:
+    :func:`~pyrovae.runs.replace.check_replaceable`) only once the new one is complete, with
+    its first checkpoint, in a directory beside it that takes its place in one rename.
+    SIGTERM unwinds as an interrupt does (:class:`Terminated`).
     """
     out = Path(config.out)
     if world()[0] != 0:  # a rank beside rank 0: trains its share, writes and says nothing
-        return _train(config, out, resume, overwrite, False, _silent, factory_path, False)
-    with RunLock(out) as lock:
+        return _train(config, out, resume, overwrite, False, _silent, factory_path, None)
+    if not resume and out.is_dir():
+        _replaces(out, overwrite)  # a refusal before the lock leaves not even a lock file
+    with _terminated_as_exit(), RunLock(out) as lock:
         try:
-            return _train(config, out, resume, overwrite, progress, log, factory_path, True)
+            return _train(config, out, resume, overwrite, progress, log, factory_path, lock)
         except BaseException:
             if lock.created and not (out / CHECKPOINT).exists():
                 _remove_created(out)
             raise
+
+
+class Terminated(SystemExit):
+    """SIGTERM received while training (from ``kill``, a batch system, or torchrun stopping
+    the job after a rank died): unwinds as an interrupt does, so that a run without a first
+    checkpoint leaves nothing behind; the process exits with 128 + 15."""
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """Inside: SIGTERM raises :class:`Terminated` (where Python may set a handler, and none
+    but the default is set)."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):  # pragma: no cover - no SIGTERM here
+        previous = None
+    if previous is not signal.SIG_DFL or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _replaces(out: Path, overwrite: bool) -> bool:
+    """Whether a new run into ``out`` replaces one there; refused without ``overwrite``, or
+    when pyrovae did not write the directory."""
+    if not any(p.exists() or p.is_symlink() for p in run_files(out, extra_files())):
+        return False
+    if not overwrite:
+        raise RunError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out"
+        )
+    check_replaceable(out, extra_files())
+    return True
 
 
 def _remove_created(out: Path) -> None:
@@ -117,15 +167,14 @@ def _silent(message: str) -> None:
     """The log of a rank other than 0."""
 
 
-def _train(config, out, resume, overwrite, progress, log, factory_path, writes) -> Run:
+def _train(config, out, resume, overwrite, progress, log, factory_path, lock) -> Run:
+    writes = lock is not None  # rank 0 (or the only process) holds the lock and writes
     state = None
+    replace = False
     if resume:
         config, state = _resumed(config, out)
-    elif any(p.exists() for p in run_files(out, extra_files())) and not overwrite:
-        raise RunError(
-            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
-            "it, or choose another --out"
-        )
+    else:
+        replace = _replaces(out, overwrite)
     config.validate()
     check_device(config.device)
     if not resume:
@@ -142,7 +191,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     writer = RunWriter(
         out,
         first=not resume,
-        overwrite=overwrite and not resume,
+        replace=lock if replace else None,
         data_copy=built.data if built.keep_data and not resume else None,
         writes=writes,
     )
@@ -215,7 +264,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         trainer.history.append(start)
     try:
         trainer.run(config.epochs)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         if writer.started:
             log(
                 f"\ninterrupted; {out / CHECKPOINT} holds epoch {trainer.epoch}. Continue with "
@@ -234,10 +283,14 @@ class RunWriter:
     """Writes a run's checkpoint, config.json and metrics.json, each atomically.
 
     The first write of a new run stages the checkpoint and config.json under temporary names
-    before it touches anything: only then is an old run removed (``overwrite``), a copy of
-    data no dataset name reloads written, and the staged files renamed into place. A full
-    disk or an interrupt before that leaves the old run (or nothing) behind, never a mix.
-    With ``writes`` False (a torch.distributed rank other than 0) it writes nothing.
+    before it touches anything; then a copy of data no dataset name reloads is written and
+    the staged files renamed into place. A full disk or an interrupt before that leaves
+    nothing behind. A run that replaces another (``replace``: the lock of the directory,
+    ``--overwrite``) is written whole, checkpoint, config, metrics and data copy, into a
+    staging directory beside the old run, which is put in the old one's place in one rename
+    (:meth:`~pyrovae.runs.lock.RunLock.swap`): whatever fails before (a full disk, a kill),
+    the old run stays as it was. With ``writes`` False (a torch.distributed rank other than
+    0) it writes nothing.
     """
 
     def __init__(
@@ -245,11 +298,11 @@ class RunWriter:
         out: Path,
         *,
         first: bool,
-        overwrite: bool,
+        replace: RunLock | None = None,
         data_copy: DataSplits | None = None,
         writes: bool = True,
     ) -> None:
-        self.out, self.overwrite, self.data_copy = out, overwrite, data_copy
+        self.out, self.replace, self.data_copy = out, replace, data_copy
         self.started, self.writes = not first, writes
 
     def save(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
@@ -257,30 +310,53 @@ class RunWriter:
             self.started = True
             return
         try:
-            if self.started:
-                save_checkpoint(self.out / CHECKPOINT, checkpoint)
-                write_json(self.out / CONFIG, config.to_dict())
-            else:
-                self._first(checkpoint, config)
+            if not self.started:
+                self._first(checkpoint, config, finite_json(metrics))
+                return
+            save_checkpoint(self.out / CHECKPOINT, checkpoint)
+            write_json(self.out / CONFIG, config.to_dict())
             write_json(self.out / METRICS, finite_json(metrics))
         except OSError as e:
-            if e.errno == errno.ENOSPC:
+            if e.errno != errno.ENOSPC:
+                raise
+            if not self.started:
+                kept = "the run it was to replace is as it was" if self.replace else "nothing"
                 raise RunError(
-                    f"no space left on the device holding {self.out}; the last complete "
-                    "checkpoint is intact: free some space and continue with --resume"
+                    f"no space left on the device holding {self.out}; the new run was not "
+                    f"kept ({kept}): free some space and train again"
                 ) from e
-            raise
+            raise RunError(
+                f"no space left on the device holding {self.out}; the last complete "
+                "checkpoint is intact: free some space and continue with --resume"
+            ) from e
 
-    def _first(self, checkpoint: dict, config: TrainConfig) -> None:
+    def _first(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
+        if self.replace is not None:
+            try:
+                staging = self.replace.stage()
+                self._write(staging, checkpoint, config, metrics)
+                self.replace.swap()
+            except BaseException:
+                self.replace.discard()
+                raise
+            self.started = True
+            return
         staged_checkpoint = save_checkpoint(self.out / STAGED_CHECKPOINT, checkpoint)
         staged_config = write_json(self.out / STAGED_CONFIG, config.to_dict())
-        if self.overwrite:
-            remove_run(self.out, extra_files())
         if self.data_copy is not None:
             save_splits(self.out / DATA_COPY, self.data_copy)
         os.replace(staged_checkpoint, self.out / CHECKPOINT)
         os.replace(staged_config, self.out / CONFIG)
         self.started = True
+        write_json(self.out / METRICS, metrics)
+
+    def _write(self, directory: Path, checkpoint: dict, config: TrainConfig, metrics: dict):
+        """Every file of the new run into ``directory``."""
+        save_checkpoint(directory / CHECKPOINT, checkpoint)
+        write_json(directory / CONFIG, config.to_dict())
+        write_json(directory / METRICS, metrics)
+        if self.data_copy is not None:
+            save_splits(directory / DATA_COPY, self.data_copy)
 
 
 def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
