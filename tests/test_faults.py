@@ -729,3 +729,117 @@ def test_sigterm_in_the_first_epoch_leaves_nothing(tmp_path, factory):
         trainer.wait()
         trainer.stderr.close()
     assert not out.exists()
+
+
+# ---- torchrun: no hang, no silent change of the global batch (issue 36) --------------------
+
+
+def test_a_checkpoint_of_two_ranks_is_not_resumed_by_one_process(old_run, capsys):
+    """The global batch (ranks x --batch-size) changed silently mid-run."""
+    from pyrovae.runs.record import checksum
+
+    state = torch.load(old_run / "checkpoint.pt", weights_only=True)
+    own = {k: v for k, v in state["rng"].items() if k != "ranks"}
+    state["rng"]["ranks"] = [own, own]  # as two ranks save their noise streams
+    state["checksum"] = checksum(state)
+    torch.save(state, old_run / "checkpoint.pt")
+    before = snapshot(old_run)
+    assert main(["train", "vae", "--out", str(old_run), "--epochs", "2", "--resume", *QUICK]) == 2
+    err = one_line(capsys)
+    assert "trained by 2 process(es) and this is 1" in err and "from 256 to 128 rows" in err
+    assert "torchrun --nproc_per_node 2" in err
+    assert snapshot(old_run) == before
+
+
+def test_the_collective_timeout_is_read_from_the_environment(monkeypatch):
+    from pyrovae.runs.processes import COLLECTIVE_TIMEOUT, collective_timeout
+
+    monkeypatch.delenv("PYROVAE_COLLECTIVE_TIMEOUT", raising=False)
+    assert collective_timeout() == COLLECTIVE_TIMEOUT <= 600
+    monkeypatch.setenv("PYROVAE_COLLECTIVE_TIMEOUT", "2.5")
+    assert collective_timeout() == 2.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv("PYROVAE_COLLECTIVE_TIMEOUT", bad)
+        with pytest.raises(RunError, match="PYROVAE_COLLECTIVE_TIMEOUT must be a positive"):
+            collective_timeout()
+
+
+# A rank that stops itself (SIGSTOP) or dies (SIGKILL) at its third model call, in epoch 1.
+STOPPING = """
+import os
+import signal
+
+from pyrovae.guides import GaussianEncoder
+from pyrovae.models import VAE
+
+calls = {"n": 0}
+
+
+class Stopping(VAE):
+    def forward(self, x, y=None):
+        calls["n"] += 1
+        if calls["n"] == 3 and os.environ.get("RANK") == os.environ.get("STOP_RANK"):
+            os.kill(os.getpid(), getattr(signal, os.environ["STOP_SIGNAL"]))
+        super().forward(x, y)
+
+
+def make(input_dim, latent_dim, hidden_dims):
+    kwargs = dict(input_dim=input_dim, latent_dim=latent_dim, hidden_dims=hidden_dims)
+    return Stopping(likelihood="continuous-bernoulli", **kwargs), GaussianEncoder(**kwargs)
+"""
+
+
+def torchrun(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m pyrovae ARGS`` with ``stopping_pair`` importable."""
+    import socket
+
+    (tmp_path / "stopping_pair.py").write_text(STOPPING)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "pyrovae",
+               *args]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root}:{tmp_path}", **env}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_a_frozen_rank_fails_the_others_after_the_collective_timeout(tmp_path):
+    """A rank stopped by SIGSTOP blocked rank 0 and torchrun for gloo's 30 minutes; with
+    PYROVAE_COLLECTIVE_TIMEOUT=3 rank 0 fails in one line naming the timeout and rank 1,
+    and its run, stopped in epoch 1, leaves nothing (torchrun then kills rank 1)."""
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    args = ["train", "stopping_pair:make", "--out", str(out), "--epochs", "1", *QUICK]
+    result = torchrun(
+        tmp_path, *args, STOP_RANK="1", STOP_SIGNAL="SIGSTOP", PYROVAE_COLLECTIVE_TIMEOUT="3"
+    )
+    assert result.returncode != 0
+    assert time.perf_counter() - started < 150  # torchrun's own 30 s grace included
+    lines = result.stderr.splitlines()
+    errors = [i for i, line in enumerate(lines) if "pyrovae: error:" in line]
+    assert errors, result.stderr
+    said = lines[errors[0]]
+    assert "rank 0: rank 1 did not join a collective within the 3 s timeout" in said
+    assert "PYROVAE_COLLECTIVE_TIMEOUT" in said
+    assert not [line for line in lines[: errors[0]] if "Traceback" in line]  # rank 0's own
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_rank_killed_in_the_first_epoch_leaves_nothing_and_ranks_must_match(tmp_path):
+    """A rank killed under torchrun (torchrun then sends SIGTERM to rank 0) left a directory
+    holding only .lock; a one-process checkpoint resumed by two ranks was accepted silently."""
+    out = tmp_path / "run"
+    args = ["train", "stopping_pair:make", "--out", str(out), "--epochs", "1", *QUICK]
+    result = torchrun(tmp_path, *args, STOP_RANK="1", STOP_SIGNAL="SIGKILL")
+    assert result.returncode != 0
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    resume = ["train", "vae", "--out", str(out), "--epochs", "2", "--resume", *QUICK]
+    result = torchrun(tmp_path, *resume)
+    assert result.returncode != 0
+    assert "trained by 1 process(es) and this is 2" in result.stderr
+    assert "resume it with a single process" in result.stderr

@@ -378,12 +378,32 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
         raise RunError(refusal)
     check_device(saved.device)  # before reading: a good checkpoint is not "damaged"
     state = load_checkpoint(out / CHECKPOINT, map_location=saved.device)
+    _check_ranks(out, saved, state)
     if state["epoch"] >= saved.epochs:
         raise RunError(
             f"{out} has already trained {state['epoch']} epochs; to train longer pass "
             f"--epochs N with N > {state['epoch']}"
         )
     return saved, state
+
+
+def _check_ranks(out: Path, config: TrainConfig, state: dict) -> None:
+    """Refuse to resume an SVI checkpoint written by N torch.distributed ranks with M != N:
+    each rank takes ``batch_size`` rows of every global batch, so the global batch (and the
+    ranks' noise streams) would change in the middle of the run."""
+    if not isinstance(state.get("rng"), dict):
+        return  # a recipe's own algorithm (EM): no batches
+    saved = len(state["rng"].get("ranks") or [None])
+    ranks = world()[1]
+    if saved == ranks:
+        return
+    how = "a single process" if saved == 1 else f"torchrun --nproc_per_node {saved}"
+    raise RunError(
+        f"{out} was trained by {saved} process(es) and this is {ranks}: each takes "
+        f"--batch-size {config.batch_size} rows of a global batch, which would change from "
+        f"{saved * config.batch_size} to {ranks * config.batch_size} rows mid-run; resume "
+        f"it with {how}"
+    )
 
 
 def _save_fitted(writer: RunWriter, fitted: Fitted) -> None:
