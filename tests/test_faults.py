@@ -655,6 +655,21 @@ def test_a_kill_while_the_factory_data_is_written_keeps_the_old_run(old_run, tmp
     assert not leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("atomic", [True, False], ids=["renameat2", "two-renames"])
+def test_exchange_swaps_a_staged_run_with_the_old_one(tmp_path, monkeypatch, atomic):
+    import pyrovae.runs.lock as lock
+
+    new, old = tmp_path / ".run.new-x", tmp_path / "run"
+    for path, text in ((new, "new"), (old, "old")):
+        path.mkdir()
+        (path / "f").write_text(text)
+    if not atomic:  # a system without renameat2
+        monkeypatch.setattr(lock.ctypes, "CDLL", lambda *a, **k: object())
+    lock.exchange(new, old)
+    assert (old / "f").read_text() == "new" and (new / "f").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-x", "run"]
+
+
 def test_a_removed_lock_file_does_not_unlock_the_run(old_run, capsys):
     """rm RUN/.lock while A trains, then B --overwrite: A and B trained into one directory."""
     with RunLock(old_run):  # A

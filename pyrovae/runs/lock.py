@@ -114,7 +114,11 @@ def exchange(a: Path, b: Path) -> None:
             raise OSError(code, os.strerror(code), str(b))
     aside = a.with_name(a.name.replace(NEW, OLD, 1))
     os.rename(b, aside)
-    os.rename(a, b)
+    try:
+        os.rename(a, b)
+    except BaseException:
+        os.rename(aside, b)  # the old run back in its place
+        raise
     os.rename(aside, a)
 
 

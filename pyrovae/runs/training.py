@@ -270,6 +270,11 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
                 f"\ninterrupted; {out / CHECKPOINT} holds epoch {trainer.epoch}. Continue with "
                 f"pyrovae train {config.model} --out {out} --epochs {config.epochs} --resume"
             )
+        elif writer.replace is not None:
+            log(
+                f"\ninterrupted before the first epoch ended; nothing new was saved, and the "
+                f"run in {out} is as it was"
+            )
         else:
             log(f"\ninterrupted before the first epoch ended; nothing was saved in {out}")
         raise
@@ -320,10 +325,10 @@ class RunWriter:
             if e.errno != errno.ENOSPC:
                 raise
             if not self.started:
-                kept = "the run it was to replace is as it was" if self.replace else "nothing"
+                old = ", and the run it was to replace is as it was" if self.replace else ""
                 raise RunError(
                     f"no space left on the device holding {self.out}; the new run was not "
-                    f"kept ({kept}): free some space and train again"
+                    f"kept{old}: free some space and train again"
                 ) from e
             raise RunError(
                 f"no space left on the device holding {self.out}; the last complete "
