@@ -606,12 +606,12 @@ def test_overwrite_on_a_full_disk_keeps_the_old_run_and_claims_no_checkpoint(
 ):
     """The factory's data did not fit on the disk: the old run was deleted, and the message
     said "the last complete checkpoint is intact ... --resume"."""
-    import pyrovae.runs.training as training
+    import pyrovae.runs.writer as writer
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(training, "save_splits", full)
+    monkeypatch.setattr(writer, "save_splits", full)
     before = snapshot(old_run)
     assert overwrite(old_run, factory.replace(":make", ":make_with_data")) == 2
     err = one_line(capsys)
@@ -817,7 +817,18 @@ def torchrun(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
                *args]  # fmt: skip
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root}:{tmp_path}", **env}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    job = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        out, err = job.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        # SIGTERM to torchrun, which stops its ranks (SIGKILL after its grace period): they
+        # run in sessions of their own, out of reach of a kill of this child alone.
+        job.terminate()
+        job.communicate(timeout=120)
+        raise
+    return subprocess.CompletedProcess(command, job.returncode, out, err)
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
 """``pyrovae train``: build a run, train it with a checkpoint every epoch, resume it.
 
 The same steps for every family, asking its :class:`~pyrovae.runs.recipe.Recipe` what differs
-and writing every file of the run directory here (:mod:`pyrovae.runs.record`), EM included:
+and writing every file of the run directory here (:class:`~pyrovae.runs.writer.RunWriter`),
+EM included:
 
-1. settings checked; with ``resume`` the saved config (only ``epochs`` and ``device`` apply);
+1. settings checked; with ``resume`` the saved config (only ``device``, and ``epochs`` where
+   given, apply); with ``overwrite`` only a run pyrovae wrote is replaced;
 2. the pair built, with the settings resolved from the data (``recipe.build``);
 3. a recipe with an algorithm of its own (``recipe.fit``, the mixture's EM) hands each
    result worth keeping to :func:`_save_fitted`; otherwise SVI by :class:`~pyrovae.infer.Trainer`
@@ -23,8 +25,6 @@ a bad input leaves nothing behind; every file is written atomically.
 
 from __future__ import annotations
 
-import errno
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -34,37 +34,30 @@ from pathlib import Path
 import pyro
 import torch
 
-from ..data import DataSplits
 from ..infer import Trainer
 from ..infer.distributed import world
 from .config import TrainConfig
-from .data import absolute_paths, save_splits
+from .data import absolute_paths
 from .inputs import as_args
 from .lock import LOCK, RunLock
 from .recipe import Fitted, Recipe
 from .record import (
     CHECKPOINT,
     CONFIG,
-    DATA_COPY,
     METRICS,
     Run,
     RunError,
-    finite_json,
     load_checkpoint,
     read_json,
     run_files,
-    save_checkpoint,
     write_json,
 )
 from .registry import RECIPES, every_recipe, read_config, recipe_for
 from .reopen import check_device, open_data, plot
 from .replace import check_replaceable
+from .writer import RunWriter
 
 Log = Callable[[str], None]
-
-#: A new run's first checkpoint and config, written before anything of an old run is removed.
-STAGED_CHECKPOINT = ".checkpoint.pt.staged"
-STAGED_CONFIG = ".config.json.staged"
 
 
 def extra_files() -> tuple[str, ...]:
@@ -282,86 +275,6 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
     if not writes:
         return run
     return _finish(recipe, run, log, write_metrics=True)
-
-
-class RunWriter:
-    """Writes a run's checkpoint, config.json and metrics.json, each atomically.
-
-    The first write of a new run stages the checkpoint and config.json under temporary names
-    before it touches anything; then a copy of data no dataset name reloads is written and
-    the staged files renamed into place. A full disk or an interrupt before that leaves
-    nothing behind. A run that replaces another (``replace``: the lock of the directory,
-    ``--overwrite``) is written whole, checkpoint, config, metrics and data copy, into a
-    staging directory beside the old run, which is put in the old one's place in one rename
-    (:meth:`~pyrovae.runs.lock.RunLock.swap`): whatever fails before (a full disk, a kill),
-    the old run stays as it was. With ``writes`` False (a torch.distributed rank other than
-    0) it writes nothing.
-    """
-
-    def __init__(
-        self,
-        out: Path,
-        *,
-        first: bool,
-        replace: RunLock | None = None,
-        data_copy: DataSplits | None = None,
-        writes: bool = True,
-    ) -> None:
-        self.out, self.replace, self.data_copy = out, replace, data_copy
-        self.started, self.writes = not first, writes
-
-    def save(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
-        if not self.writes:
-            self.started = True
-            return
-        try:
-            if not self.started:
-                self._first(checkpoint, config, finite_json(metrics))
-                return
-            save_checkpoint(self.out / CHECKPOINT, checkpoint)
-            write_json(self.out / CONFIG, config.to_dict())
-            write_json(self.out / METRICS, finite_json(metrics))
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            if not self.started:
-                old = ", and the run it was to replace is as it was" if self.replace else ""
-                raise RunError(
-                    f"no space left on the device holding {self.out}; the new run was not "
-                    f"kept{old}: free some space and train again"
-                ) from e
-            raise RunError(
-                f"no space left on the device holding {self.out}; the last complete "
-                "checkpoint is intact: free some space and continue with --resume"
-            ) from e
-
-    def _first(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
-        if self.replace is not None:
-            try:
-                staging = self.replace.stage()
-                self._write(staging, checkpoint, config, metrics)
-                self.replace.swap()
-            except BaseException:
-                self.replace.discard()
-                raise
-            self.started = True
-            return
-        staged_checkpoint = save_checkpoint(self.out / STAGED_CHECKPOINT, checkpoint)
-        staged_config = write_json(self.out / STAGED_CONFIG, config.to_dict())
-        if self.data_copy is not None:
-            save_splits(self.out / DATA_COPY, self.data_copy)
-        os.replace(staged_checkpoint, self.out / CHECKPOINT)
-        os.replace(staged_config, self.out / CONFIG)
-        self.started = True
-        write_json(self.out / METRICS, metrics)
-
-    def _write(self, directory: Path, checkpoint: dict, config: TrainConfig, metrics: dict):
-        """Every file of the new run into ``directory``."""
-        save_checkpoint(directory / CHECKPOINT, checkpoint)
-        write_json(directory / CONFIG, config.to_dict())
-        write_json(directory / METRICS, metrics)
-        if self.data_copy is not None:
-            save_splits(directory / DATA_COPY, self.data_copy)
 
 
 def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
