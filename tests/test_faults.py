@@ -683,6 +683,31 @@ def test_a_removed_lock_file_does_not_unlock_the_run(old_run, capsys):
                 pass
 
 
+def test_where_a_directory_cannot_be_locked_the_lock_file_is(tmp_path, monkeypatch):
+    """NFS emulates flock with locks that need a file opened for writing: a directory's
+    descriptor cannot be locked (EBADF), and the lock falls back to the lock file."""
+    import fcntl
+    import stat as stat_module
+
+    import pyrovae.runs.lock as lock
+
+    real = fcntl.flock
+
+    def flock(fd, operation):
+        if stat_module.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, operation)
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
+    out = tmp_path / "run"
+    with RunLock(out):
+        with pytest.raises(RunError, match=rf"being trained by process {os.getpid()}"):
+            with RunLock(out):
+                pass
+    with RunLock(out):
+        pass
+
+
 def test_a_dead_writers_temporary_files_are_removed_at_once_and_a_live_ones_kept(old_run):
     """Partial .tmp files of killed writes stayed in a run until they were 300 s old; one
     that a live writer holds (its lock) must stay."""

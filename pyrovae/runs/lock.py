@@ -8,7 +8,8 @@ stale; and since it is the directory that is locked, removing or replacing a fil
 still names the directory it locked (a run replaced by ``--overwrite`` meanwhile is locked
 anew). ``RUN_DIR/.lock`` holds the holder's PID, for the message a second process gets; it is
 opened only when it is a regular file of its own (never through a symbolic or hard link,
-:func:`_open_lock`). Where ``fcntl`` is missing (Windows) the lock is not taken.
+:func:`_open_lock`). On a file system that cannot lock a directory (NFS) the lock file is
+locked instead, as before; where ``fcntl`` is missing (Windows) no lock is taken.
 
 :meth:`RunLock.stage` and :meth:`RunLock.swap` replace a run (``--overwrite``) as a whole:
 the new run is written into a locked staging directory beside the old one and exchanged with
@@ -71,23 +72,36 @@ def _holder(directory: Path) -> str:
         os.close(fd)
 
 
+def _held(directory: Path) -> RunError:
+    holder = _holder(directory)
+    who = f"process {holder}" if holder else "another process"
+    return RunError(
+        f"{directory} is being trained by {who}; wait for it to finish (or stop it), then "
+        "--resume, or choose another --out"
+    )
+
+
+def _busy(error: OSError) -> bool:
+    """Whether a failed non-blocking flock means that another process holds the lock."""
+    return error.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+
+
 def _lock_directory(directory: Path) -> int | None:
-    """A descriptor of ``directory`` holding its exclusive lock (None without ``fcntl``), or
-    RunError naming the process that holds it."""
+    """A descriptor of ``directory`` holding its exclusive lock, or RunError naming the
+    process that holds it; None without ``fcntl``, or on a file system that cannot lock a
+    directory (NFS, whose emulated flock needs a file opened for writing): the lock file is
+    locked instead (:meth:`RunLock._hold`)."""
     if fcntl is None:
         return None
     for _ in range(10):
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
             os.close(fd)
-            holder = _holder(directory)
-            who = f"process {holder}" if holder else "another process"
-            raise RunError(
-                f"{directory} is being trained by {who}; wait for it to finish (or stop it), "
-                "then --resume, or choose another --out"
-            ) from None
+            if _busy(e):
+                raise _held(directory) from None
+            return None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(directory))
         except FileNotFoundError:
@@ -154,6 +168,14 @@ class RunLock:
             if dir_fd is not None:
                 os.close(dir_fd)
             raise
+        if dir_fd is None and fcntl is not None:  # the directory cannot be locked here
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if _busy(e):
+                    raise _held(directory) from None
+                raise RunError(f"cannot lock {directory / LOCK}: {e.strerror or e}") from e
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         return dir_fd, fd
@@ -180,11 +202,12 @@ class RunLock:
                     fd = _lock_directory(left)
                 except (RunError, OSError):
                     continue  # a live replacement, or gone
+                if fd is None:
+                    continue  # no directory locks here: whether it lives is unknown
                 try:
                     shutil.rmtree(left, ignore_errors=True)
                 finally:
-                    if fd is not None:
-                        os.close(fd)
+                    os.close(fd)
 
     def stage(self) -> Path:
         """A new, locked, empty directory beside the run, to write its replacement into."""
