@@ -599,6 +599,14 @@ def test_overwrite_with_figures_a_symbolic_link_keeps_the_old_run(old_run, tmp_p
     assert overwrite(old_run) == 2
     assert "figures is a symbolic link" in one_line(capsys)
     assert snapshot(old_run) == before and snapshot(elsewhere) == {"keep.png": b"yours"}
+    (old_run / "figures").unlink()
+    link = tmp_path / "link"
+    link.symlink_to(old_run)  # --out a link to the run: the link would have been replaced
+    assert overwrite(link) == 2
+    assert f"pass --out {old_run}" in one_line(capsys)
+    assert link.is_symlink() and snapshot(old_run) == {
+        k: v for k, v in before.items() if k != "figures"
+    }
 
 
 def test_overwrite_on_a_full_disk_keeps_the_old_run_and_claims_no_checkpoint(

@@ -30,6 +30,8 @@ def check_replaceable(out: Path, extra: Iterable[str] = ()) -> None:
 
 def _foreign(out: Path, extra: Iterable[str]) -> str | None:
     """Why ``out`` is not (only) a pyrovae run, or None."""
+    if out.is_symlink():  # replacing it would replace the link, not the run it points to
+        return f"it is a symbolic link: pass --out {out.resolve()}"
     ours = {p.name for p in run_files(out, extra)} | {".lock"}
     for path in sorted(out.iterdir()):
         name = path.name
