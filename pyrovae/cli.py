@@ -38,6 +38,15 @@ def _argparse_type(parse: Callable) -> Callable:
     return convert
 
 
+class _Given(argparse._StoreAction):
+    """Stores the value and notes the option as given (``args._given``): ``train --resume``
+    keeps the run's own setting where the user did not name one."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace._given = {*getattr(namespace, "_given", ()), self.dest}
+
+
 def _add_options(group, fields: Sequence[dataclasses.Field], defaults: object) -> None:
     """One argument per field with ``option`` metadata, defaulting to ``defaults``' values."""
     for f in fields:
@@ -51,6 +60,7 @@ def _add_options(group, fields: Sequence[dataclasses.Field], defaults: object) -
         if "action" not in spec:
             kind = parse or type(default)
             kwargs["type"] = _argparse_type(kind)
+            kwargs["action"] = _Given
             if isinstance(default, tuple):
                 kwargs["default"] = list(default)
         group.add_argument(flag, **kwargs)
@@ -110,7 +120,7 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
         "--resume",
         action="store_true",
         help="continue the run in RUN_DIR from its last checkpoint, with its saved settings "
-        "(only --epochs and --device apply)",
+        "(only --epochs, when given, and --device apply)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     _add_options(run, [fields["figures"]], defaults)
@@ -258,6 +268,8 @@ def _train(args: argparse.Namespace) -> None:
         values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     values["device"] = rank_device(values.get("device", "cpu"))
+    if args.resume and "epochs" not in getattr(args, "_given", ()):
+        values["epochs"] = None  # the run's own
     with process_group(values["device"]):  # under torchrun: one rank of several
         train(
             config_for(args.model, **values),

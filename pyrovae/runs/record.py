@@ -258,12 +258,6 @@ def run_files(out: Path, extra: Iterable[str] = ()) -> list[Path]:
     return [out / name for name in dict.fromkeys(names)]
 
 
-def remove_run(out: Path, extra: Iterable[str] = ()) -> None:
-    """Delete a run's files (``--overwrite``), leaving anything else in the directory."""
-    for path in run_files(out, extra):
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
 def finite_json(value: Any) -> Any:
     """JSON has no NaN or infinity: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
