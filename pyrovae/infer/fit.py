@@ -329,7 +329,11 @@ class Trainer:
         The gradient is that of the summed loss over ``rows`` (the batch's rows by default;
         under torch.distributed, the global batch's rows over the number of ranks, since
         the ranks' gradients are averaged)."""
-        loss = self.step_loss(*args)
+        try:
+            loss = self.step_loss(*args)
+        except ValueError:  # Pyro's validation of a distribution whose parameters are NaN
+            self._check_parameters()
+            raise
         if self.subsample_rows is not None:  # N / B times the batch's terms: back to B rows
             loss = loss * (args[0].shape[0] / self.subsample_rows)
         if not torch.isfinite(loss):
@@ -342,6 +346,19 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def _check_parameters(self) -> None:
+        """Raise TrainingDiverged when a parameter has become NaN or infinite: an optimizer
+        step diverged (the loss before it was finite), which Pyro then reports as a
+        distribution parameter outside its constraint."""
+        groups = self.optimizer.param_groups
+        if all(bool(torch.isfinite(p).all()) for g in groups for p in g["params"]):
+            return
+        raise TrainingDiverged(
+            f"the parameters became NaN or infinite at epoch {self.epoch + 1}: an optimizer "
+            "step diverged (the loss before it was finite). Lower the learning rate (--lr), "
+            "or check the data for extreme values"
+        )
 
     def run(self, epochs: int) -> History:
         """Train until ``epochs`` epochs are done in all (a resumed trainer continues)."""
@@ -385,6 +402,7 @@ class Trainer:
                 if self.kl_warmup:
                     record["kl_weight"] = self.scaling.factor
                 if self.test_data is not None:
+                    self._check_parameters()  # the last step may have diverged
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,
                         self.guide,

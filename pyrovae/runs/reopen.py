@@ -28,10 +28,21 @@ Log = Callable[[str], None]
 
 
 def check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    """Raise RunError naming ``device`` when it is not one to compute on here: not a device
+    name at all (``foo``), one that holds no data (``meta``), or CUDA on a machine without it;
+    before any checkpoint is read, so that a good checkpoint is never called damaged."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda", "mps", "xpu"):
+        raise RunError(f"--device {device}: not a device to compute on; use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise RunError(
             f"--device {device}: CUDA is not available on this machine; use --device cpu"
         )
+    if kind in ("mps", "xpu") and not getattr(torch, kind).is_available():
+        raise RunError(f"--device {device}: {kind} is not available on this machine; use cpu")
 
 
 def open_data(path: Path, config: TrainConfig) -> DataSplits | None:

@@ -29,7 +29,7 @@ from ...diagnostics.ssvae_figures import accuracy, write_ssvae_figures
 from ...guides import SSVAEGuide
 from ...infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, evaluate_elbo, split_labeled
 from ...models import SSVAE
-from ..config import TrainConfig, setting
+from ..config import MAX_INT, TrainConfig, parse_int, setting
 from ..recipe import Evaluation, Finished, TrainingPlan
 from ..record import Run, load_checkpoint, save_checkpoint
 from .observed import ObservedOptions, ObservedRecipe
@@ -46,8 +46,8 @@ def labels(text: str) -> int | None:
         value = int(text)
     except ValueError:
         raise ValueError(f"expected a number of labelled examples or 'all', got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"give at least 1 labelled example, got {text!r}")
+    if not 1 <= value <= MAX_INT:
+        raise ValueError(f"give 1 to {MAX_INT} labelled examples or 'all', got {text!r}")
     return value
 
 
@@ -68,7 +68,7 @@ class SemiSupervisedOptions(ObservedOptions):
         None,
         "training examples held out, with their labels, to select the epoch with the best "
         "accuracy (default: a sixth of the training set, at most 10,000)",
-        parse=int,
+        parse=parse_int,
     )
     #: Resolved: C, from the labels.
     num_classes: int | None = None
