@@ -110,3 +110,91 @@ def test_every_option_refuses_hostile_values_in_one_line(tiny):
             what = tb.strip().splitlines()[-1] if tb else f"exit {code}, stderr {err[-3:]}"
             failures.append(f"{' '.join(argv[:2])} ... {' '.join(argv[-2:])!r}: {what}")
     assert not failures, f"{len(failures)} of {len(cases)}:\n" + "\n".join(failures)
+
+
+# ---- memory bombs in data ----------------------------------------------------------------
+
+#: Loads each bomb under an address-space limit of what the interpreter holds plus
+#: HEADROOM and prints, per bomb, the error's type, its lines and the peak memory it added.
+BOMB_LOADER = """
+import json, resource, sys
+
+from pyrovae.data import load_dataset
+
+HEADROOM = 512 * 2**20
+with open("/proc/self/status") as f:
+    size = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + HEADROOM, resource.RLIM_INFINITY))
+results = {}
+for name, data_dir in json.loads(sys.argv[1]).items():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        load_dataset(name, data_dir)
+        results[name] = ["loaded", "", 0]
+    except Exception as e:
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        results[name] = [type(e).__name__, str(e), grown * 1024]
+print(json.dumps(results))
+"""
+
+#: Zeros a bomb expands to: more than the loader's headroom takes to load.
+EXPANDED = 400 * 2**20
+
+
+def write_zeros(f, total: int, chunk: int = 16 * 2**20) -> None:
+    zeros = bytes(chunk)
+    for _ in range(total // chunk):
+        f.write(zeros)
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict[str, str | None]:
+    """Dataset name (a file, or mnist with a data directory) -> its data directory."""
+    import gzip
+    import zipfile
+
+    root = tmp_path_factory.mktemp("bombs")
+    lying = root / "lying.npy"  # (1e6, 1e6) float64 claimed, 64 bytes held
+    lying.write_bytes(npy_header((10**6, 10**6)) + bytes(64))
+    member = root / "member.npz"  # a member whose header claims 11 GiB
+    with zipfile.ZipFile(member, "w") as z:
+        z.writestr("x.npy", npy_header((11 * 2**30 // 8,)) + bytes(64))
+    deflated = root / "deflated.npz"  # a true array of zeros, deflated to a few hundred KB
+    with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        with z.open("x.npy", "w", force_zip64=True) as f:
+            f.write(npy_header((EXPANDED // 1024, 1024), "|u1"))
+            write_zeros(f, EXPANDED)
+    mnist = root / "mnist"  # gigabytes of zeros, gzipped, named as MNIST's images
+    mnist.mkdir()
+    with gzip.open(mnist / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as f:
+        write_zeros(f, EXPANDED)
+    for name in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (mnist / name).write_bytes(bytes(8))
+    assert deflated.stat().st_size < EXPANDED / 100
+    return {str(lying): None, str(member): None, str(deflated): None, "mnist": str(mnist)}
+
+
+def test_memory_bombs_in_data_are_one_line_in_bounded_memory(bombs):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", BOMB_LOADER, json.dumps(bombs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name, (kind, message, grown) in json.loads(result.stdout).items():
+        assert kind == "DataError", (name, kind, message)
+        assert "\n" not in message and Path(name).name in message, message
+        assert grown < 64 * 2**20, (name, grown)  # not the bomb's expanded size

@@ -258,6 +258,9 @@ def check_types(values: object) -> None:
                 ok = True  # a type this check does not know: trust it
         if not ok:
             raise ValueError(f"{f.name} must be {f.type}, got {value!r}")
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, int) and abs(v) > MAX_SEED for v in numbers):
+            raise ValueError(f"{f.name} is {value!r}, beyond what any machine can hold")
 
 
 def common_fields() -> tuple[dataclasses.Field, ...]:

@@ -82,7 +82,7 @@ def load_run(
     check_factory(path, config.model, factory, factory_path)
     check_device(device)
     state = load_checkpoint(path / CHECKPOINT, map_location=device)
-    _check_agreement(path, config, state)
+    check_agreement(path, config, state)
     recipe = recipe_for(config.model)
     built = recipe.build(config, saved=open_data(path, config), code_path=tuple(factory_path))
     for message in built.messages if log else ():
@@ -171,9 +171,10 @@ def checked_config(path: Path) -> TrainConfig:
 PER_CALL = ("device", "epochs", "out")
 
 
-def _check_agreement(path: Path, config: TrainConfig, state: dict) -> None:
-    """config.json against the copy of it the checkpoint holds: a mixed directory (one file
-    from each of two runs) is named, not loaded."""
+def check_agreement(path: Path, config: TrainConfig, state: dict) -> None:
+    """Raise RunError when config.json disagrees with the copy of it the checkpoint holds: a
+    mixed directory (one file from each of two runs), or a hand-edited setting (a changed
+    ``latent_dim``), is named, not loaded."""
     saved = state.get("config")
     if not isinstance(saved, dict):
         return

@@ -48,14 +48,13 @@ from .record import (
     RunError,
     finite_json,
     load_checkpoint,
-    read_json,
     remove_run,
     run_files,
     save_checkpoint,
     write_json,
 )
-from .registry import RECIPES, every_recipe, read_config, recipe_for
-from .reopen import check_device, open_data, plot
+from .registry import RECIPES, every_recipe, recipe_for
+from .reopen import check_agreement, check_device, checked_config, open_data, plot
 
 Log = Callable[[str], None]
 
@@ -206,7 +205,14 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     if isinstance(trainer.objective, str):
         config = config.replace(objective=trainer.objective)  # "auto" resolved from the program
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [repr(e)])[0]
+            raise RunError(
+                f"{out / CHECKPOINT} does not fit the pair that {out / CONFIG} describes "
+                f"({first}); the run directory is mixed or damaged: restore both files"
+            ) from None
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
     elif plan.record_start:
         start: dict = {"epoch": 0}
@@ -287,7 +293,7 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
     """The saved config (with this call's epochs and device) and the last checkpoint."""
     if not (out / CHECKPOINT).exists():
         raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
-    saved = read_config(read_json(out / CONFIG))
+    saved = checked_config(out)  # a hand-edited "latent_dim": "ten" is named, not built
     if saved.model not in RECIPES and saved.model != config.model:
         # Resuming imports and calls the run's factory: only the one the user named as MODEL.
         raise RunError(
@@ -300,6 +306,7 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
         raise RunError(refusal)
     check_device(saved.device)  # before reading: a good checkpoint is not "damaged"
     state = load_checkpoint(out / CHECKPOINT, map_location=saved.device)
+    check_agreement(out, saved, state)
     if state["epoch"] >= saved.epochs:
         raise RunError(
             f"{out} has already trained {state['epoch']} epochs; to train longer pass "
