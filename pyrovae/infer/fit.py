@@ -401,8 +401,8 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
                 if self.kl_warmup:
                     record["kl_weight"] = self.scaling.factor
+                self._check_parameters()  # the last step may have diverged: never saved
                 if self.test_data is not None:
-                    self._check_parameters()  # the last step may have diverged
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,
                         self.guide,

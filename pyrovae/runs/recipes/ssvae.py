@@ -31,7 +31,7 @@ from ...infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, evaluate_e
 from ...models import SSVAE
 from ..config import MAX_INT, TrainConfig, parse_int, setting
 from ..recipe import Evaluation, Finished, TrainingPlan
-from ..record import Run, load_checkpoint, save_checkpoint
+from ..record import CheckpointError, Run, load_checkpoint, save_checkpoint
 from .observed import ObservedOptions, ObservedRecipe
 
 #: The model and guide with the best validation accuracy (beside checkpoint.pt, the last).
@@ -167,9 +167,17 @@ def best_saver(out: Path) -> Callable[[Trainer], None]:
 def load_best(path: Path, model: torch.nn.Module, guide: torch.nn.Module, device: str) -> dict:
     """Load ``best.pt`` into model and guide; returns its epoch and validation accuracy."""
     state = load_checkpoint(path / BEST, map_location=device)
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    return {"epoch": state["epoch"], "valid_accuracy": state["valid_accuracy"]}
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        return {"epoch": int(state["epoch"]), "valid_accuracy": float(state["valid_accuracy"])}
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [repr(e)])[0]
+        raise CheckpointError(
+            f"{path / BEST} does not fit the model {path / 'config.json'} describes ({first}): "
+            "it comes from another run or is damaged; restore this run's best.pt, or remove "
+            "it to use the last epoch's checkpoint.pt"
+        ) from None
 
 
 def describe_split(train: SemiSupervisedData, data: DataSplits) -> str:
