@@ -78,8 +78,10 @@ def load_dataset(
     ``.npy``/``.npz``/``.csv`` file.
 
     ``data_dir`` (default: ``$PYROVAE_DATA_DIR``, else ``./data``) is where the MNIST-family
-    files live (and the chorales' converted cache); it is ignored for ``digits`` and for
-    files. ``seed`` and ``test_fraction`` set the random train/test split of a user's file
+    files live; the chorales' converted cache goes there when it is named (or
+    ``$PYROVAE_DATA_DIR`` is set), else to the user's cache directory
+    (:func:`~pyrovae.sequences.cache_candidates`); it is ignored for ``digits`` and files.
+    ``seed`` and ``test_fraction`` set the random train/test split of a user's file
     (``ceil(test_fraction * N)`` test examples, as in scikit-learn); the named datasets have
     fixed splits.
 
@@ -113,7 +115,13 @@ def load_dataset(
                 f"{name} are sequences (N, T, D), which this model cannot take: train a "
                 "sequence model (pyrovae train seqvae or dmm)"
             )
-        return load_chorales(_resolve_data_dir(data_dir))
+        named = data_dir or os.environ.get("PYROVAE_DATA_DIR") or None
+        try:
+            return load_chorales(None if named is None else _resolve_data_dir(named))
+        except ImportError as e:  # music21 converts them once; its message says how to install
+            raise DataError(f"{name}: {e}") from None
+        except OSError as e:
+            raise DataError(f"{name}: {e}") from None
     if key == "digits":
         return _load_digits()
     if key in _TORCHVISION_NAMES:

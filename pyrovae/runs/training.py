@@ -340,7 +340,15 @@ def _finish(recipe: Recipe, run: Run, log: Log, *, write_metrics: bool) -> Run:
     for message in finished.messages:
         log(message)
     if run.config.figures:
-        paths = plot(run)
+        try:
+            paths = plot(run)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise RunError(
+                f"no space left on the device for the figures of {run.path}; the run itself is "
+                f"saved: free some space and write them with pyrovae plot {run.path}"
+            ) from e
         log(f"figures: {', '.join(p.name for p in paths)} in {run.path / 'figures'}")
     log(recipe.closing(run))
     return run
