@@ -331,8 +331,16 @@ class Trainer:
         the ranks' gradients are averaged)."""
         try:
             loss = self.step_loss(*args)
-        except ValueError:  # Pyro's validation of a distribution whose parameters are NaN
+        except ValueError as e:  # Pyro's validation of a distribution's parameters
             self._check_parameters()
+            if getattr(self, "_stepped", False) and str(e).startswith("Expected parameter"):
+                # Finite weights whose outputs overflow: a step after a finite loss did it.
+                raise TrainingDiverged(
+                    f"the model's outputs became NaN or infinite at epoch {self.epoch + 1} "
+                    f"({str(e).splitlines()[0][:120]}...): an optimizer step diverged (the "
+                    "loss before it was finite). Lower the learning rate (--lr), or check the "
+                    "data for extreme values"
+                ) from e
             raise
         if self.subsample_rows is not None:  # N / B times the batch's terms: back to B rows
             loss = loss * (args[0].shape[0] / self.subsample_rows)
@@ -345,6 +353,7 @@ class Trainer:
         (loss / (rows or args[0].shape[0])).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._stepped = True
         return loss.detach()
 
     def _check_parameters(self) -> None:
