@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import option
+from .machine import available_memory
 from .sequences import chorale_names, load_chorales, pad_sequences
 from .splits import DataError, DataSplits
 
@@ -324,8 +325,6 @@ BOMB_BYTES = 2**30
 def check_fits(path: Path | str, nbytes: int, claim: str) -> None:
     """Raise DataError when ``nbytes`` of data (what ``claim`` says of the file) would not fit
     in the memory this process may still take, :data:`LOAD_FACTOR` times over."""
-    from .runs.memory import available_memory
-
     have = available_memory()
     if nbytes * LOAD_FACTOR > have:
         raise DataError(
@@ -364,9 +363,9 @@ def _check_arrays(path: Path) -> None:
 def check_array_file(f: BinaryIO, path: Path | str) -> None:
     """Check every array's header in the ``.npy`` or ``.npz`` open as ``f`` (binary, seekable)
     before anything is loaded: the size it claims against the bytes it holds and the memory
-    (:func:`check_fits`). An ``.npz`` member's size is the archive's (``zipfile`` reads no
-    more and checks its CRC), and one that expands :data:`BOMB_RATIO` times past
-    :data:`BOMB_BYTES` is refused as a decompression bomb. Raises DataError, or ValueError /
+    (``check_fits``). An ``.npz`` member's size is the archive's (``zipfile`` reads no
+    more and checks its CRC), and one that expands ``BOMB_RATIO`` times past
+    ``BOMB_BYTES`` is refused as a decompression bomb. Raises DataError, or ValueError /
     ``zipfile.BadZipFile`` for a file numpy could not read either."""
     f.seek(0)
     if not f.read(4).startswith(b"PK\x03\x04"):

@@ -18,50 +18,15 @@ gradients), compared with the memory this process may still take
 from __future__ import annotations
 
 import math
-import os
-import resource
 from collections.abc import Callable
 
 import torch
 
+from ..machine import available_memory
 from .record import RunError
 
 #: float32.
 BYTES = 4
-
-
-def available_memory() -> int:
-    """Bytes this process may still allocate: the machine's available memory (Linux's
-    ``MemAvailable``; else its physical memory), and below the address-space limit
-    (``RLIMIT_AS``) when one is set, what is left under it."""
-    available = _meminfo("MemAvailable") or os.sysconf("SC_PHYS_PAGES") * os.sysconf(
-        "SC_PAGE_SIZE"
-    )
-    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if limit != resource.RLIM_INFINITY:
-        used = (_status("VmSize") or 0) * 1024
-        available = min(available, max(limit - used, 0))
-    return int(available)
-
-
-def _meminfo(key: str) -> int | None:
-    value = _field("/proc/meminfo", key)
-    return None if value is None else value * 1024
-
-
-def _status(key: str) -> int | None:
-    return _field("/proc/self/status", key)
-
-
-def _field(path: str, key: str) -> int | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def pair_bytes(

@@ -23,6 +23,7 @@ sampling, with the VAE's figures.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,11 +297,16 @@ class Recipe:
         return importance_rows(report)
 
 
+#: Options that set a pair's size (``latent_dim``, ``hidden_dims``, ``components``, ...).
+_SIZE_WORDS = re.compile(r"dim|hidden|components")
+
+
 def _sizes(config: TrainConfig) -> str:
     """The settings that set a pair's size, as flags: ``--latent-dim 10, --hidden 400, ...``."""
     common = [f for f in dataclasses.fields(config) if f.name in ("batch_size", "num_particles")]
+    own = [f for f in dataclasses.fields(config.options) if _SIZE_WORDS.search(f.name)]
     shown = []
-    for owner, fields in ((config.options, dataclasses.fields(config.options)), (config, common)):
+    for owner, fields in ((config.options, own), (config, common)):
         for f in fields:
             value = getattr(owner, f.name)
             if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
