@@ -51,6 +51,7 @@ LIBRARY_TOP_LEVEL = frozenset(
         "errors",
         "kmeans",
         "likelihoods",
+        "machine",
         "module",
         "nn",
         "ranks",

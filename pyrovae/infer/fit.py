@@ -338,8 +338,8 @@ class Trainer:
                 raise TrainingDiverged(
                     f"the model's outputs became NaN or infinite at epoch {self.epoch + 1} "
                     f"({str(e).splitlines()[0][:120]}...): an optimizer step diverged (the "
-                    "loss before it was finite). Lower the learning rate (--lr), or check the "
-                    "data for extreme values"
+                    f"loss before it was finite). Lower the learning rate ({option('lr')}), or "
+                    "check the data for extreme values"
                 ) from e
             raise
         if self.subsample_rows is not None:  # N / B times the batch's terms: back to B rows
@@ -365,8 +365,8 @@ class Trainer:
             return
         raise TrainingDiverged(
             f"the parameters became NaN or infinite at epoch {self.epoch + 1}: an optimizer "
-            "step diverged (the loss before it was finite). Lower the learning rate (--lr), "
-            "or check the data for extreme values"
+            "step diverged (the loss before it was finite). Lower the learning rate "
+            f"({option('lr')}), or check the data for extreme values"
         )
 
     def run(self, epochs: int) -> History:
