@@ -56,6 +56,7 @@ LIBRARY_TOP_LEVEL = frozenset(
         "errors",
         "kmeans",
         "likelihoods",
+        "machine",
         "module",
         "nn",
         "ranks",

@@ -329,7 +329,19 @@ class Trainer:
         The gradient is that of the summed loss over ``rows`` (the batch's rows by default;
         under torch.distributed, the global batch's rows over the number of ranks, since
         the ranks' gradients are averaged)."""
-        loss = self.step_loss(*args)
+        try:
+            loss = self.step_loss(*args)
+        except ValueError as e:  # Pyro's validation of a distribution's parameters
+            self._check_parameters()
+            if getattr(self, "_stepped", False) and str(e).startswith("Expected parameter"):
+                # Finite weights whose outputs overflow: a step after a finite loss did it.
+                raise TrainingDiverged(
+                    f"the model's outputs became NaN or infinite at epoch {self.epoch + 1} "
+                    f"({str(e).splitlines()[0][:120]}...): an optimizer step diverged (the "
+                    f"loss before it was finite). Lower the learning rate ({option('lr')}), or "
+                    "check the data for extreme values"
+                ) from e
+            raise
         if self.subsample_rows is not None:  # N / B times the batch's terms: back to B rows
             loss = loss * (args[0].shape[0] / self.subsample_rows)
         if not torch.isfinite(loss):
@@ -341,7 +353,21 @@ class Trainer:
         (loss / (rows or args[0].shape[0])).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._stepped = True
         return loss.detach()
+
+    def _check_parameters(self) -> None:
+        """Raise TrainingDiverged when a parameter has become NaN or infinite: an optimizer
+        step diverged (the loss before it was finite), which Pyro then reports as a
+        distribution parameter outside its constraint."""
+        groups = self.optimizer.param_groups
+        if all(bool(torch.isfinite(p).all()) for g in groups for p in g["params"]):
+            return
+        raise TrainingDiverged(
+            f"the parameters became NaN or infinite at epoch {self.epoch + 1}: an optimizer "
+            "step diverged (the loss before it was finite). Lower the learning rate "
+            f"({option('lr')}), or check the data for extreme values"
+        )
 
     def run(self, epochs: int) -> History:
         """Train until ``epochs`` epochs are done in all (a resumed trainer continues)."""
@@ -384,6 +410,7 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
                 if self.kl_warmup:
                     record["kl_weight"] = self.scaling.factor
+                self._check_parameters()  # the last step may have diverged: never saved
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,

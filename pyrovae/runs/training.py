@@ -25,6 +25,7 @@ a bad input leaves nothing behind; every file is written atomically.
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -48,12 +49,11 @@ from .record import (
     Run,
     RunError,
     load_checkpoint,
-    read_json,
     run_files,
     write_json,
 )
-from .registry import RECIPES, every_recipe, read_config, recipe_for
-from .reopen import check_device, open_data, plot
+from .registry import RECIPES, every_recipe, recipe_for
+from .reopen import check_agreement, check_device, checked_config, open_data, plot
 from .replace import check_replaceable
 from .writer import RunWriter
 
@@ -248,7 +248,14 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
     if isinstance(trainer.objective, str):
         config = config.replace(objective=trainer.objective)  # "auto" resolved from the program
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [repr(e)])[0]
+            raise RunError(
+                f"{out / CHECKPOINT} does not fit the pair that {out / CONFIG} describes "
+                f"({first}); the run directory is mixed or damaged: restore both files"
+            ) from None
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
     elif plan.record_start:
         start: dict = {"epoch": 0}
@@ -282,7 +289,7 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
     checkpoint."""
     if not (out / CHECKPOINT).exists():
         raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
-    saved = read_config(read_json(out / CONFIG))
+    saved = checked_config(out)  # a hand-edited "latent_dim": "ten" is named, not built
     if saved.model not in RECIPES and saved.model != config.model:
         # Resuming imports and calls the run's factory: only the one the user named as MODEL.
         raise RunError(
@@ -296,6 +303,7 @@ def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
         raise RunError(refusal)
     check_device(saved.device)  # before reading: a good checkpoint is not "damaged"
     state = load_checkpoint(out / CHECKPOINT, map_location=saved.device)
+    check_agreement(out, saved, state)
     _check_ranks(out, saved, state)
     if state["epoch"] >= saved.epochs:
         raise RunError(
@@ -349,7 +357,15 @@ def _finish(recipe: Recipe, run: Run, log: Log, *, write_metrics: bool) -> Run:
     for message in finished.messages:
         log(message)
     if run.config.figures:
-        paths = plot(run)
+        try:
+            paths = plot(run)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise RunError(
+                f"no space left on the device for the figures of {run.path}; the run itself is "
+                f"saved: free some space and write them with pyrovae plot {run.path}"
+            ) from e
         log(f"figures: {', '.join(p.name for p in paths)} in {run.path / 'figures'}")
     log(recipe.closing(run))
     return run

@@ -29,9 +29,9 @@ from ...guides import SSVAEGuide
 from ...infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, evaluate_elbo, split_labeled
 from ...models import SSVAE
 from ...procedures import ValidationSelection, validation_split
-from ..config import TrainConfig, setting
+from ..config import MAX_INT, TrainConfig, parse_int, setting
 from ..recipe import Evaluation, Finished, TrainingPlan
-from ..record import Run, load_checkpoint, save_checkpoint
+from ..record import CheckpointError, Run, load_checkpoint, save_checkpoint
 from .observed import ObservedOptions, ObservedRecipe
 
 #: The model and guide with the best validation accuracy (beside checkpoint.pt, the last).
@@ -46,8 +46,8 @@ def labels(text: str) -> int | None:
         value = int(text)
     except ValueError:
         raise ValueError(f"expected a number of labelled examples or 'all', got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"give at least 1 labelled example, got {text!r}")
+    if not 1 <= value <= MAX_INT:
+        raise ValueError(f"give 1 to {MAX_INT} labelled examples or 'all', got {text!r}")
     return value
 
 
@@ -68,7 +68,7 @@ class SemiSupervisedOptions(ObservedOptions):
         None,
         "training examples held out, with their labels, to select the epoch with the best "
         "accuracy (default: a sixth of the training set, at most 10,000)",
-        parse=int,
+        parse=parse_int,
     )
     #: Resolved: C, from the labels.
     num_classes: int | None = None
@@ -137,9 +137,17 @@ def best_saver(out: Path) -> Callable[[Trainer, int, float], None]:
 def load_best(path: Path, model: torch.nn.Module, guide: torch.nn.Module, device: str) -> dict:
     """Load ``best.pt`` into model and guide; returns its epoch and validation accuracy."""
     state = load_checkpoint(path / BEST, map_location=device)
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    return {"epoch": state["epoch"], "valid_accuracy": state["valid_accuracy"]}
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        return {"epoch": int(state["epoch"]), "valid_accuracy": float(state["valid_accuracy"])}
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [repr(e)])[0]
+        raise CheckpointError(
+            f"{path / BEST} does not fit the model {path / 'config.json'} describes ({first}): "
+            "it comes from another run or is damaged; restore this run's best.pt, or remove "
+            "it to use the last epoch's checkpoint.pt"
+        ) from None
 
 
 def describe_split(train: SemiSupervisedData, data: DataSplits) -> str:
