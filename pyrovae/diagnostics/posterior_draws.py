@@ -24,7 +24,7 @@ from pyro.infer import TraceEnum_ELBO, infer_discrete
 from pyro.poutine.messenger import Messenger
 
 from ..infer.discrete import GuideValues, _per_example
-from ..infer.weights import PARTICLES
+from ..infer.plates import PARTICLES
 
 
 class FixedValues(Messenger):

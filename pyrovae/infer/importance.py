@@ -42,17 +42,13 @@ from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .distributed import shard_bounds, world
 from .modes import evaluated
+from .plates import named_data_plate
 from .progress import progress_bar
 from .proposals import EXACT_WHY, KHAT_DISCRETE, STDERR_TIED, honest_statistics, proposal_kind
 from .psis import pareto_khat
-from .weights import (
-    WeightedSites,
-    enumerated_values,
-    log_weights_from_traces,
-    named_data_plate,
-    refuse_point_masses,
-    trace_pair,
-)
+from .pyro_internals import enumerate_dim
+from .sites import WeightedSites, refuse_point_masses
+from .weights import enumerated_values, log_weights_from_traces, trace_pair
 
 PROPOSALS = ("guide", "prior")
 
@@ -387,7 +383,7 @@ def log_marginal(
         device: where the batches go (the model and guide must already be there).
         data_plate: the name of the plate over the examples, where more than one plate of
             the batch's size holds the observations (found otherwise:
-            :func:`~pyrovae.infer.weights.find_data_plate`; a model's ``data_plate``
+            :func:`~pyrovae.infer.plates.find_data_plate`; a model's ``data_plate``
             attribute names it too).
 
     Every number is of the unscaled model: ``poutine.scale`` and a subsampled data plate
@@ -652,7 +648,7 @@ def _probe(
     data_plate: str | None = None,
 ) -> tuple[WeightedSites, int, str]:
     """How the sites enter the weights (refusing, before any pass, what they cannot hold:
-    :func:`~pyrovae.infer.weights.classify_sites`, and a local latent drawn from a point mass),
+    :func:`~pyrovae.infer.sites.classify_sites`, and a local latent drawn from a point mass),
     how many enumerated values a pass holds
     (:func:`~pyrovae.infer.importance.enumerated_size`) and what the proposal draws
     (:func:`~pyrovae.infer.proposals.proposal_kind`), from one draw outside the caller's
@@ -746,7 +742,7 @@ def _one_particle(
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"]:
             continue
-        if site["infer"].get("_enumerate_dim") is not None:
+        if enumerate_dim(site) is not None:
             if of_guide:
                 return None
             continue  # the model's own enumerated site: enumerated again when replayed

@@ -30,7 +30,7 @@ import math
 import torch
 from pyro import poutine
 
-from .weights import WeightedSites
+from .sites import WeightedSites
 
 #: What a proposal draws, as :func:`proposal_kind` names it.
 KINDS = ("exact", "continuous", "discrete", "mixed")
