@@ -50,7 +50,10 @@ nitpick_ignore_regex = [
     # Names of annotations that autodoc prints unqualified (from ``__future__`` annotations).
     (r"py:class", r"(ELBO|nn\.Module|DistributedDataParallel|Figure|Axes|Callback)"),
     # Private bases (``show-inheritance``) and type variables of signatures.
-    (r"py:class", r"pyrovae\..*\._\w+|pyrovae\.infer\.modes\.F"),
+    (
+        r"py:class",
+        r"pyrovae\..*\._\w+|pyrovae\.infer\.modes\.F|pyrovae\.models\.mixture_steps\.Mixture",
+    ),
 ]
 
 #: The packages whose public names must each have a docstring (``_ext/require_docstrings.py``).
@@ -60,6 +63,7 @@ require_docstrings_packages = [
     "pyrovae.guides",
     "pyrovae.infer",
     "pyrovae.diagnostics",
+    "pyrovae.procedures",
     "pyrovae.data",
 ]
 
@@ -77,6 +81,7 @@ PACKAGES = (
     "pyrovae.guides",
     "pyrovae.infer",
     "pyrovae.diagnostics",
+    "pyrovae.procedures",
     "pyrovae.data",
 )
 #: Library modules outside those packages that docstrings refer to as building blocks.

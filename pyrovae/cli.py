@@ -1,5 +1,5 @@
-"""``pyrovae train | evaluate | sample | plot``: arguments become a recipe's config; the run
-layer (:mod:`pyrovae.runs`) does the work.
+"""``pyrovae train | evaluate | sample | plot | compare``: arguments become a recipe's config;
+the run layer (:mod:`pyrovae.runs`) does the work.
 
 ``train``'s options are the fields of :class:`~pyrovae.runs.TrainConfig` and of the named
 recipe's ``Options`` dataclass (each field's ``option`` metadata gives its flag and help), so
@@ -25,6 +25,23 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line, the problem and where the options are explained
+    (argparse's own prints the whole usage first: 15 lines for ``train``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _add_debug(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of every error (also PYROVAE_DEBUG=1)",
+    )
+
+
 def _argparse_type(parse: Callable) -> Callable:
     """A parser whose ValueError message argparse shows as it is."""
 
@@ -32,14 +49,39 @@ def _argparse_type(parse: Callable) -> Callable:
         try:
             return parse(text)
         except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+            kind = {int: "an integer", float: "a number"}.get(parse)
+            message = f"must be {kind}, got {text!r}" if kind else str(e)
+            raise argparse.ArgumentTypeError(message) from None
 
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 
 
+class _Given(argparse._StoreAction):
+    """Stores the value and notes the option as given (``args._given``): ``train --resume``
+    keeps the run's own setting where the user did not name one."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace._given = {*getattr(namespace, "_given", ()), self.dest}
+
+
+def _int(text: str) -> int:
+    from .runs.config import parse_int
+
+    return _argparse_type(parse_int)(text)
+
+
+def _seed(text: str) -> int:
+    from .runs.config import parse_seed
+
+    return _argparse_type(parse_seed)(text)
+
+
 def _add_options(group, fields: Sequence[dataclasses.Field], defaults: object) -> None:
     """One argument per field with ``option`` metadata, defaulting to ``defaults``' values."""
+    from .runs.config import parse_int
+
     for f in fields:
         spec = dict(f.metadata.get("option") or {})
         if not spec:
@@ -50,7 +92,10 @@ def _add_options(group, fields: Sequence[dataclasses.Field], defaults: object) -
         kwargs = {"dest": f.name, "default": default, **spec}
         if "action" not in spec:
             kind = parse or type(default)
+            if kind is int:
+                kind = parse_int
             kwargs["type"] = _argparse_type(kind)
+            kwargs["action"] = _Given
             if isinstance(default, tuple):
                 kwargs["default"] = list(default)
         group.add_argument(flag, **kwargs)
@@ -113,7 +158,7 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
         "--resume",
         action="store_true",
         help="continue the run in RUN_DIR from its last checkpoint, with its saved settings "
-        "(only --epochs and --device apply)",
+        "(only --epochs, when given, and --device apply)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     _add_options(run, [fields["figures"]], defaults)
@@ -130,7 +175,7 @@ def _model_in(argv: Sequence[str]) -> str | None:
 
     if "train" not in argv:
         return None
-    switches = {"--resume", "--overwrite", "--quiet", "-h", "--help"}
+    switches = {"--resume", "--overwrite", "--quiet", "--debug", "-h", "--help"}
     fields = [*common_fields()]
     for recipe in every_recipe():
         fields += dataclasses.fields(recipe.options)
@@ -178,11 +223,11 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--n", type=_int, default=64, help="number of samples")
     p.add_argument(
         "--out", metavar="FILE.png", default="samples.png", help="where to write the grid"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for the draws")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for the draws")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_factory_path(p)
     p.set_defaults(handler=_sample)
@@ -201,13 +246,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by pyrovae train")
     p.add_argument(
-        "--num-samples", type=int, default=1000, help="K, importance samples per test example"
+        "--num-samples", type=_int, default=1000, help="K, importance samples per test example"
     )
     p.add_argument(
-        "--batch-size", type=int, help="test examples per pass (default: fits the memory budget)"
+        "--batch-size", type=_int, help="test examples per pass (default: fits the memory budget)"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seeds the importance draws")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds the importance draws")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_factory_path(p)
     p.set_defaults(handler=_evaluate)
@@ -231,20 +276,47 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_plot)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="rank evaluated runs by their held-out log-likelihood (az.compare's table)",
+        description="Rank runs by elpd = the sum of log p(x) over their test examples, from "
+        "each run's eval.json (pyrovae evaluate), with az.compare: the difference from the best "
+        "run and its paired standard error over the same examples. Runs evaluated on "
+        "different test rows are refused.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "run_dirs", metavar="RUN_DIR", nargs="+", help="two or more evaluated run directories"
+    )
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .runs.comparison import compare_runs, comparison_text
+
+    table, num_examples = compare_runs(args.run_dirs)
+    print(comparison_text(table, num_examples))
+
+
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``model`` chooses which recipe's options ``train`` takes."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyrovae",
         description="Latent-variable models as Pyro programs: train by SVI, evaluate by "
         "importance sampling, sample, plot. "
         "Numbers are per example, in nats, higher is better.",
     )
     parser.add_argument("--version", action="version", version=f"pyrovae {__version__}")
+    _add_debug(parser, default=False)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _train_parser(sub, model)
     _add_evaluate(sub)
     _add_sample(sub)
     _add_plot(sub)
+    _add_compare(sub)
+    for command in sub.choices.values():
+        _add_debug(command)
     return parser
 
 
@@ -261,6 +333,8 @@ def _train(args: argparse.Namespace) -> None:
         values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     values["device"] = rank_device(values.get("device", "cpu"))
+    if args.resume and "epochs" not in getattr(args, "_given", ()):
+        values["epochs"] = None  # the run's own
     with process_group(values["device"]):  # under torchrun: one rank of several
         train(
             config_for(args.model, **values),
@@ -328,16 +402,19 @@ def _plot(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_model_in(argv)).parse_args(argv)
-    from .runs.errors import is_user_error
+    from .errors import command_line_names
+    from .runs.errors import one_line
 
     try:
-        args.handler(args)
+        with command_line_names():  # the library's messages name our options
+            args.handler(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        if not is_user_error(e):
+        line = None if args.debug else one_line(e)
+        if line is None:
             raise
-        print(f"pyrovae: error: {e}", file=sys.stderr)
+        print(f"pyrovae: error: {line}", file=sys.stderr)
         return 2
     return 0
 

@@ -18,10 +18,13 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from .errors import option
+from .machine import available_memory
 from .sequences import chorale_names, load_chorales, pad_sequences
 from .splits import DataError, DataSplits
 
@@ -32,6 +35,7 @@ __all__ = [
     "DataSplits",
     "binarize",
     "binarize_fixed",
+    "check_array_file",
     "chorale_names",
     "class_count",
     "load_chorales",
@@ -75,8 +79,10 @@ def load_dataset(
     ``.npy``/``.npz``/``.csv`` file.
 
     ``data_dir`` (default: ``$PYROVAE_DATA_DIR``, else ``./data``) is where the MNIST-family
-    files live (and the chorales' converted cache); it is ignored for ``digits`` and for
-    files. ``seed`` and ``test_fraction`` set the random train/test split of a user's file
+    files live; the chorales' converted cache goes there when it is named (or
+    ``$PYROVAE_DATA_DIR`` is set), else to the user's cache directory
+    (:func:`~pyrovae.sequences.cache_candidates`); it is ignored for ``digits`` and files.
+    ``seed`` and ``test_fraction`` set the random train/test split of a user's file
     (``ceil(test_fraction * N)`` test examples, as in scikit-learn); the named datasets have
     fixed splits.
 
@@ -100,7 +106,9 @@ def load_dataset(
     if key in DATASETS and sequences:
         raise DataError(
             f"{name} holds images, not sequences; a sequence model needs data (N, T, D): "
-            f"--dataset {SEQUENCE_DATASETS[0]}, or a .npz with x (N, T, D) and lengths (N,)"
+            f"{option('dataset', SEQUENCE_DATASETS[0], python=repr(SEQUENCE_DATASETS[0]))}, or "
+            "a .npz with x (N, T, D) and "
+            "lengths (N,)"
         )
     if key in SEQUENCE_DATASETS:
         if not sequences:
@@ -108,7 +116,13 @@ def load_dataset(
                 f"{name} are sequences (N, T, D), which this model cannot take: train a "
                 "sequence model (pyrovae train seqvae or dmm)"
             )
-        return load_chorales(_resolve_data_dir(data_dir))
+        named = data_dir or os.environ.get("PYROVAE_DATA_DIR") or None
+        try:
+            return load_chorales(None if named is None else _resolve_data_dir(named))
+        except ImportError as e:  # music21 converts them once; its message says how to install
+            raise DataError(f"{name}: {e}") from None
+        except OSError as e:
+            raise DataError(f"{name}: {e}") from None
     if key == "digits":
         return _load_digits()
     if key in _TORCHVISION_NAMES:
@@ -210,7 +224,7 @@ def _load_idx_dataset(key: str, root: Path, download: bool) -> DataSplits:
         raise DataError(
             f"{key}: the four IDX files were not found.\nNeeded, flat or gzipped:\n{needed}\n"
             f"Searched:\n{searched}\nFix: copy the original {key} files into one of these "
-            "directories, or pass --download (download=True) on a machine with a network."
+            f"directories, or pass {option('download', True)} on a machine with a network."
         )
     train_x, train_y, hw = _read_idx_pair(files[0], files[1])
     test_x, test_y, _ = _read_idx_pair(files[2], files[3])
@@ -265,26 +279,116 @@ def _read_idx_pair(
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (flat or gzipped) into an array whose shape is the header's dims."""
+    """Parse one IDX file (flat or gzipped) into an array whose shape is the header's dims.
+
+    Read as a stream: the magic number and the header first, then exactly the bytes the
+    header's shape needs (refused beforehand when they would not fit in memory), then one
+    more to find trailing bytes; a gzip of gigabytes of zeros posing as MNIST costs a few
+    bytes of memory, not its expanded size."""
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES or not head[3]:
+                raise DataError(
+                    f"{path}: not an IDX file (bad magic number {head.hex()!r}); {_REPLACE}"
+                )
+            header = f.read(4 * head[3])
+            if len(header) < 4 * head[3]:
+                raise DataError(f"{path}: truncated IDX header; {_REPLACE}")
+            dims = struct.unpack(f">{head[3]}I", header)
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            expected = math.prod(dims) * dtype.itemsize
+            check_fits(path, expected, f"its header gives shape {dims}")
+            raw = f.read(expected)
+            trailing = f.read(1)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e}); it is corrupt or truncated, {_REPLACE}") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()!r}); {_REPLACE}")
-    start = 4 + 4 * raw[3]
-    if len(raw) < start:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes); {_REPLACE}")
-    dims = struct.unpack(f">{raw[3]}I", raw[4:start])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected, found = math.prod(dims) * dtype.itemsize, len(raw) - start
-    if found != expected:
-        problem = "truncated" if found < expected else "has trailing bytes"
+    if len(raw) != expected or trailing:
+        problem = "truncated" if len(raw) < expected else "has trailing bytes"
+        found = f"{len(raw)}" if len(raw) < expected else "more"
         raise DataError(
             f"{path}: {problem}: the header gives shape {dims} = {expected} data bytes, the file "
             f"has {found}; {_REPLACE}"
         )
-    return np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=start).reshape(dims)
+    return np.frombuffer(raw, dtype=dtype, count=math.prod(dims)).reshape(dims)
+
+
+#: An array takes this many times its bytes to load: the array, and its float32 copy.
+LOAD_FACTOR = 3
+#: A compressed member expanding more than this many times is taken for a decompression
+#: bomb once it expands to more than :data:`BOMB_BYTES` (real data compress 2 to 50 times).
+BOMB_RATIO = 200
+BOMB_BYTES = 2**30
+
+
+def check_fits(path: Path | str, nbytes: int, claim: str) -> None:
+    """Raise DataError when ``nbytes`` of data (what ``claim`` says of the file) would not fit
+    in the memory this process may still take, :data:`LOAD_FACTOR` times over."""
+    have = available_memory()
+    if nbytes * LOAD_FACTOR > have:
+        raise DataError(
+            f"{path}: {claim}, {nbytes / 1e9:.3g} GB, more than fits in the {have / 1e9:.3g} GB "
+            "of memory available to load it; use a smaller file, or a machine with more memory"
+        )
+
+
+def _npy_header(f, path: Path | str, size: int) -> None:
+    """Read a ``.npy`` header from ``f`` and check its claim against the ``size`` bytes the
+    file (or archive member) holds and against the memory: a header claiming (1e6, 1e6) on
+    64 bytes of data is refused, not allocated."""
+    version = np.lib.format.read_magic(f)
+    read = getattr(np.lib.format, f"read_array_header_{version[0]}_{version[1]}", None)
+    if read is None:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects")
+    nbytes = math.prod(shape) * dtype.itemsize
+    held = size - f.tell()
+    if nbytes != held:
+        raise DataError(
+            f"{path}: its header claims an array {shape} of {dtype} ({nbytes} bytes), but the "
+            f"file holds {held}; it is damaged or not what it claims: save it again with "
+            "numpy.save / numpy.savez"
+        )
+    check_fits(path, nbytes, f"its header claims an array {shape} of {dtype}")
+
+
+def _check_arrays(path: Path) -> None:
+    with open(path, "rb") as f:
+        check_array_file(f, path)
+
+
+def check_array_file(f: BinaryIO, path: Path | str) -> None:
+    """Check every array's header in the ``.npy`` or ``.npz`` open as ``f`` (binary, seekable)
+    before anything is loaded: the size it claims against the bytes it holds and the memory
+    (``check_fits``). An ``.npz`` member's size is the archive's (``zipfile`` reads no
+    more and checks its CRC), and one that expands ``BOMB_RATIO`` times past
+    ``BOMB_BYTES`` is refused as a decompression bomb. Raises DataError, or ValueError /
+    ``zipfile.BadZipFile`` for a file numpy could not read either."""
+    f.seek(0)
+    if not f.read(4).startswith(b"PK\x03\x04"):
+        f.seek(0)
+        _npy_header(f, path, os.fstat(f.fileno()).st_size)
+        return
+    f.seek(0)
+    with zipfile.ZipFile(f) as archive:
+        members = archive.infolist()
+        total = sum(m.file_size for m in members)
+        check_fits(path, total, f"its arrays expand to {total} bytes")
+        for member in members:
+            where = f"{path}[{member.filename}]"
+            if member.file_size > BOMB_BYTES and member.file_size > BOMB_RATIO * max(
+                member.compress_size, 1
+            ):
+                raise DataError(
+                    f"{where}: {member.compress_size} compressed bytes expand to "
+                    f"{member.file_size}, a decompression bomb; use the original file"
+                )
+            if member.filename.endswith(".npy"):
+                with archive.open(member) as m:
+                    _npy_header(m, where, member.file_size)
 
 
 def _load_binarized_mnist(root: Path) -> DataSplits:
@@ -431,12 +535,27 @@ def split_arrays(
 
 def _np_load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """``np.load`` without pickles: an ``.npy`` array, or an ``.npz`` as a dict of arrays."""
+    _check_arrays_readable(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return loaded
         with loaded:
             return {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path}: cannot read it with numpy ({e}); save numeric arrays with numpy.save / "
+            "numpy.savez (object arrays and pickles are not accepted)"
+        ) from e
+
+
+def _check_arrays_readable(path: Path) -> None:
+    """:func:`_check_arrays`, its own refusals as they are and any other failure to read the
+    headers as the file's problem."""
+    try:
+        _check_arrays(path)
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(
             f"{path}: cannot read it with numpy ({e}); save numeric arrays with numpy.save / "

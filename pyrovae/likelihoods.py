@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from .errors import option
+
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 
 
@@ -52,16 +54,17 @@ def check_support(name: str, x: torch.Tensor) -> None:
     if name == "bernoulli":
         grey = ((x != 0) & (x != 1)).sum().item()
         if grey:
+            binarize = option("binarize", "dynamic", python="pyrovae.data.binarize")
+            continuous = option("likelihood", "continuous-bernoulli")
             raise ValueError(
                 f"the Bernoulli likelihood needs binary data, but {grey} values are neither 0 nor "
                 "1 (grey pixels under a Bernoulli give likelihoods that are not densities). "
-                "Binarize the data (--binarize dynamic), or use --likelihood "
-                "continuous-bernoulli for values in [0, 1]."
+                f"Binarize the data ({binarize}), or use {continuous} for values in [0, 1]."
             )
     elif name == "continuous-bernoulli":
         if x.min().item() < 0 or x.max().item() > 1:
             raise ValueError(
                 "the continuous Bernoulli likelihood needs values in [0, 1], but the data range "
                 f"is [{x.min().item():.3g}, {x.max().item():.3g}]. Rescale the data, or use "
-                "--likelihood gaussian."
+                f"{option('likelihood', 'gaussian')}."
             )

@@ -12,8 +12,9 @@ onset + duration), as the JSB Chorales benchmark of Boulanger-Lewandowski et al.
 2012) does. :func:`load_chorales` converts the Bach chorales that the ``music21`` package
 ships in its corpus (``pip install music21``, or ``pip install -e ".[music]"``; no
 download), splits them by piece with a fixed permutation into 60% train, 20% validation and
-20% test pieces, and caches the result as ``chorales.npz`` in ``data_dir`` (or in the user's
-cache directory when ``data_dir`` is read-only), so that only the first call needs music21.
+20% test pieces, and caches the result as ``chorales.npz`` in ``data_dir`` (in the user's
+cache directory when no ``data_dir`` is named or it is read-only), so that only the first
+call needs music21.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import option
 from .splits import DataSplits
 
 #: MIDI pitch of the lowest piano key (A0); the roll has 88 keys, A0..C8.
@@ -103,15 +105,18 @@ def _convert(path: str) -> np.ndarray:
     return piano_roll(notes)
 
 
-def cache_candidates(data_dir: str | Path) -> list[Path]:
-    """Where the converted chorales are looked for, in order: ``data_dir``, then the user's
-    cache directory (``$XDG_CACHE_HOME/pyrovae``, default ``~/.cache/pyrovae``), which takes
-    the conversion when ``data_dir`` cannot be written (a read-only data share)."""
+def cache_candidates(data_dir: str | Path | None) -> list[Path]:
+    """Where the converted chorales are looked for, in order: ``data_dir`` (when one is
+    named), then the user's cache directory (``$XDG_CACHE_HOME/pyrovae``, default
+    ``~/.cache/pyrovae``), which takes the conversion when no ``data_dir`` is named or it
+    cannot be written (a read-only data share): never a ``./data`` of the working directory
+    (a git checkout's) that nobody named."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return [Path(data_dir) / CACHE, Path(base) / "pyrovae" / CACHE]
+    user = Path(base) / "pyrovae" / CACHE
+    return [user] if data_dir is None else [Path(data_dir) / CACHE, user]
 
 
-def _cached(data_dir: str | Path) -> Path | None:
+def _cached(data_dir: str | Path | None) -> Path | None:
     """The first of :func:`~pyrovae.sequences.cache_candidates` holding a conversion of this
     version, or None."""
     return next((c for c in cache_candidates(data_dir) if c.exists() and _current(c)), None)
@@ -125,7 +130,7 @@ def _current(path: Path) -> bool:
         return False
 
 
-def load_chorales(data_dir: str | Path, *, progress: bool = False) -> DataSplits:
+def load_chorales(data_dir: str | Path | None = None, *, progress: bool = False) -> DataSplits:
     """The Bach chorales of music21's corpus as piano rolls (N, T, 88) with lengths, split by
     piece into train, validation and test (see the module docstring).
 
@@ -170,7 +175,7 @@ def _write_cache(candidates: list[Path], arrays: dict) -> Path:
             failures.append(f"{cache.parent} ({e.strerror or e})")
     raise OSError(
         f"cannot cache the converted chorales in {' or '.join(failures)}; pass a writable "
-        "--data-dir (data_dir)"
+        f"{option('data_dir')}"
     )
 
 

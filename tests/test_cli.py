@@ -399,8 +399,10 @@ def test_a_factory_run_says_the_likelihood_setting_only_prepares_the_data(
     out = tmp_path / "r"
     assert main(["train", f"{user_module}:make", "--out", str(out), *QUICK[:-1]]) == 0
     printed = capsys.readouterr().out
-    assert "data for the factory's own model: the data used as they are" in printed
-    assert "likelihood: continuous-bernoulli" in printed  # what --likelihood auto resolved
+    assert "factory's model, which brings its own density: used as they are" in printed
+    assert "values in [0, 1]" in printed and "pass --likelihood bernoulli" in printed
+    # Not told a likelihood it does not have (issue 36): only what was done to the data.
+    assert "likelihood: continuous-bernoulli" not in printed
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from pyrovae.data import (
     binarize_fixed,
     load_dataset,
 )
+from pyrovae.errors import command_line_names
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -198,7 +199,9 @@ def test_missing_mnist_lists_files_and_directories(tmp_path: Path) -> None:
         assert name in message
     for directory in (tmp_path, tmp_path / "mnist", tmp_path / "MNIST" / "raw"):
         assert f"  {directory}\n" in message
-    assert "--download" in message and "copy the original" in message
+    assert "pass download=True" in message and "copy the original" in message
+    with command_line_names(), pytest.raises(DataError, match="pass --download on a machine"):
+        load_dataset("mnist", tmp_path)  # as the pyrovae command words it
 
 
 def test_download_without_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -512,7 +515,7 @@ def test_sequences_and_rows_are_not_mixed_up(tmp_path: Path) -> None:
         load_dataset(path)
     with pytest.raises(DataError, match="are sequences .* seqvae or dmm"):
         load_dataset("chorales")
-    with pytest.raises(DataError, match="holds images, not sequences.* --dataset chorales"):
+    with pytest.raises(DataError, match="holds images, not sequences.* 'chorales'"):
         load_dataset("digits", sequences=True)
     csv = tmp_path / "rows.csv"
     csv.write_text("1,2\n3,4\n")

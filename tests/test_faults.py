@@ -63,6 +63,11 @@ def make(input_dim, latent_dim, hidden_dims):
         Flaky(likelihood="continuous-bernoulli", **kwargs),
         GaussianEncoder(**kwargs),
     )
+
+
+def make_with_data(latent_dim, hidden_dims):
+    # A pair and its own data, which the run keeps (factory_data.npz).
+    return (*make(16, latent_dim, hidden_dims), torch.rand(300, 16))
 """
 
 
@@ -518,3 +523,382 @@ def test_python_m_pyrovae_still_trains_a_factory_from_the_working_directory(tmp_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+# ---- old work is never lost (issue 36) -----------------------------------------------------
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file below ``path`` (relative name: bytes), links as their target; the lock file
+    (a trainer's PID) left out."""
+    found = {}
+    for p in sorted(path.rglob("*")):
+        name = str(p.relative_to(path))
+        if name == ".lock":
+            continue
+        if p.is_symlink():
+            found[name] = os.readlink(p).encode()
+        elif p.is_file():
+            found[name] = p.read_bytes()
+    return found
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Staging directories and temporary files of a replacement, anywhere below ``parent``."""
+    return [
+        str(p.relative_to(parent))
+        for p in parent.rglob("*")
+        if ".new-" in p.name or ".old-" in p.name or p.name.endswith((".tmp", ".staged"))
+    ]
+
+
+@pytest.fixture
+def old_run(trained_vae, tmp_path) -> Path:
+    """A one-epoch VAE run that a test then tries to --overwrite."""
+    out = tmp_path / "old"
+    shutil.copytree(trained_vae, out, ignore=shutil.ignore_patterns(".lock"))
+    return out
+
+
+def overwrite(out: Path, model: str = "vae", *extra: str) -> int:
+    return main(["train", model, "--out", str(out), "--epochs", "1", "--overwrite", *QUICK, *extra])
+
+
+def test_overwrite_refuses_a_directory_pyrovae_did_not_write(tmp_path, capsys):
+    """An application's config.json and figures/fig1.pdf: its figures/ were deleted and its
+    config.json replaced."""
+    app = tmp_path / "app"
+    (app / "figures").mkdir(parents=True)
+    (app / "config.json").write_text('{"name": "my app", "threads": 4}\n')
+    (app / "figures" / "fig1.pdf").write_bytes(b"%PDF-1.4 figure")
+    before = snapshot(app)
+    assert overwrite(app) == 2
+    err = one_line(capsys)
+    assert "not a run pyrovae wrote" in err and "figures/fig1.pdf" in err
+    assert snapshot(app) == before
+    (app / "figures" / "fig1.pdf").unlink()
+    assert overwrite(app) == 2
+    assert "config.json is not a pyrovae configuration" in one_line(capsys)
+    # A run with a file of the user's beside it is not only pyrovae's either.
+    theirs = tmp_path / "theirs"
+    shutil.copytree(app, theirs)
+    (theirs / "config.json").unlink()
+    (theirs / "figures" / "fig1.png").write_bytes(b"a figure")
+    (theirs / "notes.txt").write_text("my notes\n")
+    assert overwrite(theirs) == 2
+    assert "it holds notes.txt" in one_line(capsys)
+
+
+def test_overwrite_with_figures_a_symbolic_link_keeps_the_old_run(old_run, tmp_path, capsys):
+    """checkpoint.pt, config.json and metrics.json were deleted, then an OSError traceback."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.png").write_bytes(b"yours")
+    (old_run / "figures").symlink_to(elsewhere)
+    before = snapshot(old_run)
+    assert overwrite(old_run) == 2
+    assert "figures is a symbolic link" in one_line(capsys)
+    assert snapshot(old_run) == before and snapshot(elsewhere) == {"keep.png": b"yours"}
+    (old_run / "figures").unlink()
+    link = tmp_path / "link"
+    link.symlink_to(old_run)  # --out a link to the run: the link would have been replaced
+    assert overwrite(link) == 2
+    assert f"pass --out {old_run}" in one_line(capsys)
+    assert link.is_symlink() and snapshot(old_run) == {
+        k: v for k, v in before.items() if k != "figures"
+    }
+
+
+def test_overwrite_on_a_full_disk_keeps_the_old_run_and_claims_no_checkpoint(
+    old_run, factory, monkeypatch, capsys
+):
+    """The factory's data did not fit on the disk: the old run was deleted, and the message
+    said "the last complete checkpoint is intact ... --resume"."""
+    import pyrovae.runs.writer as writer
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(writer, "save_splits", full)
+    before = snapshot(old_run)
+    assert overwrite(old_run, factory.replace(":make", ":make_with_data")) == 2
+    err = one_line(capsys)
+    assert "no space left" in err and "as it was" in err
+    assert "--resume" not in err and "checkpoint is intact" not in err
+    assert snapshot(old_run) == before
+    assert not leftovers(old_run.parent)
+
+
+KILLED_WHILE_DATA = """
+import os, signal, sys
+import numpy as np
+import pyrovae.runs.data as data
+sys.path.insert(0, sys.argv[2])
+def savez(f, **arrays):
+    f.write(b"half the factory's data")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+data.np.savez = savez
+from pyrovae.cli import main
+main(["train", "flaky_pair:make_with_data", "--out", sys.argv[1], "--epochs", "1",
+      "--overwrite", "--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"])
+"""
+
+
+def test_a_kill_while_the_factory_data_is_written_keeps_the_old_run(old_run, tmp_path, factory):
+    """kill -9 during factory_data.npz of a replacement: the old run was already deleted."""
+    before = snapshot(old_run)
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_DATA, str(old_run), str(tmp_path)],
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert snapshot(old_run) == before
+    assert leftovers(tmp_path), "the killed replacement left its staging directory"
+    # The next trainer into the run finds the staging directory's writer dead: removed.
+    data = factory.replace(":make", ":make_with_data")
+    assert overwrite(old_run, data) == 0
+    assert json.loads((old_run / "config.json").read_text())["model"] == data
+    assert (old_run / "factory_data.npz").is_file()
+    assert not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["renameat2", "two-renames"])
+def test_exchange_swaps_a_staged_run_with_the_old_one(tmp_path, monkeypatch, atomic):
+    import pyrovae.runs.lock as lock
+
+    new, old = tmp_path / ".run.new-x", tmp_path / "run"
+    for path, text in ((new, "new"), (old, "old")):
+        path.mkdir()
+        (path / "f").write_text(text)
+    if not atomic:  # a system without renameat2
+        monkeypatch.setattr(lock.ctypes, "CDLL", lambda *a, **k: object())
+    lock.exchange(new, old)
+    assert (old / "f").read_text() == "new" and (new / "f").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-x", "run"]
+
+
+def test_a_removed_lock_file_does_not_unlock_the_run(old_run, capsys):
+    """rm RUN/.lock while A trains, then B --overwrite: A and B trained into one directory."""
+    with RunLock(old_run):  # A
+        (old_run / ".lock").unlink()
+        before = snapshot(old_run)
+        assert overwrite(old_run) == 2  # B
+        assert "being trained by another process" in one_line(capsys)
+        assert snapshot(old_run) == before
+        with pytest.raises(RunError, match="being trained"):
+            with RunLock(old_run):
+                pass
+
+
+def test_where_a_directory_cannot_be_locked_the_lock_file_is(tmp_path, monkeypatch):
+    """NFS emulates flock with locks that need a file opened for writing: a directory's
+    descriptor cannot be locked (EBADF), and the lock falls back to the lock file."""
+    import fcntl
+    import stat as stat_module
+
+    import pyrovae.runs.lock as lock
+
+    real = fcntl.flock
+
+    def flock(fd, operation):
+        if stat_module.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, operation)
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
+    out = tmp_path / "run"
+    with RunLock(out):
+        with pytest.raises(RunError, match=rf"being trained by process {os.getpid()}"):
+            with RunLock(out):
+                pass
+    with RunLock(out):
+        pass
+
+
+def test_a_dead_writers_temporary_files_are_removed_at_once_and_a_live_ones_kept(old_run):
+    """Partial .tmp files of killed writes stayed in a run until they were 300 s old; one
+    that a live writer holds (its lock) must stay."""
+    import fcntl
+
+    dead = old_run / ".checkpoint.pt.dead1234.tmp"
+    dead.write_bytes(b"half a checkpoint")
+    figure = old_run / "figures" / ".elbo.png.dead5678.tmp"
+    figure.parent.mkdir()
+    figure.write_bytes(b"half a figure")
+    live = old_run / ".checkpoint.pt.live1234.tmp"
+    live.write_bytes(b"being written")
+    with open(live, "rb+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as atomic_write holds its temporary file
+        args = ["train", "vae", "--out", str(old_run), "--epochs", "2", "--resume", *QUICK]
+        assert main(args) == 0
+        assert not dead.exists() and not figure.exists()
+        assert live.read_bytes() == b"being written"
+    from pyrovae.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(old_run / "checkpoint.pt")  # its writer is gone now
+    assert not live.exists()
+
+
+def test_sample_out_at_a_fifo_or_device_is_refused(trained_vae, tmp_path, capsys):
+    """The node was replaced by a PNG."""
+    from pyrovae.runs.paths import check_out_file
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["sample", str(trained_vae), "--n", "4", "--out", str(fifo)]) == 2
+    assert "not a regular file" in one_line(capsys)
+    assert fifo.is_fifo()
+    if Path("/dev/null").exists():  # checked only: nothing is written
+        with pytest.raises(RunError, match="not a regular file"):
+            check_out_file("/dev/null")
+
+
+def test_sigterm_in_the_first_epoch_leaves_nothing(tmp_path, factory):
+    """SIGTERM (as torchrun sends when a rank dies) left a directory holding only .lock."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SLOW_FIRST_EPOCH": "30"}
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "pyrovae", "train", factory, "--out", str(out), "--epochs",
+         "1", *QUICK],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (out / ".lock").exists() or not (out / ".lock").read_text().strip():
+            assert trainer.poll() is None, trainer.stderr.read()
+            assert time.time() < deadline, "the trainer never took the lock"
+            time.sleep(0.2)
+        time.sleep(1)
+        trainer.terminate()
+        assert trainer.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        trainer.kill()
+        trainer.wait()
+        trainer.stderr.close()
+    assert not out.exists()
+
+
+# ---- torchrun: no hang, no silent change of the global batch (issue 36) --------------------
+
+
+def test_a_checkpoint_of_two_ranks_is_not_resumed_by_one_process(old_run, capsys):
+    """The global batch (ranks x --batch-size) changed silently mid-run."""
+    from pyrovae.runs.record import checksum
+
+    state = torch.load(old_run / "checkpoint.pt", weights_only=True)
+    own = {k: v for k, v in state["rng"].items() if k != "ranks"}
+    state["rng"]["ranks"] = [own, own]  # as two ranks save their noise streams
+    state["checksum"] = checksum(state)
+    torch.save(state, old_run / "checkpoint.pt")
+    before = snapshot(old_run)
+    assert main(["train", "vae", "--out", str(old_run), "--epochs", "2", "--resume", *QUICK]) == 2
+    err = one_line(capsys)
+    assert "trained by 2 process(es) and this is 1" in err and "from 256 to 128 rows" in err
+    assert "torchrun --nproc_per_node 2" in err
+    assert snapshot(old_run) == before
+
+
+def test_the_collective_timeout_is_read_from_the_environment(monkeypatch):
+    from pyrovae.runs.processes import COLLECTIVE_TIMEOUT, collective_timeout
+
+    monkeypatch.delenv("PYROVAE_COLLECTIVE_TIMEOUT", raising=False)
+    assert collective_timeout() == COLLECTIVE_TIMEOUT <= 600
+    monkeypatch.setenv("PYROVAE_COLLECTIVE_TIMEOUT", "2.5")
+    assert collective_timeout() == 2.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv("PYROVAE_COLLECTIVE_TIMEOUT", bad)
+        with pytest.raises(RunError, match="PYROVAE_COLLECTIVE_TIMEOUT must be a positive"):
+            collective_timeout()
+
+
+# A rank that stops itself (SIGSTOP) or dies (SIGKILL) at its third model call, in epoch 1.
+STOPPING = """
+import os
+import signal
+
+from pyrovae.guides import GaussianEncoder
+from pyrovae.models import VAE
+
+calls = {"n": 0}
+
+
+class Stopping(VAE):
+    def forward(self, x, y=None):
+        calls["n"] += 1
+        if calls["n"] == 3 and os.environ.get("RANK") == os.environ.get("STOP_RANK"):
+            os.kill(os.getpid(), getattr(signal, os.environ["STOP_SIGNAL"]))
+        super().forward(x, y)
+
+
+def make(input_dim, latent_dim, hidden_dims):
+    kwargs = dict(input_dim=input_dim, latent_dim=latent_dim, hidden_dims=hidden_dims)
+    return Stopping(likelihood="continuous-bernoulli", **kwargs), GaussianEncoder(**kwargs)
+"""
+
+
+def torchrun(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m pyrovae ARGS`` with ``stopping_pair`` importable."""
+    import socket
+
+    (tmp_path / "stopping_pair.py").write_text(STOPPING)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "pyrovae",
+               *args]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root}:{tmp_path}", **env}
+    job = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        out, err = job.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        # SIGTERM to torchrun, which stops its ranks (SIGKILL after its grace period): they
+        # run in sessions of their own, out of reach of a kill of this child alone.
+        job.terminate()
+        job.communicate(timeout=120)
+        raise
+    return subprocess.CompletedProcess(command, job.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_a_frozen_rank_fails_the_others_after_the_collective_timeout(tmp_path):
+    """A rank stopped by SIGSTOP blocked rank 0 and torchrun for gloo's 30 minutes; with
+    PYROVAE_COLLECTIVE_TIMEOUT=3 rank 0 fails in one line naming the timeout and rank 1,
+    and its run, stopped in epoch 1, leaves nothing (torchrun then kills rank 1)."""
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    args = ["train", "stopping_pair:make", "--out", str(out), "--epochs", "1", *QUICK]
+    result = torchrun(
+        tmp_path, *args, STOP_RANK="1", STOP_SIGNAL="SIGSTOP", PYROVAE_COLLECTIVE_TIMEOUT="3"
+    )
+    assert result.returncode != 0
+    assert time.perf_counter() - started < 150  # torchrun's own 30 s grace included
+    lines = result.stderr.splitlines()
+    errors = [i for i, line in enumerate(lines) if "pyrovae: error:" in line]
+    assert errors, result.stderr
+    said = lines[errors[0]]
+    assert "rank 0: rank 1 did not join a collective within the 3 s timeout" in said
+    assert "PYROVAE_COLLECTIVE_TIMEOUT" in said
+    assert not [line for line in lines[: errors[0]] if "Traceback" in line]  # rank 0's own
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_rank_killed_in_the_first_epoch_leaves_nothing_and_ranks_must_match(tmp_path):
+    """A rank killed under torchrun (torchrun then sends SIGTERM to rank 0) left a directory
+    holding only .lock; a one-process checkpoint resumed by two ranks was accepted silently."""
+    out = tmp_path / "run"
+    args = ["train", "stopping_pair:make", "--out", str(out), "--epochs", "1", *QUICK]
+    result = torchrun(tmp_path, *args, STOP_RANK="1", STOP_SIGNAL="SIGKILL")
+    assert result.returncode != 0
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    assert main(["train", "vae", "--out", str(out), "--epochs", "1", *QUICK]) == 0
+    resume = ["train", "vae", "--out", str(out), "--epochs", "2", "--resume", *QUICK]
+    result = torchrun(tmp_path, *resume)
+    assert result.returncode != 0
+    assert "trained by 1 process(es) and this is 2" in result.stderr
+    assert "resume it with a single process" in result.stderr

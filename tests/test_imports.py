@@ -21,7 +21,12 @@ The rules:
     :data:`LIBRARY_TOP_LEVEL`;
 (c) ``pyrovae.infer`` imports nothing from ``pyrovae.models``, and ``pyrovae.models``
     nothing from ``pyrovae.infer`` except the one edge of :data:`ALLOWED_MODELS_TO_INFER`
-    (``fit_mixture`` runs the generic EM driver).
+    (``fit_mixture`` runs the generic EM driver);
+(d) a family's procedure (``pyrovae.procedures``) builds on models, guides and inference,
+    and none of those imports it.
+
+Beside the graph: the library's strings name no command-line flag (its messages name their
+keyword arguments through ``pyrovae.errors.option``).
 
 The walker is itself tested on a small synthetic package with a known cycle, so that the
 rules cannot pass because it found no edges.
@@ -30,6 +35,7 @@ rules cannot pass because it found no edges.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -50,6 +56,7 @@ LIBRARY_TOP_LEVEL = frozenset(
         "errors",
         "kmeans",
         "likelihoods",
+        "machine",
         "module",
         "nn",
         "ranks",
@@ -58,7 +65,13 @@ LIBRARY_TOP_LEVEL = frozenset(
         "splits",
     )
 )
-LIBRARY_PACKAGES = ("pyrovae.models", "pyrovae.guides", "pyrovae.infer", "pyrovae.diagnostics")
+LIBRARY_PACKAGES = (
+    "pyrovae.models",
+    "pyrovae.guides",
+    "pyrovae.infer",
+    "pyrovae.diagnostics",
+    "pyrovae.procedures",
+)
 
 #: The application layer: the run directory and its recipes, the CLI, and the run modules
 #: that ``pyrovae.runs`` replaces. Named in (b)'s messages; the rule itself is "library
@@ -260,6 +273,14 @@ def layering_violations(graph: Graph) -> list[str]:
                 )
             if within(module, "pyrovae.infer") and within(target, "pyrovae.models"):
                 found.append(f"{edge}: pyrovae.infer must not import pyrovae.models")
+            if within(target, "pyrovae.procedures") and any(
+                within(module, package)
+                for package in ("pyrovae.infer", "pyrovae.models", "pyrovae.guides")
+            ):
+                found.append(
+                    f"{edge}: a family's procedure builds on models, guides and inference, "
+                    "which never import it"
+                )
             if (
                 within(module, "pyrovae.models")
                 and within(target, "pyrovae.infer")
@@ -346,11 +367,14 @@ def test_the_layering_rules_catch_each_forbidden_edge():
         "pyrovae.diagnostics.views": {"pyrovae.runs.recipe", "pyrovae.infer.importance"},
         "pyrovae.data": {"pyrovae.cli"},
         "pyrovae.runs.recipe": {"pyrovae.models.vae", "pyrovae.infer.fit"},
+        "pyrovae.infer.captured": {"pyrovae.procedures.semisupervised"},
+        "pyrovae.procedures.semisupervised": {"pyrovae.infer.fit", "pyrovae.models.ssvae"},
     }
     found = layering_violations(graph)
     assert [line.split(":")[0] for line in found] == [
         "pyrovae.data -> pyrovae.cli",
         "pyrovae.diagnostics.views -> pyrovae.runs.recipe",
+        "pyrovae.infer.captured -> pyrovae.procedures.semisupervised",
         "pyrovae.infer.fit -> pyrovae.models.vae",
         "pyrovae.models.mixture -> pyrovae.infer.discrete",
     ]
@@ -383,3 +407,42 @@ def test_the_library_never_imports_the_application_layer_and_models_and_infer_st
 ):
     found = layering_violations(graph)
     assert not found, "layering violations:\n" + "\n".join(found)
+
+
+def flag_literals(source: str) -> list[str]:
+    """String constants of ``source`` (docstrings left out) that name a command-line flag."""
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", node.value):
+                found.append(f"{node.lineno}: {flag}")
+    return found
+
+
+def test_the_flag_finder_sees_flags_in_messages_and_not_in_docstrings():
+    source = '"""Run with --epochs 3."""\nraise ValueError(f"pass --num-labels {n} or x--y")\n'
+    assert flag_literals(source) == ["2: --num-labels"]
+
+
+def test_the_library_never_names_a_command_line_flag():
+    """A library message names its keyword argument through pyrovae.errors.option, which the
+    command line turns into the option; the library itself names no flag."""
+    found = {}
+    for name, path in find_modules(ROOT).items():
+        if not is_library(name):
+            continue
+        flags = flag_literals(path.read_text())
+        if flags:
+            found[name] = flags
+    assert not found, f"library modules naming command-line flags: {found}; use errors.option"

@@ -63,6 +63,9 @@ def test_the_concept_pages_examples_run(tmp_path, monkeypatch):
     assert ssvae["labels"].shape == (360,)
     assert ssvae["images"].shape == (10, 64)
     assert "valid_accuracy" not in ssvae["history"][-1]  # fit alone measures no accuracy
+    selection = next(ns for ns in namespaces if "selection" in ns)["selection"]
+    assert selection.best_epoch in (1, 2) and 0 < selection.best_accuracy <= 1
+    assert selection.metric(None)["valid_accuracy"] == selection.best_accuracy  # restored
     vade = next(ns for ns in namespaces if "vade" in ns)
     assert [r["kl_weight"] for r in vade["mixture_history"]] == [0.5, 1.0]
     assert vade["clusters"].shape == (360,) and vade["clusters"].max() < 10

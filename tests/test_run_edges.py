@@ -455,3 +455,23 @@ def test_importing_pyrovae_in_a_notebook_prints_no_widget_warning(tmp_path):
     client.execute()
     outputs = [json.dumps(o) for o in nb.cells[0].outputs]
     assert not [o for o in outputs if "IProgress" in o or "Warning" in o], outputs
+
+
+# ---- 4. resuming keeps the run's own settings (issue 36) -----------------------------------
+
+
+def test_resume_without_epochs_keeps_the_runs_own_epochs(tmp_path):
+    """--resume without --epochs reset a run's epochs to the parser default (100) and
+    rewrote config.json with it; --epochs on a resume changes that setting only."""
+    out = tmp_path / "run"
+    assert train(out, "--no-figures") == 0
+    config = json.loads((out / "config.json").read_text())
+    # A 2-epoch run stopped after its first epoch (epochs is a per-call setting: the
+    # checkpoint's copy of the config need not agree).
+    (out / "config.json").write_text(json.dumps({**config, "epochs": 2}))
+    assert main(["train", "vae", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text()) == {**config, "epochs": 2}
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert main(["train", "vae", "--out", str(out), "--resume", "--epochs", "3", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text()) == {**config, "epochs": 3}
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 3

@@ -12,18 +12,20 @@ VAE-like pair; :mod:`~pyrovae.diagnostics.mixture_figures`,
 VAE, a mixture-prior VAE, a sequence model (piano rolls) and importance sampling;
 :mod:`~pyrovae.diagnostics.clustering` scores clusters against labels (Hungarian-matched
 accuracy, ARI, NMI). ArviZ export and paired model comparison (:func:`to_inference_data`,
-:func:`compare_log_likelihoods`) and the Pareto k-hat (:func:`pareto_khat`) rest on
-:mod:`pyrovae.infer`'s estimators.
+:func:`elpd` for ``az.compare``, :func:`compare_log_likelihoods`) and the Pareto k-hat
+(:func:`pareto_khat`) rest on :mod:`pyrovae.infer`'s estimators.
 """
 
 from ..infer.psis import pareto_khat
 from .arviz import compare_log_likelihoods, to_inference_data
+from .elpd import elpd
 from .vae_figures import write_figures
 from .views import Sites, find_sites
 
 __all__ = [
     "Sites",
     "compare_log_likelihoods",
+    "elpd",
     "find_sites",
     "pareto_khat",
     "to_inference_data",

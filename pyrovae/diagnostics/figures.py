@@ -8,6 +8,7 @@ as in the usual MNIST figures.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def _show(ax: Axes, canvas: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+def wrapped(title: str, width_inches: float, fontsize: float) -> str:
+    """``title`` broken into lines that fit ``width_inches`` at ``fontsize`` points (a
+    character is about 0.55 em wide)."""
+    return textwrap.fill(title, max(20, int(width_inches * 72 / (0.55 * fontsize))))
+
+
 def save_image_grid(
     images: np.ndarray, path: str | Path, *, ncols: int | None = None, title: str | None = None
 ) -> Path:
@@ -75,7 +82,7 @@ def save_image_grid(
     )
     _show(ax, canvas)
     if title:
-        ax.set_title(title)
+        ax.set_title(wrapped(title, fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -123,7 +130,7 @@ def save_traversals(
     ax.set_xticks([w * j + w / 2 - 1 for j in range(s)], ticks, fontsize=6)
     if row_labels is not None:
         ax.set_yticks([h * i + h / 2 - 1 for i in range(r)], list(row_labels), fontsize=7)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(wrapped(title, fig.get_figwidth(), 9), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -135,8 +142,10 @@ def save_latent_scatter(
     *,
     title: str = "Latent space",
     axis_labels: tuple[str, str] = ("z1", "z2"),
+    legend_title: str = "label",
 ) -> Path:
-    """Points (N, 2), coloured by integer labels (N,) when given."""
+    """Points (N, 2), coloured by integer labels (N,) when given, under a legend titled
+    ``legend_title``."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"points must be (N, 2); got {points.shape}")
@@ -153,7 +162,13 @@ def save_latent_scatter(
                 points[m, 0], points[m, 1], s=4, alpha=0.7, color=cmap(i % cmap.N), label=str(c)
             )
         ax.legend(
-            markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False
+            title=legend_title,
+            title_fontsize=8,
+            markerscale=3,
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1, 0.5),
+            frameon=False,
         )
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])

@@ -178,6 +178,7 @@ def write_mixture_vae_figures(
                     out / "latent_labels.png",
                     title="The same codes by label (labels unused in training)",
                     axis_labels=axis_labels,
+                    legend_title="test label",
                 )
             )
     if y is not None:

@@ -101,17 +101,27 @@ def write_figures(
                 points,
                 y,
                 out / "latent_space.png",
-                title=f"Posterior means of {len(x)} test examples",
+                title=f"Posterior means E_q[z | x] of {len(x)} test examples",
                 axis_labels=axis_labels,
+                legend_title="test label",
             )
         )
     return written
 
 
+#: The samples' title: what is drawn, and how it is shown.
+SAMPLES_TITLE = (
+    "{n} random draws z ~ p(z) from the prior, each shown as E[x | z], the mean of p(x | z)"
+)
+
+
 def _samples(model, inputs, sites, image_shape, path) -> Path:
     means = views.prior_means(model, views.repeat_first(inputs, 64), sites)
     return figures.save_image_grid(
-        _images(means, image_shape), path, ncols=8, title="E[x | z], z ~ p(z)"
+        _images(means, image_shape),
+        path,
+        ncols=8,
+        title=SAMPLES_TITLE.format(n=len(means)),
     )
 
 
@@ -126,7 +136,8 @@ def _image_views(model, guide, inputs, labels, sites, codes, image_shape, out) -
         )
     )
     dims = views.active_dims(codes, min(8, codes.shape[1]))
-    values = torch.linspace(-3, 3, 9, dtype=codes.dtype, device=codes.device)
+    activity = codes.var(dim=0, correction=0)  # Var_x E_q[z_d | x], as active_dims ranks
+    values = torch.linspace(-3, 3, 7, dtype=codes.dtype, device=codes.device)  # whole numbers
     grid = views.traversals(model, x, sites, codes[0], dims, values, args=tuple(args))
     written.append(
         figures.save_traversals(
@@ -135,23 +146,37 @@ def _image_views(model, guide, inputs, labels, sites, codes, image_shape, out) -
             ),
             values.tolist(),
             out / "traversals.png",
-            row_labels=[f"z{d + 1}" for d in dims],
-            title="Latent traversals: one latent varied, others at a test image's code",
+            row_labels=[f"z{d + 1} ({float(activity[d]):.2g})" for d in dims],
+            title=traversal_title(len(dims), codes.shape[1], len(codes)),
         )
     )
     starts, ends = _pairs(labels, len(x), 6)
     if starts:
+        # 11 steps: t = 0, 0.1, ..., 1, round ticks.
         path = views.interpolations(
-            model, x, sites, codes[starts], codes[ends], steps=10, args=tuple(args)
+            model, x, sites, codes[starts], codes[ends], steps=11, args=tuple(args)
         )
         written.append(
             figures.save_traversals(
                 _images(path.reshape(-1, path.shape[-1]), image_shape).reshape(
                     *path.shape[:2], *image_shape
                 ),
-                torch.linspace(0, 1, 10).tolist(),
+                torch.linspace(0, 1, 11).tolist(),
                 out / "interpolation.png",
-                title="Interpolation between the codes of two test images",
+                title="Interpolation z_t = (1 - t) z_a + t z_b between the posterior means of "
+                "two test images"
+                + (" of different labels" if labels is not None else "")
+                + ", decoded as E[x | z_t]; columns: t",
             )
         )
     return written
+
+
+def traversal_title(shown: int, latent_dim: int, examples: int) -> str:
+    """The traversal figure's title: which latents (the most active, and how activity is
+    measured) and what is varied."""
+    return (
+        f"The {shown} most active of {latent_dim} latents, by Var_x E_q[z_d | x] over "
+        f"{examples} test images (in brackets); row: z_d set to each column's value, the "
+        "others at test image 0's posterior mean; decoded as E[x | z]"
+    )

@@ -11,7 +11,8 @@ from the program (:func:`choose_objective`) after checking the pair on a first b
 posterior of enumerated sites (:func:`assign`); the generic EM driver for models with a
 closed-form M-step (:func:`~pyrovae.infer.em`, :class:`EMHistory`); the semi-supervised objective
 and its data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`);
-padded sequences batched by length (:class:`SequenceData`); and
+padded sequences batched by length (:class:`SequenceData`); the protocol of data that cut
+themselves into batches (:class:`BatchSource`), by which the fitting code takes both; and
 :class:`TrainingDiverged` (defined in :mod:`pyrovae.errors`). Those names, ``__all__``, are
 the public API; the submodules' other names (minibatching in :mod:`~pyrovae.infer.batches`,
 site scaling in :mod:`~pyrovae.infer.scale`, label indices in
@@ -21,7 +22,7 @@ blocks. Nothing here imports :mod:`pyrovae.models`: models with their own fittin
 """
 
 from ..errors import TrainingDiverged
-from .batches import SemiSupervisedData, SequenceData
+from .batches import BatchSource, SemiSupervisedData, SequenceData
 from .discrete import assign
 from .em import EMHistory, em
 from .fit import History, Trainer, collect_params, evaluate_elbo, fit
@@ -32,6 +33,7 @@ from .program import ProgramReport, check_program, choose_objective
 from .semisupervised import SemiSupervisedELBO, split_labeled
 
 __all__ = [
+    "BatchSource",
     "EMHistory",
     "History",
     "IWAE_ELBO",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -40,11 +40,29 @@ class SemiSupervisedData:
         if self.unlabeled_x is not None and self.unlabeled_x.shape[0] == 0:
             self.unlabeled_x = None
 
+    def __len__(self) -> int:
+        """N = N_l + N_u, labelled and unlabelled examples."""
+        unlabeled = 0 if self.unlabeled_x is None else self.unlabeled_x.shape[0]
+        return self.labeled_x.shape[0] + unlabeled
+
     def to(self, device: torch.device | str | None) -> SemiSupervisedData:
         """The same rows on ``device`` (unchanged when None)."""
         move = (lambda t: t) if device is None else (lambda t: t.to(device))
         unlabeled = None if self.unlabeled_x is None else move(self.unlabeled_x)
         return SemiSupervisedData(move(self.labeled_x), move(self.labeled_y), unlabeled)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        transform: Transform | None = None,
+        device: torch.device | str | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> InterleavedBatches:
+        """Unlabelled batches alternating with labelled ones
+        (:class:`~pyrovae.infer.batches.InterleavedBatches`)."""
+        return InterleavedBatches(self.to(device), batch_size, shuffle, generator, transform, shard)
 
 
 @dataclass
@@ -100,12 +118,29 @@ class SequenceData:
         """``(x, lengths, *extra)``, uncut: the programs' arguments for the whole data."""
         return (self.x, self.lengths, *self.extra)
 
+    def __len__(self) -> int:
+        """N, the sequences."""
+        return self.x.shape[0]
+
     def to(self, device: torch.device | str | None) -> SequenceData:
         """The same sequences, lengths and extra tensors on ``device`` (unchanged when None)."""
         if device is None:
             return self
         moved = tuple(t.to(device) for t in self.tensors)
         return SequenceData(moved[0], moved[1], moved[2:], self.pool)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        transform: Transform | None = None,
+        device: torch.device | str | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> SequenceBatches:
+        """Batches grouped by length and cut to their bucket
+        (:class:`~pyrovae.infer.batches.SequenceBatches`)."""
+        return SequenceBatches(self.to(device), batch_size, shuffle, generator, transform, shard)
 
 
 def bucket_length(longest: int, steps: int) -> int:
@@ -128,11 +163,44 @@ def _next_bucket(bucket: int) -> int:
     return 8 * -(-(bucket * 5) // 32)  # ceil(1.25 * bucket / 8) * 8
 
 
-#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset, a
-#: DataLoader, :class:`SemiSupervisedData` or :class:`SequenceData`.
-Data = torch.Tensor | tuple | list | Dataset | DataLoader | SemiSupervisedData | SequenceData
 #: ``transform(x, generator) -> x``, applied to the first tensor of each training batch.
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Data that cut themselves into batches: a container of a model family's data (partly
+    labelled rows, padded sequences, ...) that the generic fitting code accepts as it
+    accepts tensors, without knowing the family.
+
+    ``len(data)`` is N, the examples of the data set (the data plate's full size, by which a
+    program with global latents scales a batch); :meth:`batches` returns an iterable of
+    argument tuples, re-iterable once per epoch, which may also have ``peek()`` (the first
+    batch without advancing any random state) and ``state_dict()``/``load_state_dict()``
+    (to resume mid-run).
+    """
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        transform: Transform | None,
+        device: torch.device | str | None,
+        shard: tuple[int, int],
+    ) -> Iterable[Batch]:
+        """Batches of about ``batch_size`` examples as program arguments on ``device``, in a
+        fresh random order each pass when ``shuffle`` (drawn from ``generator``, whose state
+        is the order's whole state), ``transform`` applied to each batch's x, and ``shard``
+        (rank, ranks): this rank's share of each global batch under torch.distributed."""
+        ...
+
+
+#: Accepted by :func:`pyrovae.fit`: a tensor x (N, D), a tuple (x, y), a Dataset, a
+#: DataLoader, or a :class:`BatchSource` (:class:`SemiSupervisedData`, :class:`SequenceData`).
+Data = torch.Tensor | tuple | list | Dataset | DataLoader | BatchSource
 
 
 class TensorBatches:
@@ -459,10 +527,8 @@ def make_batches(
             "SemiSupervisedData; a Dataset is not sharded. Pass the tensors, or a DataLoader "
             "with a torch.utils.data.DistributedSampler (it is used as it is)."
         )
-    if isinstance(data, SemiSupervisedData):
-        return InterleavedBatches(data.to(device), batch_size, shuffle, generator, transform, shard)
-    if isinstance(data, SequenceData):
-        return SequenceBatches(data.to(device), batch_size, shuffle, generator, transform, shard)
+    if isinstance(data, BatchSource):
+        return data.batches(batch_size, shuffle, generator, transform, device, shard)
     if isinstance(data, torch.Tensor):
         data = (data,)
     if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
@@ -475,8 +541,8 @@ def make_batches(
         return _Loader(loader, transform, generator, device)
     raise TypeError(
         "data must be a tensor x of shape (N, D), a tuple of tensors (x, y), a torch Dataset, "
-        "a DataLoader, pyrovae.infer.SemiSupervisedData or pyrovae.infer.SequenceData; got "
-        f"{type(data).__name__}"
+        "a DataLoader, or data with a batches() method (pyrovae.infer.BatchSource, e.g. "
+        f"SemiSupervisedData or SequenceData); got {type(data).__name__}"
     )
 
 

@@ -65,7 +65,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..rng import initialised_cuda_devices
 from .enum_loss import traceenum_elbo_loss
-from .semisupervised import SemiSupervisedELBO
+from .pyro_internals import elbo_traces, guess_max_plate_nesting
 
 LOG = logging.getLogger("pyrovae")
 
@@ -88,7 +88,7 @@ def trace_elbo_loss(elbo: ELBO, model: Callable, guide: Callable, *args: Any) ->
     site is reparameterised (its surrogate then has no score-function term).
     """
     loss = 0.0
-    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+    for model_trace, guide_trace in elbo_traces(elbo, model, guide, args):
         elbo_particle = 0.0
         for site in model_trace.nodes.values():
             if site["type"] == "sample":
@@ -109,7 +109,7 @@ def meanfield_elbo_loss(elbo: ELBO, model: Callable, guide: Callable, *args: Any
     registered), minus log q of auxiliary guide sites; the particles are averaged.
     """
     loss = 0.0
-    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+    for model_trace, guide_trace in elbo_traces(elbo, model, guide, args):
         elbo_particle = 0.0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
@@ -142,17 +142,35 @@ def _check_reparameterised(site: dict) -> None:
         )
 
 
+#: Pyro's ELBOs whose loss is captured from its parts, most derived first, with the function
+#: that computes it without reading values back.
+CAPTURED_ELBOS: tuple[tuple[type, Callable[..., torch.Tensor]], ...] = (
+    (TraceEnum_ELBO, traceenum_elbo_loss),
+    (TraceMeanField_ELBO, meanfield_elbo_loss),
+    (Trace_ELBO, trace_elbo_loss),
+)
+
+
 def loss_function(elbo: ELBO) -> Callable[..., torch.Tensor]:
-    """``loss(model, guide, *args)`` to capture for this ELBO (see the module docstring)."""
-    if type(elbo) is Trace_ELBO:
-        return lambda model, guide, *args: trace_elbo_loss(elbo, model, guide, *args)
-    if type(elbo) is TraceMeanField_ELBO:
-        return lambda model, guide, *args: meanfield_elbo_loss(elbo, model, guide, *args)
-    if type(elbo) is TraceEnum_ELBO:
-        return lambda model, guide, *args: traceenum_elbo_loss(elbo, model, guide, *args)
-    if type(elbo) is SemiSupervisedELBO:
-        enum_loss = partial(traceenum_elbo_loss, elbo)
-        return lambda model, guide, *args: elbo.objective(enum_loss, model, guide, *args)
+    """``loss(model, guide, *args)`` to capture for this ELBO (see the module docstring).
+
+    Trace_ELBO, TraceMeanField_ELBO and TraceEnum_ELBO are captured from their parts. A
+    subclass of one of them that adds terms to its loss is captured too when it defines
+    ``objective(base_loss, model, guide, *args)``: its loss given a function that computes
+    the base class's -ELBO (its ``differentiable_loss`` is then ``self.objective(
+    super().differentiable_loss, model, guide, *args)``; the semi-supervised ELBO is one).
+    Any other ELBO runs its own ``differentiable_loss``. Either way a graph is used only
+    after it matches Pyro's eager loss (:class:`CapturedLoss`).
+    """
+    for kind, loss in CAPTURED_ELBOS:
+        if type(elbo) is kind:
+            return partial(loss, elbo)
+    objective = getattr(elbo, "objective", None)
+    if callable(objective):
+        for kind, loss in CAPTURED_ELBOS:
+            if isinstance(elbo, kind):
+                base = partial(loss, elbo)
+                return lambda model, guide, *args: objective(base, model, guide, *args)
     return elbo.differentiable_loss
 
 
@@ -281,7 +299,7 @@ class CapturedLoss:
             elbo_log.setLevel(logging.WARNING)  # Pyro logs its guess at INFO
             try:
                 with torch.random.fork_rng(devices=initialised_cuda_devices()):
-                    self.elbo._guess_max_plate_nesting(self.model, self.guide, args, {})
+                    guess_max_plate_nesting(self.elbo, self.model, self.guide, args)
             finally:
                 elbo_log.setLevel(level)
         before = _rng_state()

@@ -35,7 +35,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ..rng import initialised_cuda_devices
 from .importance import traced_nesting
 from .modes import evaluated
-from .weights import find_data_plate, named_data_plate
+from .plates import find_data_plate, named_data_plate
 
 Args = tuple[Any, ...]
 
@@ -69,7 +69,7 @@ def assign(
         batch_size: rows per pass; every chunk is an independent call of the programs.
         data_plate: the plate over the examples where several plates of the batch's size
             hold every observation (found otherwise, whatever its name:
-            :func:`~pyrovae.infer.weights.find_data_plate`).
+            :func:`~pyrovae.infer.plates.find_data_plate`).
 
     Returns:
         ``{site name: values (N, ...)}`` for every site the guide enumerates, then every site the

@@ -26,10 +26,10 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
-from ..errors import TrainingDiverged, user_stacklevel
+from ..errors import TrainingDiverged, option, user_stacklevel
 from ..ranks import shared_seed
 from ..rng import initialised_cuda_devices
-from .batches import Data, SequenceData, Transform, make_batches
+from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
@@ -110,8 +110,6 @@ def evaluate_elbo(
     """
     elbo = make_objective(objective)
     rank, ranks = world()
-    if isinstance(data, SequenceData):
-        data = data.tensors  # evaluated as stored: cutting to lengths saves no work here
     rows = _rows(data)
     if global_plate is not None:
         if rows is None:
@@ -190,7 +188,7 @@ class Trainer:
         data_plate: the name of the plate over the examples, where more than one plate of
             the batch's size holds every observation (found otherwise; a model's
             ``data_plate`` attribute names it too:
-            :func:`~pyrovae.infer.weights.find_data_plate`).
+            :func:`~pyrovae.infer.plates.find_data_plate`).
         lr_decay, lr_decay_epochs: step decay of the learning rate: epoch e (counted from 0)
             trains at lr_0 * lr_decay ** floor(e / lr_decay_epochs), lr_0 each parameter
             group's learning rate when the optimizer was made (VaDE's 0.9 every 10 epochs:
@@ -346,19 +344,45 @@ class Trainer:
         The gradient is that of the summed loss over ``rows`` (the batch's rows by default;
         under torch.distributed, the global batch's rows over the number of ranks, since
         the ranks' gradients are averaged)."""
-        loss = self.step_loss(*args)
+        try:
+            loss = self.step_loss(*args)
+        except ValueError as e:  # Pyro's validation of a distribution's parameters
+            self._check_parameters()
+            if getattr(self, "_stepped", False) and str(e).startswith("Expected parameter"):
+                # Finite weights whose outputs overflow: a step after a finite loss did it.
+                raise TrainingDiverged(
+                    f"the model's outputs became NaN or infinite at epoch {self.epoch + 1} "
+                    f"({str(e).splitlines()[0][:120]}...): an optimizer step diverged (the "
+                    f"loss before it was finite). Lower the learning rate ({option('lr')}), or "
+                    "check the data for extreme values"
+                ) from e
+            raise
         if self.subsample_rows is not None:  # N / B times the batch's terms: back to B rows
             loss = loss * (args[0].shape[0] / self.subsample_rows)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at epoch {self.epoch + 1}; parameters are "
-                "left at the last finite step. Lower the learning rate (--lr), check the data "
-                "for extreme values, or use a likelihood with a floor on its scale."
+                f"left at the last finite step. Lower the learning rate ({option('lr')}), check "
+                "the data for extreme values, or use a likelihood with a floor on its scale."
             )
         (loss / (rows or args[0].shape[0])).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._stepped = True
         return loss.detach()
+
+    def _check_parameters(self) -> None:
+        """Raise TrainingDiverged when a parameter has become NaN or infinite: an optimizer
+        step diverged (the loss before it was finite), which Pyro then reports as a
+        distribution parameter outside its constraint."""
+        groups = self.optimizer.param_groups
+        if all(bool(torch.isfinite(p).all()) for g in groups for p in g["params"]):
+            return
+        raise TrainingDiverged(
+            f"the parameters became NaN or infinite at epoch {self.epoch + 1}: an optimizer "
+            "step diverged (the loss before it was finite). Lower the learning rate "
+            f"({option('lr')}), or check the data for extreme values"
+        )
 
     def run(self, epochs: int) -> History:
         """Train until ``epochs`` epochs are done in all (a resumed trainer continues)."""
@@ -405,6 +429,7 @@ class Trainer:
                     record["kl_weight"] = self.scaling.factor
                 if self.lr_decay != 1:
                     record["lr"] = self.optimizer.param_groups[0]["lr"]
+                self._check_parameters()  # the last step may have diverged: never saved
                 if self.test_data is not None:
                     record["test_elbo"] = evaluate_elbo(
                         self._eval_model,
@@ -418,12 +443,15 @@ class Trainer:
                     )
                 record["seconds"] = time.perf_counter() - start
                 self.epoch += 1
+                shown = []
                 for metric in self.metrics:
-                    record.update(metric(self))
+                    numbers = metric(self)
+                    record.update(numbers)
+                    shown += list(numbers)
                 self.history.append(record)
                 if self.ranks > 1:  # for state_dict, which a callback of rank 0 alone may call
                     self._streams = self._gather_streams()
-                bar.set_postfix_str(_summary(record, epochs), refresh=False)
+                bar.set_postfix_str(_summary(record, epochs, shown), refresh=False)
                 for callback in self.callbacks:
                     callback(self)
         return self.history
@@ -519,8 +547,6 @@ def _rows(data: Data) -> int | None:
         return data.shape[0]
     if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
         return data[0].shape[0]
-    if isinstance(data, SequenceData):
-        return data.x.shape[0]
     if isinstance(data, torch.utils.data.DataLoader):
         data = data.dataset
     try:
@@ -547,12 +573,16 @@ def _module_state(program: Callable) -> dict[str, torch.Tensor]:
     return program.state_dict() if isinstance(program, torch.nn.Module) else {}
 
 
-def _summary(record: dict[str, Any], epochs: int) -> str:
+def _summary(record: dict[str, Any], epochs: int, shown: Sequence[str] = ()) -> str:
+    """The progress bar's line: the epoch, the ELBOs, then each number of ``shown`` (the
+    keys the metrics added to the record), whatever they measure."""
     text = f"epoch {record['epoch']}/{epochs} elbo {record['train_elbo']:.2f}"
     if "test_elbo" in record and math.isfinite(record["test_elbo"]):
         text += f" test {record['test_elbo']:.2f}"
-    if record.get("valid_accuracy") is not None:
-        text += f" valid acc {100 * record['valid_accuracy']:.2f}%"
+    for key in shown:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            text += f" {key} {value:.4g}"
     return text
 
 

@@ -42,16 +42,13 @@ from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .distributed import shard_bounds, world
 from .modes import evaluated
+from .plates import named_data_plate
 from .progress import progress_bar
+from .proposals import EXACT_WHY, KHAT_DISCRETE, STDERR_TIED, honest_statistics, proposal_kind
 from .psis import pareto_khat
-from .weights import (
-    WeightedSites,
-    enumerated_values,
-    log_weights_from_traces,
-    named_data_plate,
-    refuse_point_masses,
-    trace_pair,
-)
+from .pyro_internals import enumerate_dim
+from .sites import WeightedSites, refuse_point_masses
+from .weights import enumerated_values, log_weights_from_traces, trace_pair
 
 PROPOSALS = ("guide", "prior")
 
@@ -84,6 +81,10 @@ class LogMarginal:
     global_sites: tuple[str, ...] = ()  # the global latents conditioned on
     #: (N,) bool: examples left out for non-finite weights (``on_nonfinite="mask"``), or None.
     masked: torch.Tensor | None = None
+    #: What the proposal draws (:mod:`pyrovae.infer.proposals`): ``"exact"`` (nothing: every
+    #: latent summed), ``"continuous"``, ``"discrete"`` (k-hat not applicable, NaN; the
+    #: standard error NaN where all K weights tie) or ``"mixed"``.
+    kind: str = "continuous"
 
     def _kept(self, values: torch.Tensor) -> torch.Tensor:
         return values if self.masked is None else values[~self.masked]
@@ -95,10 +96,18 @@ class LogMarginal:
     def mean_stderr(self) -> float:
         """Standard error of :meth:`mean` from the per-example standard errors."""
         stderr = self._kept(self.stderr)
+        stderr = stderr[~stderr.isnan()]  # a discrete proposal's tied rows: no SE to add
+        if not len(stderr):
+            return math.nan
         return float(stderr.pow(2).sum().sqrt() / len(stderr))
 
-    def summary(self) -> dict[str, float | int | str]:
-        """JSON-ready numbers: means, ESS and k-hat summaries."""
+    def summary(self) -> dict[str, float | int | str | list | None]:
+        """JSON-ready numbers: means, ESS and k-hat summaries, and which diagnostics do not
+        apply and why: ``exact_examples`` and ``exact_why`` where every latent is summed (the
+        only case with a standard error of 0 by construction); for a discrete proposal
+        ``khat_not_applicable`` (the k-hat numbers are then None) and, where all K weights of
+        an example tie, ``stderr_undefined_examples`` with ``stderr_undefined_why`` (the mean's
+        standard error is then over the other examples)."""
         elbo = {}
         if self.elbo is not None:
             elbo = {"elbo": float(self._kept(self.elbo).mean())}
@@ -121,7 +130,27 @@ class LogMarginal:
             "khat_mean": _finite_or_none(khat.mean()),
             "khat_max": _finite_or_none(khat.max()),
             "khat_share_above_0.7": float((khat > 0.7).float().mean()),
+            **self._honesty(),
         }
+
+    def _honesty(self) -> dict[str, object]:
+        """The summary's account of the diagnostics that are exact or do not apply."""
+        out: dict[str, object] = {"proposal_kind": self.kind}
+        kept = len(self._kept(self.log_likelihood))
+        if self.kind == "exact":
+            out.update(exact_examples=kept, exact_why=EXACT_WHY)
+        else:
+            out["exact_examples"] = 0
+        if self.kind == "discrete":
+            out.update({"khat_share_above_0.7": None, "khat_not_applicable": KHAT_DISCRETE})
+            rows = torch.arange(len(self.stderr))
+            undefined = self.stderr.isnan()
+            if self.masked is not None:
+                undefined &= ~self.masked
+            if bool(undefined.any()):
+                out["stderr_undefined_examples"] = rows[undefined].tolist()
+                out["stderr_undefined_why"] = STDERR_TIED
+        return out
 
 
 class NonFiniteWeights(ValueError):
@@ -354,7 +383,7 @@ def log_marginal(
         device: where the batches go (the model and guide must already be there).
         data_plate: the name of the plate over the examples, where more than one plate of
             the batch's size holds the observations (found otherwise:
-            :func:`~pyrovae.infer.weights.find_data_plate`; a model's ``data_plate``
+            :func:`~pyrovae.infer.plates.find_data_plate`; a model's ``data_plate``
             attribute names it too).
 
     Every number is of the unscaled model: ``poutine.scale`` and a subsampled data plate
@@ -478,6 +507,7 @@ def _merge(parts: list[LogMarginal], starts: list[int]) -> LogMarginal:
         estimand=first.estimand,
         global_sites=first.global_sites,
         masked=cat("masked"),
+        kind=first.kind,
     )
 
 
@@ -520,7 +550,7 @@ def _log_marginal(
     probe = next(iter(make_batches(x, batch_size or 2, shuffle=False, device=device)))
     dim = probe[0][0].numel()
     nesting = plate_nesting(model, guide, probe)
-    sites, values = _probe(model, guide, probe, nesting, proposal, data_plate)
+    sites, values, kind = _probe(model, guide, probe, nesting, proposal, data_plate)
     if num_samples > 1 and not vectorizable(model, guide, probe, nesting, proposal, sites.plate):
         warnings.warn(
             f"log_marginal: the program cannot run its {num_samples} particles in one "
@@ -573,7 +603,9 @@ def _log_marginal(
             if on_nonfinite == "raise":
                 refuse_rows(bad, seen)
             bad_rows.append(bad.cpu())
-            stats = (*weight_statistics(log_weights), log_weights.mean(-1))
+            estimate, stderr, ess, khat = weight_statistics(log_weights)
+            stderr, khat = honest_statistics(kind, log_weights, stderr, khat)
+            stats = (estimate, stderr, ess, khat, log_weights.mean(-1))
             results.append(tuple(t.cpu() for t in stats))
             if keep_log_weights:
                 kept.append(log_weights.cpu())
@@ -603,6 +635,7 @@ def _log_marginal(
         estimand="log posterior predictive" if sites.global_latents else "log p(x)",
         global_sites=tuple(sites.global_latents),
         masked=masked,
+        kind=kind,
     )
 
 
@@ -613,11 +646,12 @@ def _probe(
     nesting: int,
     proposal: str,
     data_plate: str | None = None,
-) -> tuple[WeightedSites, int]:
+) -> tuple[WeightedSites, int, str]:
     """How the sites enter the weights (refusing, before any pass, what they cannot hold:
-    :func:`~pyrovae.infer.weights.classify_sites`, and a local latent drawn from a point mass)
-    and how many enumerated values a pass holds
-    (:func:`~pyrovae.infer.importance.enumerated_size`), from one draw outside the caller's
+    :func:`~pyrovae.infer.sites.classify_sites`, and a local latent drawn from a point mass),
+    how many enumerated values a pass holds
+    (:func:`~pyrovae.infer.importance.enumerated_size`) and what the proposal draws
+    (:func:`~pyrovae.infer.proposals.proposal_kind`), from one draw outside the caller's
     random streams."""
     with (
         torch.no_grad(),
@@ -638,7 +672,8 @@ def _probe(
             data_plate=data_plate,
         )
         refuse_point_masses(guide_trace, sites)
-    return sites, enumerated_values(model_trace, guide_trace, nesting)
+    kind = proposal_kind(sites, model_trace, guide_trace)
+    return sites, enumerated_values(model_trace, guide_trace, nesting), kind
 
 
 def vectorizable(
@@ -707,7 +742,7 @@ def _one_particle(
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"]:
             continue
-        if site["infer"].get("_enumerate_dim") is not None:
+        if enumerate_dim(site) is not None:
             if of_guide:
                 return None
             continue  # the model's own enumerated site: enumerated again when replayed

@@ -33,7 +33,8 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .importance import log_importance_weights, plate_nesting
 from .loss_from_differentiable import LossFromDifferentiableLoss
-from .weights import PARTICLES, log_weights_from_traces
+from .plates import PARTICLES
+from .weights import log_weights_from_traces
 
 
 class IWAE_ELBO(LossFromDifferentiableLoss, ELBO):  # noqa: N801 - named like Pyro's Trace_ELBO, TraceEnum_ELBO

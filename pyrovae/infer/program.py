@@ -22,18 +22,12 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
+from ..errors import option
 from ..rng import initialised_cuda_devices
 from .importance import plate_nesting
-from .weights import (
-    DATA,
-    WeightedSites,
-    classify_sites,
-    data_frame,
-    find_data_plate,
-    mark_for_enumeration,
-    named_data_plate,
-    trace_pair,
-)
+from .plates import DATA, data_frame, find_data_plate, named_data_plate
+from .sites import WeightedSites, classify_sites, mark_for_enumeration
+from .weights import trace_pair
 
 SUMMING_OBJECTIVES = ("enum", "iwae")
 
@@ -74,7 +68,7 @@ def check_program(
     without a particle plate, as Pyro's own ELBOs run it, so plain indexing works.
 
     ``data_plate`` names the plate over the examples where several plates of the batch's size
-    hold the observations (else it is found: :func:`~pyrovae.infer.weights.find_data_plate`;
+    hold the observations (else it is found: :func:`~pyrovae.infer.plates.find_data_plate`;
     the model's ``data_plate`` attribute names it too).
 
     Raises:
@@ -161,8 +155,8 @@ def choose_objective(objective: str | ELBO, report: ProgramReport) -> str | ELBO
         raise ValueError(
             f"the program enumerates {enumerated} (marked for enumeration, enumerated by the "
             "guide, or discrete and absent from the guide), but this objective would sample "
-            "them instead of summing them: train with objective='enum' (TraceEnum_ELBO), "
-            "or 'auto', which picks it (--objective enum or auto)"
+            f"them instead of summing them: train with {option('objective', 'enum')} "
+            f"(TraceEnum_ELBO), or {option('objective', 'auto')}, which picks it"
         )
     if report.sites.global_latents and isinstance(objective, str) and objective == "iwae":
         raise ValueError(

@@ -20,6 +20,7 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
+from ..errors import option
 from .batches import SemiSupervisedData
 from .loss_from_differentiable import LossFromDifferentiableLoss
 
@@ -55,6 +56,11 @@ class SemiSupervisedELBO(LossFromDifferentiableLoss, TraceEnum_ELBO):
         super().__init__(max_plate_nesting=max_plate_nesting, **kwargs)
         self.alpha = float(alpha)
         self.label_site = label_site
+
+    def evaluation_elbo(self) -> TraceEnum_ELBO:
+        """The bound a test ELBO of this objective reports: the ELBO without the
+        classification term (labels summed out), so that it compares across objectives."""
+        return TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
 
     def classification_loss(
         self, guide: Callable, x: torch.Tensor, y: torch.Tensor
@@ -106,14 +112,14 @@ def balanced_label_indices(
     classes = np.unique(y)
     if num_labels < len(classes):
         raise ValueError(
-            f"--num-labels {num_labels} is fewer than the {len(classes)} classes; a balanced "
-            f"labelled subset needs at least one example of each, so pass --num-labels "
-            f">= {len(classes)}"
+            f"{option('num_labels', num_labels)} is fewer than the {len(classes)} classes; a "
+            f"balanced labelled subset needs at least one example of each, so pass "
+            f"{option('num_labels')} >= {len(classes)}"
         )
     if num_labels > len(y):
         raise ValueError(
-            f"--num-labels {num_labels} is more than the {len(y)} training examples; pass "
-            f"at most {len(y)}"
+            f"{option('num_labels', num_labels)} is more than the {len(y)} training examples; "
+            f"pass at most {len(y)}"
         )
     rng = np.random.default_rng(seed)
     per_class = np.full(len(classes), num_labels // len(classes))
@@ -124,7 +130,7 @@ def balanced_label_indices(
         if count > len(members):
             raise ValueError(
                 f"class {c} has only {len(members)} training examples, fewer than the {count} "
-                "a balanced labelled subset needs; pass a smaller --num-labels"
+                f"a balanced labelled subset needs; pass a smaller {option('num_labels')}"
             )
         chosen.append(rng.choice(members, count, replace=False))
     return np.sort(np.concatenate(chosen))

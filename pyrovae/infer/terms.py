@@ -15,7 +15,7 @@ K-draw ELBO estimate. A KL near zero says the model ignores its code (posterior 
 
 Both are of the unscaled model (``poutine.scale`` and subsampled plates are training devices:
 :mod:`pyrovae.infer.subsample`), the data plate found whatever its name
-(:func:`~pyrovae.infer.weights.find_data_plate`). With a point-mass guide (``dist.Delta``,
+(:func:`~pyrovae.infer.plates.find_data_plate`). With a point-mass guide (``dist.Delta``,
 ``AutoDelta``, the ``ae`` recipe's encoder) q's density is 0 at its point, so
 reconstruction - KL is log p(x, z*) at the guide's code z*: the joint at a point, not a bound.
 
@@ -35,15 +35,9 @@ import torch
 from .batches import Data, make_batches
 from .importance import plate_nesting
 from .modes import evaluated
-from .weights import (
-    classify_sites,
-    data_plate_dim,
-    find_data_plate,
-    log_density,
-    named_data_plate,
-    per_example_sum,
-    trace_pair,
-)
+from .plates import data_plate_dim, find_data_plate, named_data_plate
+from .sites import classify_sites
+from .weights import log_density, per_example_sum, trace_pair
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,10 @@ share a tensor dim but not a variable. The contraction is Pyro's own
 plate as the result's dims. Without enumerated sites each factor is summed over its own
 plates (the same numbers, and traceable by ``torch.fx`` for captured training).
 
-**The data plate** is found, not named (:func:`find_data_plate`): the plate whose size is
-the batch's and that holds every observation, whatever its name (``"data"``,
-``"sequences"``, ``"z_minibatch"``); a program with several such plates is refused naming
-them unless one is ``"data"`` or the caller names it (``data_plate=``, or the model's
-``data_plate`` attribute). A *sequential* data plate (``for i in pyro.plate("data", N)``)
-gives row i the factors of iteration i; it cannot be combined with enumeration.
+**The data plate** is found, not named (:func:`~pyrovae.infer.plates.find_data_plate`); how
+each site enters the weights is :func:`~pyrovae.infer.sites.classify_sites`. A *sequential*
+data plate (``for i in pyro.plate("data", N)``) gives row i the factors of iteration i; it
+cannot be combined with enumeration.
 
 With one particle the programs run without a particle plate (``particle_plate=None``), so a
 program that indexes with plain ``locs[assignment]`` (Pyro's GMM tutorial, ``probs_x[x]``
@@ -60,10 +58,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -73,144 +69,9 @@ from pyro.ops.rings import LogRing
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.util import prune_subsample_sites
 
-#: The name of the vectorized particle plate, left of the program's own plates.
-PARTICLES = "num_particles_vectorized"
-#: pyrovae's own name for the data plate, preferred where several plates could be it.
-DATA = "data"
-#: The model attribute that names its data plate where finding it is ambiguous.
-DATA_PLATE = "data_plate"
-
-
-@dataclass
-class WeightedSites:
-    """How each sample site of a traced pair enters the weights (site names)."""
-
-    observed: list[str] = field(default_factory=list)
-    enumerated: list[str] = field(default_factory=list)  # summed exactly
-    drawn: list[str] = field(default_factory=list)  # by the guide: p / q
-    prior_drawn: list[str] = field(default_factory=list)  # by the model's prior: cancels
-    global_latents: list[str] = field(default_factory=list)  # conditioned on
-    #: The data plate's name (found by :func:`find_data_plate`).
-    plate: str = DATA
-
-
-def named_data_plate(model: Callable, data_plate: str | None = None) -> str | None:
-    """The data plate a caller or the model names: ``data_plate``, else the model's
-    ``data_plate`` attribute (seen through pyrovae's wrappers), else None (find it)."""
-    if data_plate is not None:
-        return data_plate
-    program = model
-    while program is not None:
-        named = getattr(program, DATA_PLATE, None)
-        if isinstance(named, str):
-            return named
-        program = getattr(program, "__wrapped__", None)
-    return None
-
-
-def _plates(site: dict) -> list:
-    return [f for f in site["cond_indep_stack"] if f.name != PARTICLES]
-
-
-def find_data_plate(trace: poutine.Trace, batch_size: int, name: str | None = None) -> str:
-    """The name of the model's data plate: the plate of size ``batch_size`` (B, the rows of
-    x) that encloses every observed site. Several such plates are ambiguous: ``"data"`` is
-    taken where it is one of them, else the program is refused naming them; ``name``
-    settles it (and is checked to be such a plate).
-
-    Raises:
-        ValueError: no observed site; no plate of size B around every observation; several
-            and none named; ``name`` not a plate around every observation.
-    """
-    observed = [
-        site for site in trace.nodes.values() if site["type"] == "sample" and site["is_observed"]
-    ]
-    if not observed:
-        raise ValueError(
-            "the model observes nothing: pyrovae needs the data observed (obs=x) inside a "
-            "plate over the batch's rows, e.g. with pyro.plate('data', x.shape[0]): "
-            "pyro.sample('x', ..., obs=x)"
-        )
-    common: dict[str, object] | None = None
-    for site in observed:
-        frames = {f.name: f for f in _plates(site)}
-        common = frames if common is None else {k: v for k, v in common.items() if k in frames}
-    assert common is not None
-    if name is not None:
-        frame = common.get(name)
-        if frame is None:
-            raise ValueError(
-                f"data_plate={name!r} does not enclose every observed site; the plates that "
-                f"do are {sorted(common) or 'none'}: name one of them, or put every "
-                f"observation inside pyro.plate({name!r}, x.shape[0])"
-            )
-        if frame.size != batch_size:  # type: ignore[attr-defined]
-            raise ValueError(
-                f"the data plate {name!r} has size {frame.size} but the batch has "  # type: ignore[attr-defined]
-                f"{batch_size} rows: pyrovae passes minibatches, so size the plate from the "
-                f"data, pyro.plate({name!r}, x.shape[0])"
-            )
-        return name
-    candidates = [n for n, f in common.items() if f.size == batch_size]  # type: ignore[attr-defined]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        sized = [
-            f.name
-            for site in trace.nodes.values()
-            if site["type"] == "sample"
-            for f in _plates(site)
-            if f.size == batch_size
-        ]
-        if sized:
-            plate = DATA if DATA in sized else sized[0]
-            outside = [s["name"] for s in observed if not in_plate(s, plate)]
-            raise ValueError(
-                f"the model observes {', '.join(map(repr, outside))} outside "
-                f"pyro.plate({plate!r}): per-example log-likelihoods need every observation "
-                "inside the data plate"
-            )
-        sizes = ", ".join(f"{n!r} ({f.size})" for n, f in common.items())  # type: ignore[attr-defined]
-        raise ValueError(
-            f"no plate of the batch's size {batch_size} encloses every observation (plates "
-            f"around them: {sizes or 'none'}): pyrovae passes minibatches of rows, so observe "
-            "the data inside a plate sized from them, with pyro.plate('data', x.shape[0]): "
-            "pyro.sample(..., obs=x)"
-        )
-    if DATA in candidates:
-        return DATA
-    raise ValueError(
-        f"the plates {candidates} all have the batch's size {batch_size} and enclose every "
-        "observation, so which one holds the examples is ambiguous: name it, "
-        f"data_plate={candidates[0]!r} (fit, log_marginal) or a model attribute "
-        f"model.data_plate = {candidates[0]!r} (a CLI factory's model)"
-    )
-
-
-def data_frame(trace: poutine.Trace, plate: str):
-    """The data plate's frame (its dim, or None when it is sequential)."""
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            for frame in site["cond_indep_stack"]:
-                if frame.name == plate:
-                    return frame
-    raise ValueError(f"the model has no plate {plate!r}")
-
-
-def in_plate(site: dict, plate: str) -> bool:
-    return any(f.name == plate for f in site["cond_indep_stack"])
-
-
-def is_enumerated(site: dict) -> bool:
-    return site["infer"].get("_enumerate_dim") is not None
-
-
-def is_point_mass(fn: object) -> bool:
-    """Whether a site's distribution is a point mass (``dist.Delta``, as ``AutoDelta`` and
-    ``DeltaEncoder`` draw), seen through ``to_event``, ``expand`` and masks."""
-    while isinstance(fn, dist.Independent | dist.ExpandedDistribution | dist.MaskedDistribution):
-        fn = fn.base_dist
-    return isinstance(fn, dist.Delta)
+from .plates import PARTICLES, data_frame, data_plate_dim, find_data_plate
+from .pyro_internals import dim_to_symbol, packed_dims
+from .sites import WeightedSites, classify_sites, is_enumerated, mark_for_enumeration
 
 
 def trace_pair(
@@ -255,118 +116,6 @@ def trace_pair(
     replayed = poutine.replay(model_enum(in_particles(model)), trace=guide_trace)
     model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
     return model_trace, guide_trace
-
-
-def mark_for_enumeration(program: Callable, chosen: Callable[[str], bool]) -> Callable:
-    """``program`` with each unobserved, unmarked sample site whose distribution can be
-    enumerated and whose name ``chosen`` accepts marked ``infer={"enumerate": "parallel"}``,
-    and flagged ``"_auto_enumerated"`` so reports can tell it from the user's own marks."""
-
-    def config(msg: dict) -> dict:
-        fn = msg["fn"]
-        if (
-            msg["is_observed"]
-            or msg["infer"].get("enumerate") is not None
-            or not getattr(fn, "has_enumerate_support", False)
-            or not chosen(msg["name"])
-        ):
-            return {}
-        return {"enumerate": "parallel", "_auto_enumerated": True}
-
-    return poutine.infer_config(program, config)
-
-
-def classify_sites(
-    model_trace: poutine.Trace,
-    guide_trace: poutine.Trace | None,
-    *,
-    allow_global: bool,
-    plate: str = DATA,
-) -> WeightedSites:
-    """Sort the sample sites of a traced pair by how they enter the weights, refusing what
-    the weights cannot hold, with the site named and the fix said. ``plate``: the data
-    plate's name (:func:`find_data_plate`)."""
-    sites = WeightedSites(plate=plate)
-    where = f"pyro.plate({plate!r})"
-    guide_nodes = guide_trace.nodes if guide_trace is not None else {}
-    for trace in (model_trace, guide_trace):
-        if trace is None:
-            continue
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample" and site["infer"].get("enumerate") == "sequential":
-                raise ValueError(
-                    f"site {name!r} is marked for sequential enumeration, which pyrovae cannot "
-                    "sum inside its vectorized importance weights; mark it "
-                    "infer={'enumerate': 'parallel'} instead"
-                )
-    for name, site in guide_nodes.items():
-        if site["type"] == "sample" and name not in model_trace.nodes:
-            raise ValueError(
-                f"the guide samples {name!r}, a site the model does not have: every guide site "
-                "must be a latent site of the model (rename it to match, or remove it)"
-            )
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        local = in_plate(site, plate)
-        if site["is_observed"]:
-            if not local:
-                raise ValueError(
-                    f"the model observes {name!r} outside {where}: per-example "
-                    "log-likelihoods need every observation inside the data plate"
-                )
-            sites.observed.append(name)
-        elif is_enumerated(site) or (name in guide_nodes and is_enumerated(guide_nodes[name])):
-            if not local:
-                raise ValueError(
-                    f"site {name!r} is enumerated outside {where}: a discrete global "
-                    "latent couples all examples, so per-example log p(x) cannot sum it; "
-                    "move it inside the data plate or give the guide a distribution over it"
-                )
-            sites.enumerated.append(name)
-        elif not local:
-            if guide_trace is None:
-                raise ValueError(
-                    f"site {name!r} is a global latent (outside {where}): "
-                    "proposal='prior' would estimate each example's p(x_n) alone, with its own "
-                    "draws of it; use proposal='guide' for the posterior predictive density"
-                )
-            if name not in guide_nodes:
-                raise ValueError(
-                    f"site {name!r} is a global latent (outside {where}) that the "
-                    "guide does not sample; give the guide a distribution over it"
-                )
-            if not allow_global:
-                raise ValueError(
-                    f"site {name!r} is a global latent (outside {where}): the "
-                    "importance-weighted bound is a per-example bound on p(x_n | z) and cannot "
-                    "weigh a latent shared by all examples; train with the ELBO instead"
-                )
-            sites.global_latents.append(name)
-        elif name in guide_nodes:
-            sites.drawn.append(name)
-        else:
-            sites.prior_drawn.append(name)
-    return sites
-
-
-def refuse_point_masses(guide_trace: poutine.Trace | None, sites: WeightedSites) -> None:
-    """Refuse a local latent that the guide draws from a point mass: importance sampling
-    from a Delta proposal estimates no marginal likelihood (log p(x, z*) is not log p(x),
-    and its "weights" are all equal, ESS = K, k-hat undefined). Pyro defines no such
-    estimate either."""
-    if guide_trace is None:
-        return
-    for name in sites.drawn:
-        if is_point_mass(guide_trace.nodes[name]["fn"]):
-            raise ValueError(
-                f"the guide draws the local latent {name!r} from a point mass (dist.Delta, "
-                "AutoDelta, DeltaEncoder): importance sampling with a point-mass proposal does "
-                "not estimate log p(x) (it gives log p(x, z*) with standard error 0). Evaluate "
-                "the joint at the point instead (pyrovae.infer.elbo_terms: reconstruction "
-                "minus kl is log p(x, z*)), or fit a guide with a density (a Normal, "
-                "AutoNormal) for log p(x)"
-            )
 
 
 def log_density(site: dict, scaled: bool = True) -> torch.Tensor:
@@ -491,17 +240,6 @@ def _sequential_per_example(
     return torch.stack([sum(column, zero) if column else zero for column in columns], dim=-1)
 
 
-def data_plate_dim(trace: poutine.Trace, plate: str = DATA) -> int:
-    """The dim of the (vectorized) data plate ``plate``."""
-    frame = data_frame(trace, plate)
-    if frame.dim is None:
-        raise ValueError(
-            f"the data plate {plate!r} is sequential (for i in pyro.plate(...)); this "
-            f"needs it vectorized: with pyro.plate({plate!r}, x.shape[0]): ..."
-        )
-    return frame.dim
-
-
 def per_example_sum(log_prob: torch.Tensor, nesting: int, data: int) -> torch.Tensor:
     """A factor shaped (K, [plates]) summed over every plate but the data plate: (K, B or 1)."""
     log_prob = torch.as_tensor(log_prob)
@@ -542,8 +280,8 @@ def _contract(
     tree: OrderedDict[frozenset, list[torch.Tensor]] = OrderedDict()
     sum_dims: set[str] = set()
     for name, site, log_prob in factors:
-        term = packed.pack(log_prob, site["infer"]["_dim_to_symbol"])
-        enum_dims = set(term._pyro_dims) - plate_symbols
+        term = packed.pack(log_prob, dim_to_symbol(site))
+        enum_dims = set(packed_dims(term)) - plate_symbols
         if scaled and enum_dims and not _is_unit(site["scale"]):
             raise ValueError(
                 f"site {name!r} is scaled (poutine.scale or a subsampled plate) and depends on "
@@ -551,7 +289,7 @@ def _contract(
                 "exactly; train with the ELBO (objective='enum'), which scales it outside the sum"
             )
         sum_dims |= enum_dims
-        dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))
+        dim_to_size.update(zip(packed_dims(term), term.shape, strict=True))
         ordinal = frozenset(
             plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
         )
@@ -596,15 +334,7 @@ def enumerated_values(
 
 
 __all__ = [
-    "DATA",
-    "DATA_PLATE",
-    "PARTICLES",
-    "WeightedSites",
-    "classify_sites",
     "enumerated_values",
-    "find_data_plate",
-    "is_point_mass",
-    "named_data_plate",
     "log_weights_from_traces",
     "trace_pair",
 ]

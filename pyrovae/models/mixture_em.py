@@ -2,9 +2,9 @@
 of scikit-learn's ``GaussianMixture.fit``.
 
 Each run seeds a :class:`~pyrovae.models.GaussianMixture` by k-means++
-(:meth:`~pyrovae.models.GaussianMixture.initialize`), then iterates its
-:meth:`~pyrovae.models.GaussianMixture.em_step` (E-step by enumerating the program, closed-form
-M-step of :mod:`pyrovae.models.mixture_stats`) under the generic driver
+(:meth:`~pyrovae.models.mixture_steps.MixtureEM.initialize`), then iterates its
+:meth:`~pyrovae.models.mixture_steps.MixtureEM.em_step` (E-step by enumerating the program,
+closed-form M-step of :mod:`pyrovae.models.mixture_stats`) under the generic driver
 :func:`pyrovae.infer.em`, and the best of ``n_init`` runs is kept.
 
 Layering: this module's import of :mod:`pyrovae.infer.em` (:func:`~pyrovae.infer.em`,
@@ -21,7 +21,8 @@ import torch
 
 from ..infer.em import EMHistory, em
 from ..ranks import shared_seed
-from .mixture import GaussianMixture, MixturePrior, check_finite
+from .mixture import GaussianMixture, MixturePrior
+from .mixture_steps import check_finite
 
 
 def fit_mixture(

@@ -3,8 +3,8 @@
 :func:`mixture_statistics` streams the data in chunks into the sums of one E-step
 (:class:`MixtureStatistics`), and :func:`mixture_m_step` turns them into the maximum-likelihood
 or MAP parameters (PRML eqs. 9.24-9.27; Fraley & Raftery 2007).
-:meth:`GaussianMixture.em_step <pyrovae.models.GaussianMixture.em_step>` and
-:meth:`~pyrovae.models.GaussianMixture.initialize` call them; ``pyrovae.models.fit_mixture``
+:meth:`GaussianMixture.em_step <pyrovae.models.mixture_steps.MixtureEM.em_step>` and
+:meth:`~pyrovae.models.mixture_steps.MixtureEM.initialize` call them; ``pyrovae.models.fit_mixture``
 (:mod:`pyrovae.models.mixture_em`) drives the iterations.
 
 Both functions read only the attributes of :class:`MixtureModel` from the model, so this

@@ -41,13 +41,54 @@ def flag_of(f: dataclasses.Field) -> str:
     return spec.get("flag") or "--" + f.name.replace("_", "-")
 
 
+#: The largest value of an integer option (a size, a count): beyond it nothing can be held.
+MAX_INT = 2**31 - 1
+#: The largest magnitude of a float option (a weight, a rate, a tolerance).
+MAX_FLOAT = 1e6
+#: The largest learning rate: an Adam step moves every weight by about ``lr``, and a step of
+#: more than this many units makes the loss diverge whatever the model.
+MAX_LR = 10.0
+#: The largest seed: NumPy's and Pyro's seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+
+
+def parse_int(text: str) -> int:
+    """An integer option's value: an integer from -MAX_INT to MAX_INT (``1e20`` or ``10.5``
+    is refused, and so is a size no machine could hold)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer, got {text!r}") from None
+    if abs(value) > MAX_INT:
+        raise ValueError(f"must be an integer of at most {MAX_INT}, got {text}")
+    return value
+
+
+def parse_seed(text: str) -> int:
+    """A seed: an integer from 0 to :data:`MAX_SEED` (what ``pyro.set_rng_seed`` takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"must be an integer from 0 to {MAX_SEED}, got {text}")
+    return value
+
+
 def check_finite(values: object) -> None:
     """Raise ValueError naming the first float field of the dataclass ``values`` that is not
-    finite: ``--lr inf`` or ``--beta nan`` parse as floats, but no run can work with them."""
+    finite, or larger than :data:`MAX_FLOAT` in magnitude: ``--lr inf`` or ``--beta nan``
+    parse as floats, but no run can work with them, nor with a weight of 1e30 on a float32
+    loss."""
     for f in dataclasses.fields(values):
         value = getattr(values, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{flag_of(f)} must be a finite number, got {value}")
+        if isinstance(value, float) and abs(value) > MAX_FLOAT:
+            raise ValueError(
+                f"{flag_of(f)} must be at most {MAX_FLOAT:g} in magnitude (float32 losses and "
+                f"weights hold about 7 digits), got {value:g}"
+            )
 
 
 class OptionsBase:
@@ -130,7 +171,7 @@ class TrainConfig:
         flag="--eager",
         action="store_false",
     )
-    seed: int = setting(0, "seed for weights, data order and sampling")
+    seed: int = setting(0, "seed for weights, data order and sampling", parse=parse_seed)
     device: str = setting("cpu", "cpu, cuda or cuda:N")
     figures: bool = setting(True, "skip the figures", flag="--no-figures", action="store_false")
     # Resolved from the data when the run starts.
@@ -167,6 +208,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting (or option) that cannot work."""
+        if math.isfinite(self.lr) and self.lr > MAX_LR:  # before the bound of every float
+            raise ValueError(
+                f"--lr {self.lr:g}: Adam moves every weight by about lr per step, so the loss "
+                f"diverges; use at most {MAX_LR:g} (typically 1e-4 to 1e-2)"
+            )
         check_finite(self)
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -178,6 +224,10 @@ class TrainConfig:
                 f"--lr-decay-epochs must be at least 1, got {self.lr_decay_epochs}",
             ),
             (self.num_particles >= 1, f"--particles must be at least 1, got {self.num_particles}"),
+            (
+                0 <= self.seed <= MAX_SEED,
+                f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}",
+            ),
             (not self.dreg or self.objective == "iwae", "--dreg goes with --objective iwae"),
             (
                 0 < self.test_fraction < 1,
@@ -219,6 +269,9 @@ def check_types(values: object) -> None:
                 ok = True  # a type this check does not know: trust it
         if not ok:
             raise ValueError(f"{f.name} must be {f.type}, got {value!r}")
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, int) and abs(v) > MAX_SEED for v in numbers):
+            raise ValueError(f"{f.name} is {value!r}, beyond what any machine can hold")
 
 
 def common_fields() -> tuple[dataclasses.Field, ...]:

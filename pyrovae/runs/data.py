@@ -7,6 +7,7 @@ likelihood and binarization resolved from it.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,14 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
-from ..data import FILE_EXTENSIONS, DataSplits, binarize_fixed, load_dataset
+from ..data import (
+    FILE_EXTENSIONS,
+    DataError,
+    DataSplits,
+    binarize_fixed,
+    check_array_file,
+    load_dataset,
+)
 from ..likelihoods import check_support
 from .config import TrainConfig
 from .record import open_regular
@@ -88,8 +96,16 @@ def save_splits(path: str | Path, data: DataSplits) -> Path:
 
 def load_splits(path: str | Path, name: str) -> DataSplits:
     """The splits :func:`save_splits` wrote (read without unpickling anything)."""
-    with open_regular(path) as f, np.load(f, allow_pickle=False) as saved:
-        arrays = {key: saved[key] for key in saved.files}
+    with open_regular(path) as f:
+        try:
+            check_array_file(f, path)
+        except (ValueError, zipfile.BadZipFile) as e:
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{path}: cannot read it ({e}); the run directory is damaged") from e
+        f.seek(0)
+        with np.load(f, allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files}
 
     def tensor(key: str) -> torch.Tensor | None:
         return torch.from_numpy(arrays[key]) if key in arrays else None

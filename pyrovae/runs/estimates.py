@@ -52,7 +52,15 @@ def importance_report(
         "elbo_gap": summary["log_likelihood"] - summary["elbo"],
         "ess": {k[4:]: summary[k] for k in ("ess_mean", "ess_median", "ess_min")},
         "khat": {k[5:]: summary[k] for k in ("khat_mean", "khat_max", "khat_share_above_0.7")},
+        # Which diagnostics are exact or do not apply, and why (pyrovae.infer.proposals).
+        "proposal_kind": summary["proposal_kind"],
+        "exact_examples": summary["exact_examples"],
     }
+    for key in ("exact_why", "stderr_undefined_examples", "stderr_undefined_why"):
+        if key in summary:
+            report[key] = summary[key]
+    if "khat_not_applicable" in summary:
+        report["khat"]["not_applicable"] = summary["khat_not_applicable"]
     exact = getattr(model, "log_prob", None)
     if callable(exact):
         with torch.no_grad():
@@ -70,11 +78,22 @@ def importance_rows(report: dict) -> list[tuple[str, str]]:
     if "test_log_likelihood_exact" in report:
         rows.append(("test log p(x), exact", f"{report['test_log_likelihood_exact']:.2f}"))
     khat_share = report["khat"]["share_above_0.7"]
+    n = report["num_examples"]
     rows += [
         ("ELBO gap (IS - ELBO)", f"{report['elbo_gap']:.2f}"),
         ("mean ESS", f"{report['ess']['mean']:.1f} of {report['num_samples']}"),
-        ("k-hat > 0.7", f"{100 * khat_share:.1f}% of {report['num_examples']} examples"),
+        (
+            "k-hat > 0.7",
+            "not applicable (discrete proposal)"
+            if khat_share is None
+            else f"{100 * khat_share:.1f}% of {n} examples",
+        ),
     ]
+    if report.get("exact_examples"):
+        rows.append(("exact (every latent summed)", f"{report['exact_examples']} of {n} examples"))
+    undefined = report.get("stderr_undefined_examples")
+    if undefined:
+        rows.append(("no standard error (tied draws)", f"{len(undefined)} of {n} examples"))
     return rows
 
 

@@ -6,7 +6,10 @@ sample size and Pareto k-hat) and the ELBO from the same draws; a recipe adds it
 (the ssvae's accuracy) or computes them exactly (the mixture, z summed out). Every number is
 per example, in nats, higher is better. With importance sampling, the figures of the k-hat of
 every test example (``figures/khat.png``) and of the weights of the worst one
-(``figures/weights_worst.png``). ``eval.json`` records the epoch whose model it evaluated.
+(``figures/weights_worst.png``). ``eval.json`` records the epoch whose model it evaluated,
+the test rows (their number and a SHA-256 digest) and, where log p(x) is estimated, each
+test example's log p(x), standard error and k-hat (``per_example``), which
+``pyrovae compare`` (:mod:`pyrovae.runs.comparison`) reads.
 The table is printed before anything is written: a run that cannot be written to (read-only,
 a full disk) still shows its numbers, and the one-line error says so.
 """
@@ -21,6 +24,7 @@ import torch
 from ..diagnostics.importance_figures import save_khat_plot, save_weights_plot
 from ..infer.distributed import world
 from ..rng import initialised_cuda_devices
+from .comparison import PER_EXAMPLE, TEST_ROWS, per_example, rows_digest
 from .estimates import aligned
 from .record import EVAL, FIGURES, Run, RunError, write_json
 from .registry import recipe_for
@@ -67,6 +71,11 @@ def evaluate(
     report = {**evaluation.report, "epoch": evaluated_epoch(run), "seed": seed}
     if rank != 0:
         return report
+    # What `pyrovae compare` needs: which test rows, and each one's log p(x).
+    report[TEST_ROWS] = rows_digest(x)
+    result = evaluation.result
+    if result is not None and PER_EXAMPLE not in report:
+        report[PER_EXAMPLE] = per_example(result.log_likelihood, result.stderr, result.khat)
     log(aligned(recipe.table(report), report["num_examples"]))
     target = run.path / EVAL
     try:  # the numbers are printed: a run that cannot be written to still shows them

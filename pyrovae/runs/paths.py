@@ -22,10 +22,15 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
 
 def check_out_file(path: str | Path, flag: str = "--out") -> None:
     """Raise RunError unless a file can be written at ``path`` (its directory made if need be):
-    not a directory, not below a file, in a place that can be written into."""
+    not a directory, not a FIFO, device or socket (which the written file would replace),
+    not below a file, in a place that can be written into."""
     path = Path(path)
     if path.is_dir():
         raise RunError(f"{flag} {path} is a directory, not a file; name a file in it")
+    if path.exists() and not path.is_file():
+        raise RunError(
+            f"{flag} {path} is not a regular file (a FIFO, device or socket); name a file"
+        )
     _check_writable(path.parent, flag, target=path)
 
 

@@ -25,6 +25,8 @@ sampling, with the VAE's figures.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +36,14 @@ import numpy as np
 
 from ..data import DataSplits
 from ..diagnostics import figures, views, write_figures
+from ..diagnostics.vae_figures import SAMPLES_TITLE
 from ..infer import LogMarginal
-from .config import NoOptions, TrainConfig
+from .config import NoOptions, TrainConfig, flag_of
 from .data import describe, load_data, with_shape
 from .estimates import importance_report, importance_rows
 from .inputs import Inputs, as_args
 from .limits import check_sample_count
+from .memory import check_pair_memory
 from .record import Run, RunError
 
 Log = Callable[[str], None]
@@ -144,6 +148,13 @@ class Recipe:
         in its config may be imported from (a factory's)."""
         data = saved if saved is not None else load_data(config, sequences=self.sequences)
         config, messages = self.prepare(config, data)
+        check_pair_memory(
+            lambda: self.pair(config),
+            rows=min(config.batch_size, len(data.train_x)),
+            particles=config.num_particles,
+            training=code_path is None,
+            sizes=_sizes(config),
+        )
         model, guide = self.pair(config)
         return Built(config, model, guide, data, tuple(messages))
 
@@ -254,7 +265,7 @@ class Recipe:
         inputs = as_args(run.test_inputs())
         sites = views.find_sites(run.model, run.guide, tuple(a[:8] for a in inputs))
         means = views.prior_means(run.model, views.repeat_first(inputs, n), sites)
-        title = f"{n} samples: E[x | z], z ~ p(z)"
+        title = SAMPLES_TITLE.format(n=n)
         if len(inputs) > 1:
             title += ", with the model arguments of test example 0"
         return means.cpu().numpy(), title
@@ -291,3 +302,22 @@ class Recipe:
     def table(self, report: dict) -> list[tuple[str, str]]:
         """``eval.json``'s numbers as rows (name, value) of the printed table."""
         return importance_rows(report)
+
+
+#: Options that set a pair's size (``latent_dim``, ``hidden_dims``, ``components``, ...).
+_SIZE_WORDS = re.compile(r"dim|hidden|components")
+
+
+def _sizes(config: TrainConfig) -> str:
+    """The settings that set a pair's size, as flags: ``--latent-dim 10, --hidden 400, ...``."""
+    common = [f for f in dataclasses.fields(config) if f.name in ("batch_size", "num_particles")]
+    own = [f for f in dataclasses.fields(config.options) if _SIZE_WORDS.search(f.name)]
+    shown = []
+    for owner, fields in ((config.options, own), (config, common)):
+        for f in fields:
+            value = getattr(owner, f.name)
+            if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+                shown.append(f"{flag_of(f)} {','.join(map(str, value))}")
+            elif isinstance(value, int) and not isinstance(value, bool):
+                shown.append(f"{flag_of(f)} {value}")
+    return ", ".join(shown)

@@ -213,7 +213,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is damaged: checksum mismatch (its tensors changed after it was written); "
             "restore it from a copy, or retrain"
         )
+    check_weights(path, state)
     return state
+
+
+def check_weights(path: Path, state: dict[str, Any]) -> None:
+    """Raise CheckpointError naming the weights of ``state`` (its model, guide and Pyro
+    parameters) that are NaN or infinite: pyrovae never saves such weights (training stops
+    at the last finite step), so a checkpoint holding them is damaged, whatever its checksum
+    says; loaded, it would give NaN for every number."""
+    for part in ("model", "guide", "params"):
+        tensors = state.get(part)
+        if not isinstance(tensors, dict):
+            continue
+        bad = {
+            name: int((~torch.isfinite(t)).sum())
+            for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not t.isfinite().all()
+        }
+        if bad:
+            first = next(iter(bad))
+            raise CheckpointError(
+                f"{path} is damaged: its {part} holds NaN or infinite weights ({bad[first]} in "
+                f"{first}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}); "
+                "restore it from a copy, or retrain"
+            )
 
 
 CONFIG = "config.json"
@@ -256,12 +280,6 @@ def run_files(out: Path, extra: Iterable[str] = ()) -> list[Path]:
     """Every file a run directory may hold: the common ones and ``extra`` (recipes' own)."""
     names = [CHECKPOINT, CONFIG, METRICS, EVAL, DATA_COPY, FIGURES, *extra]
     return [out / name for name in dict.fromkeys(names)]
-
-
-def remove_run(out: Path, extra: Iterable[str] = ()) -> None:
-    """Delete a run's files (``--overwrite``), leaving anything else in the directory."""
-    for path in run_files(out, extra):
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def finite_json(value: Any) -> Any:

@@ -28,10 +28,21 @@ Log = Callable[[str], None]
 
 
 def check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    """Raise RunError naming ``device`` when it is not one to compute on here: not a device
+    name at all (``foo``), one that holds no data (``meta``), or CUDA on a machine without it;
+    before any checkpoint is read, so that a good checkpoint is never called damaged."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda", "mps", "xpu"):
+        raise RunError(f"--device {device}: not a device to compute on; use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise RunError(
             f"--device {device}: CUDA is not available on this machine; use --device cpu"
         )
+    if kind in ("mps", "xpu") and not getattr(torch, kind).is_available():
+        raise RunError(f"--device {device}: {kind} is not available on this machine; use cpu")
 
 
 def open_data(path: Path, config: TrainConfig) -> DataSplits | None:
@@ -71,7 +82,7 @@ def load_run(
     check_factory(path, config.model, factory, factory_path)
     check_device(device)
     state = load_checkpoint(path / CHECKPOINT, map_location=device)
-    _check_agreement(path, config, state)
+    check_agreement(path, config, state)
     recipe = recipe_for(config.model)
     built = recipe.build(config, saved=open_data(path, config), code_path=tuple(factory_path))
     for message in built.messages if log else ():
@@ -160,9 +171,10 @@ def checked_config(path: Path) -> TrainConfig:
 PER_CALL = ("device", "epochs", "out")
 
 
-def _check_agreement(path: Path, config: TrainConfig, state: dict) -> None:
-    """config.json against the copy of it the checkpoint holds: a mixed directory (one file
-    from each of two runs) is named, not loaded."""
+def check_agreement(path: Path, config: TrainConfig, state: dict) -> None:
+    """Raise RunError when config.json disagrees with the copy of it the checkpoint holds: a
+    mixed directory (one file from each of two runs), or a hand-edited setting (a changed
+    ``latent_dim``), is named, not loaded."""
     saved = state.get("config")
     if not isinstance(saved, dict):
         return

@@ -1,9 +1,11 @@
 """``pyrovae train``: build a run, train it with a checkpoint every epoch, resume it.
 
 The same steps for every family, asking its :class:`~pyrovae.runs.recipe.Recipe` what differs
-and writing every file of the run directory here (:mod:`pyrovae.runs.record`), EM included:
+and writing every file of the run directory here (:class:`~pyrovae.runs.writer.RunWriter`),
+EM included:
 
-1. settings checked; with ``resume`` the saved config (only ``epochs`` and ``device`` apply);
+1. settings checked; with ``resume`` the saved config (only ``device``, and ``epochs`` where
+   given, apply); with ``overwrite`` only a run pyrovae wrote is replaced;
 2. the pair built, with the settings resolved from the data (``recipe.build``);
 3. a recipe with an algorithm of its own (``recipe.fit``, the mixture's EM) hands each
    result worth keeping to :func:`_save_fitted`; otherwise SVI by :class:`~pyrovae.infer.Trainer`
@@ -24,44 +26,38 @@ a bad input leaves nothing behind; every file is written atomically.
 from __future__ import annotations
 
 import errno
-import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyro
 import torch
 
-from ..data import DataSplits
 from ..infer import Trainer
 from ..infer.distributed import world
 from .config import TrainConfig
-from .data import absolute_paths, save_splits
+from .data import absolute_paths
 from .inputs import as_args
 from .lock import LOCK, RunLock
 from .recipe import Fitted, Recipe
 from .record import (
     CHECKPOINT,
     CONFIG,
-    DATA_COPY,
     METRICS,
     Run,
     RunError,
-    finite_json,
     load_checkpoint,
-    read_json,
-    remove_run,
     run_files,
-    save_checkpoint,
     write_json,
 )
-from .registry import RECIPES, every_recipe, read_config, recipe_for
-from .reopen import check_device, open_data, plot
+from .registry import RECIPES, every_recipe, recipe_for
+from .reopen import check_agreement, check_device, checked_config, open_data, plot
+from .replace import check_replaceable
+from .writer import RunWriter
 
 Log = Callable[[str], None]
-
-#: A new run's first checkpoint and config, written before anything of an old run is removed.
-STAGED_CHECKPOINT = ".checkpoint.pt.staged"
-STAGED_CONFIG = ".config.json.staged"
 
 
 def extra_files() -> tuple[str, ...]:
@@ -80,26 +76,73 @@ def train(
 ) -> Run:
     """Train the run described by ``config`` into ``config.out``; see the module docstring.
 
-    With ``resume`` the saved configuration is used (only ``epochs`` and ``device`` are taken
-    from ``config``) and training continues from the last checkpoint, reaching the same
-    numbers as an uninterrupted run with the same seed on CPU; a factory run's factory is
-    then imported from the installed environment or ``factory_path`` only.
+    With ``resume`` the saved configuration is used (only ``device``, and ``epochs`` unless it
+    is None, are taken from ``config``) and training continues from the last checkpoint,
+    reaching the same numbers as an uninterrupted run with the same seed on CPU; a factory
+    run's factory is then imported from the installed environment or ``factory_path`` only.
 
     The directory is locked while training (:class:`~pyrovae.runs.lock.RunLock`: a second
     process into it fails at once). Nothing is written before the first checkpoint; a failure
     before it leaves the directory as it was (removed, if this call created it), and
-    ``overwrite`` replaces an old run only once the new one has its first checkpoint.
+    ``overwrite`` replaces an old run (only a directory pyrovae wrote:
+    :func:`~pyrovae.runs.replace.check_replaceable`) only once the new one is complete, with
+    its first checkpoint, in a directory beside it that takes its place in one rename.
+    SIGTERM unwinds as an interrupt does (:class:`Terminated`).
     """
     out = Path(config.out)
     if world()[0] != 0:  # a rank beside rank 0: trains its share, writes and says nothing
-        return _train(config, out, resume, overwrite, False, _silent, factory_path, False)
-    with RunLock(out) as lock:
+        return _train(config, out, resume, overwrite, False, _silent, factory_path, None)
+    if not resume and out.is_dir():
+        _replaces(out, overwrite)  # a refusal before the lock leaves not even a lock file
+    with _terminated_as_exit(), RunLock(out) as lock:
         try:
-            return _train(config, out, resume, overwrite, progress, log, factory_path, True)
+            return _train(config, out, resume, overwrite, progress, log, factory_path, lock)
         except BaseException:
             if lock.created and not (out / CHECKPOINT).exists():
                 _remove_created(out)
             raise
+
+
+class Terminated(SystemExit):
+    """SIGTERM received while training (from ``kill``, a batch system, or torchrun stopping
+    the job after a rank died): unwinds as an interrupt does, so that a run without a first
+    checkpoint leaves nothing behind; the process exits with 128 + 15."""
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """Inside: SIGTERM raises :class:`Terminated` (where Python may set a handler, and none
+    but the default is set)."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):  # pragma: no cover - no SIGTERM here
+        previous = None
+    if previous is not signal.SIG_DFL or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _replaces(out: Path, overwrite: bool) -> bool:
+    """Whether a new run into ``out`` replaces one there; refused without ``overwrite``, or
+    when pyrovae did not write the directory."""
+    if not any(p.exists() or p.is_symlink() for p in run_files(out, extra_files())):
+        return False
+    if not overwrite:
+        raise RunError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out"
+        )
+    check_replaceable(out, extra_files())
+    return True
 
 
 def _remove_created(out: Path) -> None:
@@ -117,15 +160,14 @@ def _silent(message: str) -> None:
     """The log of a rank other than 0."""
 
 
-def _train(config, out, resume, overwrite, progress, log, factory_path, writes) -> Run:
+def _train(config, out, resume, overwrite, progress, log, factory_path, lock) -> Run:
+    writes = lock is not None  # rank 0 (or the only process) holds the lock and writes
     state = None
+    replace = False
     if resume:
         config, state = _resumed(config, out)
-    elif any(p.exists() for p in run_files(out, extra_files())) and not overwrite:
-        raise RunError(
-            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
-            "it, or choose another --out"
-        )
+    else:
+        replace = _replaces(out, overwrite)
     config.validate()
     check_device(config.device)
     if not resume:
@@ -142,7 +184,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     writer = RunWriter(
         out,
         first=not resume,
-        overwrite=overwrite and not resume,
+        replace=lock if replace else None,
         data_copy=built.data if built.keep_data and not resume else None,
         writes=writes,
     )
@@ -208,7 +250,14 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     if isinstance(trainer.objective, str):
         config = config.replace(objective=trainer.objective)  # "auto" resolved from the program
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [repr(e)])[0]
+            raise RunError(
+                f"{out / CHECKPOINT} does not fit the pair that {out / CONFIG} describes "
+                f"({first}); the run directory is mixed or damaged: restore both files"
+            ) from None
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
     elif plan.record_start:
         start: dict = {"epoch": 0}
@@ -217,11 +266,16 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
         trainer.history.append(start)
     try:
         trainer.run(config.epochs)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         if writer.started:
             log(
                 f"\ninterrupted; {out / CHECKPOINT} holds epoch {trainer.epoch}. Continue with "
                 f"pyrovae train {config.model} --out {out} --epochs {config.epochs} --resume"
+            )
+        elif writer.replace is not None:
+            log(
+                f"\ninterrupted before the first epoch ended; nothing new was saved, and the "
+                f"run in {out} is as it was"
             )
         else:
             log(f"\ninterrupted before the first epoch ended; nothing was saved in {out}")
@@ -232,82 +286,52 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, writes) 
     return _finish(recipe, run, log, write_metrics=True)
 
 
-class RunWriter:
-    """Writes a run's checkpoint, config.json and metrics.json, each atomically.
-
-    The first write of a new run stages the checkpoint and config.json under temporary names
-    before it touches anything: only then is an old run removed (``overwrite``), a copy of
-    data no dataset name reloads written, and the staged files renamed into place. A full
-    disk or an interrupt before that leaves the old run (or nothing) behind, never a mix.
-    With ``writes`` False (a torch.distributed rank other than 0) it writes nothing.
-    """
-
-    def __init__(
-        self,
-        out: Path,
-        *,
-        first: bool,
-        overwrite: bool,
-        data_copy: DataSplits | None = None,
-        writes: bool = True,
-    ) -> None:
-        self.out, self.overwrite, self.data_copy = out, overwrite, data_copy
-        self.started, self.writes = not first, writes
-
-    def save(self, checkpoint: dict, config: TrainConfig, metrics: dict) -> None:
-        if not self.writes:
-            self.started = True
-            return
-        try:
-            if self.started:
-                save_checkpoint(self.out / CHECKPOINT, checkpoint)
-                write_json(self.out / CONFIG, config.to_dict())
-            else:
-                self._first(checkpoint, config)
-            write_json(self.out / METRICS, finite_json(metrics))
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise RunError(
-                    f"no space left on the device holding {self.out}; the last complete "
-                    "checkpoint is intact: free some space and continue with --resume"
-                ) from e
-            raise
-
-    def _first(self, checkpoint: dict, config: TrainConfig) -> None:
-        staged_checkpoint = save_checkpoint(self.out / STAGED_CHECKPOINT, checkpoint)
-        staged_config = write_json(self.out / STAGED_CONFIG, config.to_dict())
-        if self.overwrite:
-            remove_run(self.out, extra_files())
-        if self.data_copy is not None:
-            save_splits(self.out / DATA_COPY, self.data_copy)
-        os.replace(staged_checkpoint, self.out / CHECKPOINT)
-        os.replace(staged_config, self.out / CONFIG)
-        self.started = True
-
-
 def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
-    """The saved config (with this call's epochs and device) and the last checkpoint."""
+    """The saved config (with this call's device, and its epochs unless None) and the last
+    checkpoint."""
     if not (out / CHECKPOINT).exists():
         raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
-    saved = read_config(read_json(out / CONFIG))
+    saved = checked_config(out)  # a hand-edited "latent_dim": "ten" is named, not built
     if saved.model not in RECIPES and saved.model != config.model:
         # Resuming imports and calls the run's factory: only the one the user named as MODEL.
         raise RunError(
             f"{out} was trained with the factory {saved.model}, not {config.model}; resume it "
             f"with pyrovae train {saved.model} --out {out} --resume if you trust that code"
         )
-    saved = saved.replace(epochs=config.epochs, device=config.device, out=str(out))
+    epochs = saved.epochs if config.epochs is None else config.epochs
+    saved = saved.replace(epochs=epochs, device=config.device, out=str(out))
     refusal = recipe_for(saved.model).refuse_resume(saved)
     if refusal:
         raise RunError(refusal)
     check_device(saved.device)  # before reading: a good checkpoint is not "damaged"
     state = load_checkpoint(out / CHECKPOINT, map_location=saved.device)
+    check_agreement(out, saved, state)
+    _check_ranks(out, saved, state)
     if state["epoch"] >= saved.epochs:
         raise RunError(
             f"{out} has already trained {state['epoch']} epochs; to train longer pass "
             f"--epochs N with N > {state['epoch']}"
         )
     return saved, state
+
+
+def _check_ranks(out: Path, config: TrainConfig, state: dict) -> None:
+    """Refuse to resume an SVI checkpoint written by N torch.distributed ranks with M != N:
+    each rank takes ``batch_size`` rows of every global batch, so the global batch (and the
+    ranks' noise streams) would change in the middle of the run."""
+    if not isinstance(state.get("rng"), dict):
+        return  # a recipe's own algorithm (EM): no batches
+    saved = len(state["rng"].get("ranks") or [None])
+    ranks = world()[1]
+    if saved == ranks:
+        return
+    how = "a single process" if saved == 1 else f"torchrun --nproc_per_node {saved}"
+    raise RunError(
+        f"{out} was trained by {saved} process(es) and this is {ranks}: each takes "
+        f"--batch-size {config.batch_size} rows of a global batch, which would change from "
+        f"{saved * config.batch_size} to {ranks * config.batch_size} rows mid-run; resume "
+        f"it with {how}"
+    )
 
 
 def _save_fitted(writer: RunWriter, fitted: Fitted) -> None:
@@ -335,7 +359,15 @@ def _finish(recipe: Recipe, run: Run, log: Log, *, write_metrics: bool) -> Run:
     for message in finished.messages:
         log(message)
     if run.config.figures:
-        paths = plot(run)
+        try:
+            paths = plot(run)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise RunError(
+                f"no space left on the device for the figures of {run.path}; the run itself is "
+                f"saved: free some space and write them with pyrovae plot {run.path}"
+            ) from e
         log(f"figures: {', '.join(p.name for p in paths)} in {run.path / 'figures'}")
     log(recipe.closing(run))
     return run

@@ -45,7 +45,7 @@ def test_every_group_variable_dim_and_attribute_of_the_export(resample):
     assert set(idata.groups()) == {"posterior", "sample_stats", "observed_data", "constant_data"}
 
     z = idata.posterior["z"]
-    assert z.dims == ("chain", "draw", "example", "z_dim_0") and z.shape == (1, k, 2, 2)
+    assert z.dims == ("chain", "draw", "example", "z_dim_0") and z.shape == (2, k // 2, 2, 2)
     assert idata.posterior.coords["example"].values.tolist() == examples
 
     stats = idata.sample_stats
@@ -75,10 +75,14 @@ def test_every_group_variable_dim_and_attribute_of_the_export(resample):
     if resample:
         draws = (
             "40 draws resampled from 40 guide draws by their importance weights, copies "
-            "adjacent; equally weighted, worth sample_stats.importance_ess independent draws"
+            "adjacent, stored as 2 chains of consecutive halves; equally weighted, worth "
+            "sample_stats.importance_ess independent draws"
         )
     else:
-        draws = "40 draws of the guide q(z | x), to be weighted by sample_stats.weight"
+        draws = (
+            "40 draws of the guide q(z | x) (2 chains of consecutive halves), to be weighted "
+            "by sample_stats.weight"
+        )
     assert idata.posterior.attrs["draws"] == draws
 
 
@@ -98,7 +102,7 @@ def test_the_log_marginals_are_log_marginal_with_the_same_draws_per_example():
 def test_the_defaults_are_1000_draws_seed_0_and_no_progress_bar(capsys):
     idata = to_inference_data(model, guide, X)
     assert capsys.readouterr().err == ""  # log_marginal's bar is on by default: turned off
-    assert idata.posterior["z"].shape == (1, 1000, 4, 2)
+    assert idata.posterior["z"].shape == (2, 500, 4, 2)
     assert idata.attrs["num_samples"] == 1000
     assert idata.posterior.coords["example"].values.tolist() == [0, 1, 2, 3]
     seeded = to_inference_data(model, guide, X, seed=0)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.nn import PyroModule
+from pyro.poutine.util import prune_subsample_sites
 from sklearn.datasets import load_digits
 
 from pyrovae.cli import main
@@ -265,3 +266,51 @@ def test_capture_on_cuda_matches_pyro():
     loss(x)
     (want, _), (got, _) = eager_and_replay(loss, elbo, model, guide, x, seed=1)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+class PenalisedELBO(Trace_ELBO):
+    """A user's ELBO that adds a term to Trace_ELBO's loss through the ``objective`` hook:
+    -ELBO + weight * sum over the guide's sites of the mean of z^2 (a made-up penalty)."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def objective(self, base_loss, model, guide, *args):
+        trace = prune_subsample_sites(pyro.poutine.trace(guide).get_trace(*args))
+        penalty = sum(trace.nodes[name]["value"].pow(2).mean() for name in trace.stochastic_nodes)
+        return base_loss(model, guide, *args) + self.weight * penalty
+
+    def differentiable_loss(self, model, guide, *args):
+        return self.objective(super().differentiable_loss, model, guide, *args)
+
+    def evaluation_elbo(self):
+        return Trace_ELBO()
+
+
+def test_an_elbo_adding_terms_through_the_objective_hook_is_captured_and_equals_its_eager_loss():
+    model, guide = pair()
+    elbo = PenalisedELBO(weight=100.0)
+    loss = CapturedLoss(elbo, model, guide, [model, guide])
+    x = binary_digits(32)
+    loss(x)
+    assert list(loss.graphs.values())[0] is not None, loss.reasons
+    for seed in range(2):
+        (want, want_grads), (got, got_grads) = eager_and_replay(loss, elbo, model, guide, x, seed)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        for a, b in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # Without the penalty the graph would be Trace_ELBO's: the hook's term is in it.
+    torch.manual_seed(0)
+    plain = Trace_ELBO().differentiable_loss(model, guide, x)
+    torch.manual_seed(0)
+    assert float(loss(x).detach()) > float(plain.detach()) + 50.0  # the penalty is about 100
+
+
+def test_an_elbo_names_the_bound_its_test_elbo_reports():
+    from pyrovae.infer.objectives import evaluation_objective
+    from pyrovae.infer.semisupervised import SemiSupervisedELBO
+
+    assert type(evaluation_objective(PenalisedELBO(1.0))) is Trace_ELBO
+    enum = evaluation_objective(SemiSupervisedELBO(alpha=5.0, max_plate_nesting=2))
+    assert type(enum) is TraceEnum_ELBO and enum.max_plate_nesting == 2

@@ -74,17 +74,23 @@ def test_the_test_elbo_of_an_enumerated_model_is_its_exact_log_likelihood():
     assert math.isfinite(trainer.history[-1]["train_elbo"])
 
 
-def test_the_progress_summary_shows_the_test_elbo_and_the_validation_accuracy():
+def test_the_progress_summary_shows_the_test_elbo_and_every_metric_of_the_epoch():
     from pyrovae.infer.fit import _summary
 
     record = {"epoch": 2, "train_elbo": -101.234, "test_elbo": -99.5, "valid_accuracy": 0.8125}
-    assert _summary(record, 5) == "epoch 2/5 elbo -101.23 test -99.50 valid acc 81.25%"
+    record["seconds"] = 3.0  # not a metric's: not shown
+    assert _summary(record, 5, ["valid_accuracy"]) == (
+        "epoch 2/5 elbo -101.23 test -99.50 valid_accuracy 0.8125"
+    )
+    assert _summary({**record, "ari": 0.51234}, 5, ["ari", "valid_accuracy"]) == (
+        "epoch 2/5 elbo -101.23 test -99.50 ari 0.5123 valid_accuracy 0.8125"
+    )
     assert _summary({"epoch": 1, "train_elbo": -3.0, "test_elbo": math.nan}, 1) == (
         "epoch 1/1 elbo -3.00"
     )
-    assert _summary({"epoch": 1, "train_elbo": -3.0, "valid_accuracy": None}, 1) == (
-        "epoch 1/1 elbo -3.00"
-    )
+    assert _summary(
+        {"epoch": 1, "train_elbo": -3.0, "valid_accuracy": None}, 1, ["valid_accuracy"]
+    ) == ("epoch 1/1 elbo -3.00")
 
 
 def test_a_diverged_loss_names_the_epoch_and_the_fixes():
@@ -108,9 +114,9 @@ def test_a_diverged_loss_names_the_epoch_and_the_fixes():
         pyro.enable_validation(True)
     assert str(error.value) == (
         "the loss became nan at epoch 1; parameters are left at the last finite step. Lower "
-        "the learning rate (--lr), check the data for extreme values, or use a likelihood "
+        "the learning rate (lr), check the data for extreme values, or use a likelihood "
         "with a floor on its scale."
-    )
+    )  # a Python caller is told its keyword argument; the command line its option (--lr)
 
 
 class FakeCuda:

@@ -66,6 +66,8 @@ def test_summary_has_every_number_with_its_value():
         "khat_mean": pytest.approx(0.4275),
         "khat_max": pytest.approx(0.71),
         "khat_share_above_0.7": pytest.approx(0.25),  # 0.7 itself is not above
+        "proposal_kind": "continuous",
+        "exact_examples": 0,
     }
 
 
@@ -209,6 +211,7 @@ def test_every_latent_summed_gives_exact_weights_with_minus_inf_khat():
     assert (r.khat == -math.inf).all()
     assert r.stderr.abs().max() < 1e-12 and torch.allclose(r.ess, torch.full((3,), 5.0))
     assert r.summary()["khat_max"] is None
+    assert r.kind == "exact" and r.summary()["exact_examples"] == 3
     prior = log_marginal(mixture, mixture_guide, x, num_samples=5, proposal="prior", progress=False)
     assert torch.allclose(prior.log_likelihood, exact, atol=1e-12)
     assert prior.elbo is None and prior.proposal == "prior"

@@ -17,7 +17,7 @@ import torch
 from pyro import poutine
 
 from pyrovae.infer import IWAE_ELBO
-from pyrovae.infer.weights import PARTICLES
+from pyrovae.infer.plates import PARTICLES
 
 PIXELS = 3
 

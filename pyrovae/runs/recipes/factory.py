@@ -401,15 +401,26 @@ class FactoryRecipe(ObservedRecipe):
     def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
         """The likelihood and binarization decide only how the data are prepared: the
         factory's model brings its own density."""
-        config, (resolved,) = super().resolve(config, data)
-        treatment = (
-            "training images binarized dynamically, test images once (seed 0)"
-            if config.binarize == "dynamic"
-            else "the data used as they are"
-        )
+        config, _ = super().resolve(config, data)
+        if config.binarize == "dynamic":
+            treatment = (
+                "training rows binarized dynamically (0/1 redrawn each epoch), test rows once "
+                "(seed 0), as --likelihood bernoulli asks"
+            )
+        else:
+            values = (
+                "binary"
+                if data.is_binary
+                else "values in [0, 1]"
+                if data.is_unit_interval
+                else "real values outside [0, 1]"
+            )
+            treatment = f"used as they are ({values})"
+            if data.is_unit_interval and not data.is_binary:
+                treatment += "; for a Bernoulli model pass --likelihood bernoulli to binarize"
         return config, [
-            f"data for the factory's own model: {treatment} ({resolved}; --likelihood and "
-            "--binarize decide this, and a factory may read them from its config argument)",
+            f"data for the factory's model, which brings its own density: {treatment} "
+            f"(a factory taking a config argument reads likelihood={config.likelihood!r})",
         ]
 
     def units(self, config: TrainConfig) -> str:

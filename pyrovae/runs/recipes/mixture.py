@@ -27,6 +27,7 @@ from ...data import DataSplits
 from ...diagnostics.mixture_figures import adjusted_rand_index, write_mixture_figures
 from ...models import GaussianMixture, empty_guide, fit_mixture
 from ...models.mixture import COVARIANCE_TYPES
+from ..comparison import PER_EXAMPLE, per_example
 from ..config import OptionsBase, TrainConfig, setting
 from ..recipe import Evaluation, Fitted, Recipe, TrainingPlan
 from ..record import METRICS, Run, read_json
@@ -261,6 +262,9 @@ class MixtureRecipe(Recipe):
         }
         if "adjusted_rand_index" in scores:
             report["test_adjusted_rand_index"] = scores["adjusted_rand_index"]["test"]
+        with torch.no_grad():
+            exact = run.model.log_prob(x)  # (N,), z summed: standard error 0 by construction
+        report[PER_EXAMPLE] = per_example(exact, torch.zeros_like(exact))
         return Evaluation(report)
 
     def table(self, report: dict) -> list[tuple[str, str]]:

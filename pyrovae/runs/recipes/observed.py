@@ -11,7 +11,7 @@ import torch
 
 from ...data import DataSplits
 from ...likelihoods import LIKELIHOODS
-from ..config import OptionsBase, TrainConfig, setting
+from ..config import MAX_INT, OptionsBase, TrainConfig, setting
 from ..data import binarized_test_inputs, dynamic_binarization, resolve_likelihood
 from ..recipe import Recipe
 
@@ -25,8 +25,8 @@ def positive_ints(what: str) -> Callable[[str], list[int]]:
             values = [int(v) for v in text.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"expected comma-separated integers, got {text!r}") from None
-        if not values or min(values) < 1:
-            raise ValueError(f"give {what}; got {text!r}")
+        if not values or min(values) < 1 or max(values) > MAX_INT:
+            raise ValueError(f"give {what} (at most {MAX_INT}); got {text!r}")
         return values
 
     parse.__name__ = "comma-separated integers"

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from pyro.infer import TraceEnum_ELBO
 
@@ -29,9 +28,10 @@ from ...diagnostics.ssvae_figures import accuracy, write_ssvae_figures
 from ...guides import SSVAEGuide
 from ...infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, evaluate_elbo, split_labeled
 from ...models import SSVAE
-from ..config import TrainConfig, setting
+from ...procedures import ValidationSelection, validation_split
+from ..config import MAX_INT, TrainConfig, parse_int, setting
 from ..recipe import Evaluation, Finished, TrainingPlan
-from ..record import Run, load_checkpoint, save_checkpoint
+from ..record import CheckpointError, Run, load_checkpoint, save_checkpoint
 from .observed import ObservedOptions, ObservedRecipe
 
 #: The model and guide with the best validation accuracy (beside checkpoint.pt, the last).
@@ -46,8 +46,8 @@ def labels(text: str) -> int | None:
         value = int(text)
     except ValueError:
         raise ValueError(f"expected a number of labelled examples or 'all', got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"give at least 1 labelled example, got {text!r}")
+    if not 1 <= value <= MAX_INT:
+        raise ValueError(f"give 1 to {MAX_INT} labelled examples or 'all', got {text!r}")
     return value
 
 
@@ -68,7 +68,7 @@ class SemiSupervisedOptions(ObservedOptions):
         None,
         "training examples held out, with their labels, to select the epoch with the best "
         "accuracy (default: a sixth of the training set, at most 10,000)",
-        parse=int,
+        parse=parse_int,
     )
     #: Resolved: C, from the labels.
     num_classes: int | None = None
@@ -95,37 +95,19 @@ def check_labels(data: DataSplits) -> int:
     return int(class_count(data))
 
 
-def validation_size(config: TrainConfig, num_train: int) -> int:
-    """``--validation-size``, or by default a sixth of the training rows, at most 10,000 (the
-    50,000 / 10,000 split of MNIST in Kingma et al. 2014)."""
-    size = config.validation_size if config.validation_size is not None else num_train // 6
-    if config.validation_size is None:
-        size = min(size, 10_000)
-    if not 1 <= size < num_train:
-        raise ValueError(
-            f"--validation-size {size} must be between 1 and the {num_train - 1} training rows "
-            "that leave one to train on"
-        )
-    return size
-
-
 def with_validation(config: TrainConfig, data: DataSplits) -> DataSplits:
     """The data with a validation split: the dataset's own, or rows drawn from the training
-    split with ``config.seed``."""
+    split with ``config.seed`` (:func:`~pyrovae.procedures.validation_split`)."""
     check_labels(data)
     if data.valid_x is not None and data.valid_y is not None:
         return data
-    n = len(data.train_x)
-    order = np.random.default_rng(config.seed).permutation(n)
-    size = validation_size(config, n)
-    valid = torch.as_tensor(np.sort(order[:size]))
-    train = torch.as_tensor(np.sort(order[size:]))
+    split = validation_split(data.train_x, data.train_y, config.validation_size, config.seed)
     return dataclasses.replace(
         data,
-        train_x=data.train_x[train],
-        train_y=data.train_y[train],
-        valid_x=data.train_x[valid],
-        valid_y=data.train_y[valid],
+        train_x=split.train_x,
+        train_y=split.train_y,
+        valid_x=split.valid_x,
+        valid_y=split.valid_y,
     )
 
 
@@ -140,26 +122,14 @@ def valid_inputs(config: TrainConfig, data: DataSplits) -> torch.Tensor:
     return binarize_fixed(x, seed=1) if config.binarize == "dynamic" else x
 
 
-def validation_metric(guide: Callable, x: torch.Tensor, y: torch.Tensor) -> Callable:
-    """A :class:`~pyrovae.infer.Trainer` metric: ``{"valid_accuracy": ...}``."""
+def best_saver(out: Path) -> Callable[[Trainer, int, float], None]:
+    """``on_improve`` of :class:`~pyrovae.procedures.ValidationSelection`: saves model and
+    guide to ``best.pt`` with the epoch and its validation accuracy."""
 
-    def metric(trainer: Trainer) -> dict:
-        return {"valid_accuracy": accuracy(guide, x, y)}
-
-    return metric
-
-
-def best_saver(out: Path) -> Callable[[Trainer], None]:
-    """A callback that saves model and guide to ``best.pt`` whenever the validation accuracy
-    beats every earlier epoch's (ties: the earlier epoch stays)."""
-
-    def save(trainer: Trainer) -> None:
-        history = trainer.history
-        current = history[-1]["valid_accuracy"]
-        if all(current > r["valid_accuracy"] for r in history[:-1]):
-            state = trainer.state_dict()
-            best = {"model": state["model"], "guide": state["guide"]}
-            save_checkpoint(out / BEST, {**best, "epoch": trainer.epoch, "valid_accuracy": current})
+    def save(trainer: Trainer, epoch: int, valid_accuracy: float) -> None:
+        state = trainer.state_dict()
+        best = {"model": state["model"], "guide": state["guide"]}
+        save_checkpoint(out / BEST, {**best, "epoch": epoch, "valid_accuracy": valid_accuracy})
 
     return save
 
@@ -167,9 +137,17 @@ def best_saver(out: Path) -> Callable[[Trainer], None]:
 def load_best(path: Path, model: torch.nn.Module, guide: torch.nn.Module, device: str) -> dict:
     """Load ``best.pt`` into model and guide; returns its epoch and validation accuracy."""
     state = load_checkpoint(path / BEST, map_location=device)
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    return {"epoch": state["epoch"], "valid_accuracy": state["valid_accuracy"]}
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        return {"epoch": int(state["epoch"]), "valid_accuracy": float(state["valid_accuracy"])}
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [repr(e)])[0]
+        raise CheckpointError(
+            f"{path / BEST} does not fit the model {path / 'config.json'} describes ({first}): "
+            "it comes from another run or is damaged; restore this run's best.pt, or remove "
+            "it to use the last epoch's checkpoint.pt"
+        ) from None
 
 
 def describe_split(train: SemiSupervisedData, data: DataSplits) -> str:
@@ -223,12 +201,13 @@ class SemiSupervisedRecipe(ObservedRecipe):
         data = with_validation(config, data)
         train_data = split_labeled(data.train_x, data.train_y, config.num_labels, seed=config.seed)
         valid_x = valid_inputs(config, data).to(config.device)
+        selection = ValidationSelection(guide, valid_x, data.valid_y, on_improve=best_saver(out))
         return TrainingPlan(
             data,
             train_data,
             objective(config),
-            metrics=[validation_metric(guide, valid_x, data.valid_y)],
-            callbacks=[best_saver(out)],
+            metrics=[selection.metric],
+            callbacks=[selection.keep],
             messages=(describe_split(train_data, data),),
         )
 

@@ -1,0 +1,23 @@
+"""Each model family's training procedure, beside its model and guide: what ``pyrovae train``
+does around :func:`pyrovae.fit` for that family, as library functions a Python user calls.
+
+:mod:`~pyrovae.procedures.semisupervised` (M2, the ADGM and the SDGM): a validation split of
+the labelled training rows (:func:`validation_split`) and the epoch selected by validation
+accuracy (:class:`ValidationSelection`). A procedure may use :mod:`pyrovae.infer` and
+:mod:`pyrovae.models`; neither imports it, and the run layer (``pyrovae.runs``) is a thin
+adapter over it.
+"""
+
+from .semisupervised import (
+    ValidationSelection,
+    ValidationSplit,
+    default_validation_size,
+    validation_split,
+)
+
+__all__ = [
+    "ValidationSelection",
+    "ValidationSplit",
+    "default_validation_size",
+    "validation_split",
+]
