@@ -124,7 +124,9 @@ from pyrovae.data import load_dataset
 HEADROOM = 512 * 2**20
 with open("/proc/self/status") as f:
     size = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (size + HEADROOM, resource.RLIM_INFINITY))
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+soft = size + HEADROOM if hard == resource.RLIM_INFINITY else min(size + HEADROOM, hard)
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 results = {}
 for name, data_dir in json.loads(sys.argv[1]).items():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
