@@ -14,8 +14,8 @@ from pyrovae.cli import main
 from pyrovae.diagnostics.clustering import clustering_scores
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes, predict_clusters
 from pyrovae.guides import GaussianEncoder
+from pyrovae.procedures.mixture_vae import MeanCodeGuide
 from pyrovae.runs import load_run
-from pyrovae.runs.recipes.mixture_vae import MeanCodeGuide
 
 EPOCH_KEYS = (
     "test_accuracy",

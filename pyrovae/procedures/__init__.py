@@ -3,11 +3,15 @@ does around :func:`pyrovae.fit` for that family, as library functions a Python u
 
 :mod:`~pyrovae.procedures.semisupervised` (M2, the ADGM and the SDGM): a validation split of
 the labelled training rows (:func:`validation_split`) and the epoch selected by validation
-accuracy (:class:`ValidationSelection`). A procedure may use :mod:`pyrovae.infer` and
-:mod:`pyrovae.models`; neither imports it, and the run layer (``pyrovae.runs``) is a thin
-adapter over it.
+accuracy (:class:`ValidationSelection`). :mod:`~pyrovae.procedures.mixture_vae` (VaDE): the
+autoencoder pretraining (:func:`~pyrovae.procedures.mixture_vae.pretrain`), the mixture over
+z set from the pretrained codes (:func:`~pyrovae.procedures.mixture_vae.initialize_prior`)
+and the per-epoch clustering record (:func:`~pyrovae.procedures.mixture_vae.clustering_metric`).
+A procedure may use :mod:`pyrovae.infer` and :mod:`pyrovae.models`; neither imports it, and
+the run layer (``pyrovae.runs``) is a thin adapter over it.
 """
 
+from . import mixture_vae
 from .semisupervised import (
     ValidationSelection,
     ValidationSplit,
@@ -17,6 +21,7 @@ from .semisupervised import (
 
 __all__ = [
     "ValidationSelection",
+    "mixture_vae",
     "ValidationSplit",
     "default_validation_size",
     "validation_split",

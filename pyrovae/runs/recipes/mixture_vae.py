@@ -42,25 +42,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyro
-import pyro.distributions as dist
 import torch
 
 from ...data import DataSplits
 from ...diagnostics.clustering import clustering_scores
-from ...diagnostics.mixture_vae_figures import (
-    mean_codes,
-    predict_clusters,
-    write_mixture_vae_figures,
-)
+from ...diagnostics.mixture_vae_figures import predict_clusters, write_mixture_vae_figures
 from ...guides import GaussianEncoder
-from ...infer import Trainer
-from ...infer.modes import program_mode
-from ...kmeans import kmeans
-from ...models import VAE, MixturePriorVAE
+from ...models import MixturePriorVAE
 from ...models.mixture import COVARIANCE_TYPES
 from ...models.mixture_vae import WEIGHTS
-from ...module import LocalPyroModule
+from ...procedures.mixture_vae import (
+    INITIALISATIONS,
+    PRETRAINING,
+    clustering_metric,
+    initialize_prior,
+    pretrain,
+)
 from ..config import TrainConfig, setting
 from ..recipe import Evaluation, Finished, Log, TrainingPlan
 from ..record import Run
@@ -86,7 +83,7 @@ class MixtureVAEOptions(ObservedOptions):
         "how the encoder and decoder are pretrained before the mixture is initialised: as a "
         "denoising autoencoder (input values masked, see --pretrain-noise), an autoencoder "
         "(the encoder's mean as the code) or a VAE with a N(0, I) prior",
-        choices=("dae", "ae", "vae"),
+        choices=PRETRAINING,
     )
     pretrain_epochs: int = setting(200, "pretraining epochs (0: none)")
     pretrain_noise: float = setting(
@@ -98,7 +95,7 @@ class MixtureVAEOptions(ObservedOptions):
         "data-kmeans: k-means on the training rows x, each component the Gaussian of the "
         "codes of one k-means cluster; random: means from N(0, I), unit variances, equal "
         "weights",
-        choices=("em", "data-kmeans", "random"),
+        choices=INITIALISATIONS,
     )
     em_restarts: int = setting(
         10, "k-means++ starts of the initialisation (EM or k-means); the best is kept"
@@ -132,58 +129,6 @@ class MixtureVAEOptions(ObservedOptions):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-
-class MeanCodeGuide(LocalPyroModule):
-    """q(z | x) = delta(z - mu(x)) with mu the mean of a Gaussian encoder: the encoder
-    pretrained as an autoencoder, its own parameters (the scale head receives no gradient).
-
-    With ``noise`` = r > 0, while training, each value of x (N, D) is set to 0 with
-    probability r before it is encoded (masking noise: the denoising autoencoder of Vincent
-    et al., JMLR 2010, which DEC and VaDE pretrain); the decoder still scores the clean x."""
-
-    def __init__(self, encoder: GaussianEncoder, noise: float = 0.0) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.noise = noise
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training and self.noise > 0:
-            x = x * (torch.rand_like(x) >= self.noise)
-        loc, _ = self.encoder.encode(x)
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.encoder.site, dist.Delta(loc).to_event(1))
-
-
-def pretrain(
-    config: TrainConfig,
-    model: MixturePriorVAE,
-    guide: GaussianEncoder,
-    data: DataSplits,
-    transform: Callable | None,
-    progress: bool,
-) -> list[dict]:
-    """Train the model's decoder and the guide's encoder for ``pretrain_epochs`` epochs with
-    a N(0, I) prior on z: a point-mass code (``ae``) or the Gaussian guide (``vae``)."""
-    vae = VAE(likelihood=config.likelihood, **network_kwargs(config)).to(config.device)
-    vae.decoder, vae.likelihood = model.decoder, model.likelihood  # shared, not copied
-    if config.pretrain == "vae":
-        program = guide
-    else:
-        program = MeanCodeGuide(guide, config.pretrain_noise if config.pretrain == "dae" else 0)
-    trainer = Trainer(
-        vae,
-        program,
-        (data.train_x,),
-        batch_size=config.batch_size,
-        lr=config.lr,
-        transform=transform,
-        seed=config.seed,
-        progress=progress,
-        device=config.device,
-        capture=config.capture,
-    )
-    return list(trainer.run(config.pretrain_epochs))
 
 
 class MixtureVAERecipe(ObservedRecipe):
@@ -234,9 +179,25 @@ class MixtureVAERecipe(ObservedRecipe):
         log: Log,
         progress: bool,
     ) -> None:
-        """Pretraining, then EM on the mean codes (see the module docstring)."""
+        """Pretraining, then the mixture over z from the codes (see the module docstring):
+        :func:`~pyrovae.procedures.mixture_vae.pretrain` and
+        :func:`~pyrovae.procedures.mixture_vae.initialize_prior` with the run's settings."""
         if config.pretrain_epochs > 0:
-            history = pretrain(config, model, guide, data, self.transform(config), progress)
+            history = pretrain(
+                model,
+                guide,
+                data.train_x,
+                kind=config.pretrain,
+                noise=config.pretrain_noise,
+                epochs=config.pretrain_epochs,
+                batch_size=config.batch_size,
+                lr=config.lr,
+                transform=self.transform(config),
+                seed=config.seed,
+                progress=progress,
+                device=config.device,
+                capture=config.capture,
+            )
             kind = {
                 "dae": f"a denoising autoencoder ({config.pretrain_noise:g} of inputs masked)",
                 "ae": "an autoencoder",
@@ -247,34 +208,26 @@ class MixtureVAERecipe(ObservedRecipe):
                 f"pretrained {config.pretrain_epochs} epochs as {kind}: train objective "
                 f"{history[-1]['train_elbo']:.2f} nats per example, {seconds:.0f} s"
             )
+        report = initialize_prior(
+            model,
+            guide,
+            data.train_x,
+            init=config.init,
+            restarts=config.em_restarts,
+            seed=config.seed,
+        )
         if config.init == "data-kmeans":
-            codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
-            generator = torch.Generator().manual_seed(config.seed)
-            result = kmeans(
-                data.train_x.cpu(),
-                config.components,
-                n_init=config.em_restarts,
-                generator=generator,
-                dtype=torch.float64,
-            )
-            model.initialize_prior_from_clusters(codes, result.labels)
-            with torch.no_grad():
-                score = float(model.prior_log_prob(codes.to(config.device)).mean())
             log(
-                f"mixture over z initialised from k-means on {len(codes)} training rows "
+                f"mixture over z initialised from k-means on {report['codes']} training rows "
                 f"({config.em_restarts} k-means++ starts): log p(z) "
-                f"{score:.2f} per code"
+                f"{report['code_log_likelihood']:.2f} per code"
             )
         if config.init == "em":
-            codes = mean_codes(guide, data.train_x.to(config.device)).cpu()
-            fitted = model.initialize_prior(
-                codes, n_init=config.em_restarts, seed=config.seed, progress=False
-            )
-            weights = ", ".join(f"{w:.3f}" for w in sorted(model.weights.tolist(), reverse=True))
+            weights = ", ".join(f"{w:.3f}" for w in sorted(report["weights"], reverse=True))
             log(
-                f"mixture over z initialised by EM on {len(codes)} mean codes "
+                f"mixture over z initialised by EM on {report['codes']} mean codes "
                 f"({config.em_restarts} k-means++ starts): log p(z) "
-                f"{fitted.score(codes.double()):.2f} per code, weights {weights}"
+                f"{report['code_log_likelihood']:.2f} per code, weights {weights}"
             )
 
     def finish(self, run: Run) -> Finished:
@@ -336,55 +289,6 @@ class MixtureVAERecipe(ObservedRecipe):
                 ("normalised mutual information", f"{scores['normalized_mutual_info']:.3f}"),
             ]
         return rows
-
-
-#: At most this many training rows are encoded for each epoch's code statistics.
-CODE_ROWS = 10_000
-
-
-def clustering_metric(
-    train_x: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor | None
-) -> Callable[[Trainer], dict[str, float]]:
-    """A Trainer metric: how the clustering and the latent space stand after an epoch.
-
-    - ``test_accuracy``, ``test_adjusted_rand_index``, ``test_normalized_mutual_info``: the
-      clusters argmax_c p(c | E_q[z | x]) of the test rows (N_test, D) against their labels
-      (with labels only);
-    - ``code_log_likelihood``: the mixture's mean log p(z) at the mean codes of the first
-      :data:`CODE_ROWS` training rows (N, D), nats per code;
-    - ``posterior_scale``: the geometric mean of q(z | x)'s standard deviations over those rows
-      and the L dimensions; ``component_scale``: that of the components' standard deviations
-      (the square roots of the diagonals of Sigma_k); ``code_scale``: the root mean variance
-      of the mean codes across rows, per dimension (the size of the latent space they share);
-    - ``weight_min``, ``weight_max``: the smallest and largest pi_k.
-
-    It draws nothing, so a run's random streams are those of a run without it.
-    """
-    rows = train_x[:CODE_ROWS]
-
-    @torch.no_grad()
-    def metric(trainer: Trainer) -> dict[str, float]:
-        model, guide = trainer.model, trainer.guide
-        device = model.mixture.loc.device
-        with program_mode(guide, training=False):
-            loc, scale = guide.encode(rows.to(device))
-        record: dict[str, float] = {}
-        if test_y is not None:
-            clusters = predict_clusters(model, guide, test_x.to(device))
-            scores = clustering_scores(clusters, test_y[: len(test_x)])
-            record.update({f"test_{key}": value for key, value in scores.items()})
-        component = model.mixture.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
-        record.update(
-            code_log_likelihood=float(model.prior_log_prob(loc).mean()),
-            posterior_scale=float(scale.log().mean().exp()),
-            component_scale=float(component.log().mean().exp()),
-            code_scale=float(loc.var(0).mean().sqrt()),
-            weight_min=float(model.weights.min()),
-            weight_max=float(model.weights.max()),
-        )
-        return record
-
-    return metric
 
 
 def _scores(run: Run, x: torch.Tensor) -> dict[str, float]:
