@@ -339,3 +339,29 @@ def test_a_recipes_own_defaults_are_what_train_uses_and_its_help_shows(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "passes over the training data (default: 500)" in help_text
     assert "Adam learning rate (default: 0.002)" in help_text
+
+
+def test_every_family_declares_its_code_size_and_widths_one_way():
+    """--latent-dim and --hidden are declared by one function each (their own default per
+    family), and refused below 1 by the one check of declared minimums."""
+    import dataclasses
+
+    from pyrovae.runs.registry import every_recipe
+
+    seen = set()
+    for recipe in every_recipe():
+        for f in dataclasses.fields(recipe.options):
+            if f.name in ("latent_dim", "hidden_dims"):
+                seen.add((recipe.name, f.name))
+                assert f.metadata.get("minimum") == 1, (recipe.name, f.name)
+    assert {name for name, _ in seen} >= {"vae", "adgm", "seqvae", "dmm", "mixture-vae"}
+
+
+def test_a_declared_minimum_is_checked_for_numbers_and_each_width():
+    from pyrovae.runs import config_for
+
+    with pytest.raises(ValueError, match=r"^--hidden must be at least 1 each, got \[8, 0\]$"):
+        config_for("vae", hidden_dims=(8, 0)).validate()
+    with pytest.raises(ValueError, match=r"^--latent-dim must be at least 1, got 0$"):
+        config_for("dmm", latent_dim=0).validate()
+    config_for("adgm", latent_dim=1, hidden_dims=(1,)).validate()

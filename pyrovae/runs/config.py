@@ -27,9 +27,13 @@ def option(help: str, *, flag: str | None = None, parse: Callable | None = None,
     return {"option": {"help": help, "flag": flag, "parse": parse, **extra}}
 
 
-def setting(default: Any, help: str, **kwargs) -> Any:
-    """A dataclass field with a command-line option; mutable defaults are copied per use."""
+def setting(default: Any, help: str, *, minimum: int | None = None, **kwargs) -> Any:
+    """A dataclass field with a command-line option; mutable defaults are copied per use.
+    ``minimum``: the least value (of each entry, for a tuple), checked by
+    :meth:`OptionsBase.validate` for every option that declares one."""
     metadata = option(help, **kwargs)
+    if minimum is not None:
+        metadata["minimum"] = minimum
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -91,13 +95,30 @@ def check_finite(values: object) -> None:
             )
 
 
+def check_minimums(values: object) -> None:
+    """Raise ValueError naming the first field of the dataclass ``values`` below the
+    ``minimum`` its :func:`setting` declares (for a tuple: any of its entries)."""
+    for f in dataclasses.fields(values):
+        minimum = f.metadata.get("minimum")
+        if minimum is None:
+            continue
+        value = getattr(values, f.name)
+        if isinstance(value, tuple | list):
+            if not all(v >= minimum for v in value):
+                raise ValueError(f"{flag_of(f)} must be at least {minimum} each, got {list(value)}")
+        elif value is not None and value < minimum:
+            raise ValueError(f"{flag_of(f)} must be at least {minimum}, got {value}")
+
+
 class OptionsBase:
     """What every recipe's ``Options`` dataclass can do: validate itself."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first option that cannot work (here: a float option
-        that is not finite; a subclass checks its own and calls this)."""
+        that is not finite, an option below its declared minimum; a subclass checks the rest
+        of its own and calls this)."""
         check_finite(self)
+        check_minimums(self)
 
 
 @dataclass(frozen=True)

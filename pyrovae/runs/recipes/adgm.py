@@ -21,19 +21,17 @@ from dataclasses import dataclass
 from ...guides import ADGMGuide
 from ...models import ADGM, SDGM
 from ..config import TrainConfig, setting
-from .observed import positive_ints
+from .observed import hidden_dims_setting, latent_dim_setting
 from .ssvae import SemiSupervisedOptions, SemiSupervisedRecipe
 
 
 @dataclass(frozen=True)
 class AuxiliaryOptions(SemiSupervisedOptions):
-    latent_dim: int = setting(100, "dimension of z")
-    hidden_dims: tuple[int, ...] = setting(
+    latent_dim: int = latent_dim_setting(100)
+    hidden_dims: tuple[int, ...] = hidden_dims_setting(
         (500, 500),
         "hidden layer widths of every network (q(a | x), q(y | a, x), q(z | a, y, x), the "
         "decoder and the prior of a), comma-separated",
-        flag="--hidden",
-        parse=positive_ints("positive hidden layer widths, e.g. 500,500"),
     )
     aux_dim: int = setting(100, "dimension of the auxiliary variable a")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,17 +34,34 @@ def positive_ints(what: str) -> Callable[[str], list[int]]:
     return parse
 
 
+def latent_dim_setting(default: int, help: str = "dimension of z") -> Any:
+    """``--latent-dim``, the size of the code, as every family declares it (its own default
+    and wording); at least 1."""
+    return setting(default, help, minimum=1)
+
+
+def hidden_dims_setting(
+    default: tuple[int, ...],
+    help: str = "hidden layer widths of encoder and decoder, comma-separated (e.g. 512,256)",
+) -> Any:
+    """``--hidden``, the networks' hidden widths, as every family declares it; each at
+    least 1."""
+    example = ",".join(str(h) for h in default)
+    return setting(
+        default,
+        help,
+        flag="--hidden",
+        parse=positive_ints(f"positive hidden layer widths, e.g. {example}"),
+        minimum=1,
+    )
+
+
 @dataclass(frozen=True)
 class ObservedOptions(OptionsBase):
     """The latent size, network widths, likelihood and binarization."""
 
-    latent_dim: int = setting(10, "dimension of z")
-    hidden_dims: tuple[int, ...] = setting(
-        (400,),
-        "hidden layer widths of encoder and decoder, comma-separated (e.g. 512,256)",
-        flag="--hidden",
-        parse=positive_ints("positive hidden layer widths, e.g. 400 or 512,256"),
-    )
+    latent_dim: int = latent_dim_setting(10)
+    hidden_dims: tuple[int, ...] = hidden_dims_setting((400,))
     likelihood: str = setting(
         "auto",
         "p(x | z); auto: Bernoulli for binary data and MNIST, continuous Bernoulli for other "
@@ -56,13 +74,6 @@ class ObservedOptions(OptionsBase):
         "images once, fixed seed); auto does so when needed",
         choices=("auto", "dynamic", "none"),
     )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.latent_dim < 1:
-            raise ValueError(f"--latent-dim must be at least 1, got {self.latent_dim}")
-        if not all(h >= 1 for h in self.hidden_dims):
-            raise ValueError(f"--hidden must be positive widths, got {list(self.hidden_dims)}")
 
 
 ARCHITECTURE = setting(

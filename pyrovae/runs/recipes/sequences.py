@@ -51,7 +51,7 @@ from ..estimates import importance_rows
 from ..inputs import Inputs
 from ..recipe import Evaluation, Recipe, TrainingPlan
 from ..record import Run
-from .observed import KL_WARMUP, positive_ints, warmup_clause
+from .observed import KL_WARMUP, latent_dim_setting, positive_ints, warmup_clause
 
 #: Draws per test sequence of each epoch's estimate of the ELBO and its terms.
 TERMS_DRAWS = 4
@@ -66,7 +66,9 @@ class SequenceOptions(OptionsBase):
     """What both sequence models take: the code size, the recurrent width, the likelihood
     and the KL warm-up."""
 
-    latent_dim: int = setting(16, "dimension of z (seqvae: one per sequence; dmm: one per step)")
+    latent_dim: int = latent_dim_setting(
+        16, "dimension of z (seqvae: one per sequence; dmm: one per step)"
+    )
     hidden_dim: int = setting(
         256, "state width of the recurrent networks (the guide's GRU; seqvae's decoder GRU)"
     )
@@ -80,8 +82,6 @@ class SequenceOptions(OptionsBase):
 
     def validate(self) -> None:
         super().validate()
-        if self.latent_dim < 1:
-            raise ValueError(f"--latent-dim must be at least 1, got {self.latent_dim}")
         if self.hidden_dim < 1:
             raise ValueError(f"--hidden-dim must be at least 1, got {self.hidden_dim}")
         if self.kl_warmup < 0:
@@ -104,7 +104,7 @@ class SequenceVAEOptions(SequenceOptions):
 
 @dataclass(frozen=True)
 class DMMOptions(SequenceOptions):
-    latent_dim: int = setting(32, "dimension of each step's state z_t")
+    latent_dim: int = latent_dim_setting(32, "dimension of each step's state z_t")
     hidden_dim: int = setting(128, "state width of the guide's backward network")
     transition_dim: int = setting(128, "hidden width of the gated transition's networks")
     guide_rnn: str = setting(
