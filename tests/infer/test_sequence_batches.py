@@ -122,3 +122,15 @@ def test_bad_sequence_data_are_refused_by_name(x, lengths, message):
         SequenceData(x, lengths)
     with pytest.raises(ValueError, match="pool"):
         SequenceData(torch.zeros(2, 3, 1), torch.ones(2, dtype=torch.long), pool=-1)
+
+
+def test_extra_tensors_need_a_row_per_sequence_and_travel_with_the_sequences():
+    x, lengths = rolls(n=4, t=6)
+    labels, weights = torch.arange(4), torch.rand(4, 2)
+    with pytest.raises(ValueError, match="every extra tensor needs 4 rows, got 3"):
+        SequenceData(x, lengths, (labels, weights[:3]))
+    data = SequenceData(x, lengths, (labels, weights), pool=3)
+    moved = data.to("cpu")
+    assert len(moved.extra) == 2 and moved.pool == 3
+    assert all(torch.equal(a, b) for a, b in zip(moved.tensors, data.tensors, strict=True))
+    assert data.to(None) is data  # no device: nothing copied
