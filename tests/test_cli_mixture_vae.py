@@ -132,7 +132,7 @@ def test_well_separated_clusters_through_a_random_decoder_are_recovered(tmp_path
 
 def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(tmp_path):
     common = ["--pretrain", "vae", "--pretrain-epochs", "1", "--weights", "fixed"]
-    common += ["--kl-warmup", "3", "--covariance", "spherical", *SMALL]
+    common += ["--kl-warmup", "3", "--covariance", "spherical", "--no-figures", *SMALL]
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert main(["train", "mixture-vae", "--out", str(whole), "--epochs", "4", *common]) == 0
     assert main(["train", "mixture-vae", "--out", str(part), "--epochs", "2", *common]) == 0
@@ -150,7 +150,16 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
     assert torch.equal(run.model.weights, torch.full((10,), 0.1))
 
     floor = tmp_path / "floor"
-    args = ["--init", "random", "--pretrain-epochs", "0", "--min-weight", "0.05", *SMALL]
+    args = [
+        "--init",
+        "random",
+        "--pretrain-epochs",
+        "0",
+        "--min-weight",
+        "0.05",
+        "--no-figures",
+        *SMALL,
+    ]
     assert main(["train", "mixture-vae", "--out", str(floor), "--epochs", "2", *args]) == 0
     assert float(load_run(floor).model.weights.detach().min()) >= 0.05 - 1e-6
 

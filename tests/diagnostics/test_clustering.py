@@ -97,3 +97,13 @@ def test_scores_of_small_contingency_tables_match_their_values_by_hand():
 def test_bad_inputs_are_refused(clusters, labels, message):
     with pytest.raises(ValueError, match=message):
         clustering_scores(clusters, labels)
+
+
+def test_no_examples_score_zero_and_rename_to_no_examples():
+    """An empty split (say a class filtered away) is scored, not crashed on: accuracy 0, a
+    1 x 1 table of zeros, and an empty integer vector of renamed clusters."""
+    empty = np.array([], dtype=np.int64)
+    assert count_matrix(empty, empty).tolist() == [[0]]
+    assert cluster_accuracy(empty, empty) == 0.0
+    renamed = matched_clusters(empty, empty)
+    assert renamed.shape == (0,) and renamed.dtype == np.int64

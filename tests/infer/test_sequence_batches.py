@@ -94,7 +94,8 @@ def test_ranks_share_a_global_batch_each_cut_to_its_own_share():
 def test_training_on_cut_batches_equals_training_on_the_padded_ones():
     """The sequence VAE masks the padding and draws one code per sequence, so the cut
     batches give the padded batches' losses and gradients: the same fit, less work."""
-    x, lengths = rolls(n=40, t=48)
+    x, lengths = rolls(n=24, t=32)
+    lengths = (lengths // 3).clamp_min(1)  # 1..10 of 32 steps, the rest padding (not zeros)
     histories, states = [], []
     for data in ((x, lengths), SequenceData(x, lengths, pool=0)):
         torch.manual_seed(0)
@@ -103,6 +104,8 @@ def test_training_on_cut_batches_equals_training_on_the_padded_ones():
         histories.append(trainer.run(2).column("train_elbo"))
         states.append(model.state_dict())
     assert histories[0] == pytest.approx(histories[1], rel=1e-5)
+    cuts = {batch[0].shape[1] for batch in SequenceBatches(SequenceData(x, lengths, pool=0), 8)}
+    assert cuts == {8, 16}  # every batch cut, to one of two lengths, each captured once
     for name, value in states[0].items():
         torch.testing.assert_close(states[1][name], value, rtol=1e-4, atol=1e-5)
 
@@ -122,3 +125,15 @@ def test_bad_sequence_data_are_refused_by_name(x, lengths, message):
         SequenceData(x, lengths)
     with pytest.raises(ValueError, match="pool"):
         SequenceData(torch.zeros(2, 3, 1), torch.ones(2, dtype=torch.long), pool=-1)
+
+
+def test_extra_tensors_need_a_row_per_sequence_and_travel_with_the_sequences():
+    x, lengths = rolls(n=4, t=6)
+    labels, weights = torch.arange(4), torch.rand(4, 2)
+    with pytest.raises(ValueError, match="every extra tensor needs 4 rows, got 3"):
+        SequenceData(x, lengths, (labels, weights[:3]))
+    data = SequenceData(x, lengths, (labels, weights), pool=3)
+    moved = data.to("cpu")
+    assert len(moved.extra) == 2 and moved.pool == 3
+    assert all(torch.equal(a, b) for a, b in zip(moved.tensors, data.tensors, strict=True))
+    assert data.to(None) is data  # no device: nothing copied

@@ -85,6 +85,8 @@ def test_a_padded_batch_has_the_numbers_of_its_unpadded_sequences(rnn):
     with torch.no_grad():
         for program in (model, guide):
             batch = site_log_probs(program, x, lengths, values)
+            # Every documented site is compared: the model's emission is the one site "x".
+            assert set(batch) == set(values) | ({"x"} if program is model else set())
             for n, t in enumerate(lengths.tolist()):
                 alone = site_log_probs(
                     program, x[n : n + 1, :t], None, {k: v[n : n + 1] for k, v in values.items()}

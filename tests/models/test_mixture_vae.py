@@ -296,3 +296,16 @@ def test_fixed_weights_are_not_trained_and_a_floor_holds_under_training():
 def test_bad_options_are_refused_with_the_fix(options, message):
     with pytest.raises(ValueError, match=message):
         MixturePriorVAE(10, **{"num_components": 3, **options})
+
+
+def test_one_component_is_a_gaussian_prior_and_the_default_is_ten_clusters():
+    """K = 1 is legal (the refusal starts at 0): p(z) = N(z; mu, Sigma) exactly, and every
+    code is in cluster 0. Without num_components, K = 10 (one per digit)."""
+    model = MixturePriorVAE(12, 1, 2, (8,))
+    with torch.no_grad():
+        model.mixture.loc.copy_(torch.tensor([[1.0, -2.0]]))
+    z = torch.randn(5, 2)
+    gaussian = dist.Normal(torch.tensor([1.0, -2.0]), 1.0).to_event(1)
+    torch.testing.assert_close(model.prior_log_prob(z), gaussian.log_prob(z))
+    assert model.cluster(z).tolist() == [0] * 5
+    assert MixturePriorVAE(12).weights.shape == (10,)

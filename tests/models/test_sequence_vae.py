@@ -165,6 +165,30 @@ def test_p_x_given_z_is_a_distribution_over_sequences_read_one_step_late():
             assert float(log_p.max() - log_p.min()) > 1.0  # the sequences are not all alike
 
 
+def test_a_gaussian_sequence_vae_scores_each_value_with_its_own_learned_noise():
+    """likelihood="gaussian": one noise scale per value of a step, softplus(raw) + 0.01 (D,),
+    and log p(x | z) = sum over the real steps of log N(x_t; W_o h_t + b_o, scale), h_t read
+    from x_{t-1} as in the Bernoulli chain."""
+    torch.manual_seed(5)
+    model = SequenceVAE(D, L, H, likelihood="gaussian").double().eval()
+    assert model.likelihood.raw_scale.shape == (D,)
+    with torch.no_grad():
+        model.likelihood.raw_scale.copy_(torch.tensor([-1.0, 0.0, 2.0]))
+    scale = torch.nn.functional.softplus(torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64)) + 1e-2
+    x = torch.randn(4, 5, D, dtype=torch.float64)
+    z = torch.randn(L, dtype=torch.float64)
+    with torch.no_grad():
+        log_p = conditional_log_prob(model, x, None, z.expand(len(x), L))
+        h = torch.tanh(model.initial(z)).expand(1, len(x), -1).contiguous()
+        previous, expected = torch.zeros_like(x[:, :1]), x.new_zeros(len(x))
+        for step in range(x.shape[1]):
+            state, h = model.gru(previous, h)
+            mean = model.emit(state[:, 0])
+            expected += torch.distributions.Normal(mean, scale).log_prob(x[:, step]).sum(-1)
+            previous = x[:, step : step + 1]
+    torch.testing.assert_close(log_p, expected, rtol=0, atol=1e-10)
+
+
 def test_input_dropout_changes_training_and_not_the_evaluated_density():
     x, lengths = sequences()
     plain, guide = pair(0.0)
