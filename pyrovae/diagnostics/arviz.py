@@ -61,13 +61,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..infer.importance import (
-    LogMarginal,
-    log_marginal,
-    plate_nesting,
-    weight_statistics,
-    weighted_pass,
-)
+from ..infer.importance import log_marginal
+from ..infer.marginal import LogMarginal, weight_statistics
+from ..infer.passes import plate_nesting, weighted_pass
 from ..rng import initialised_cuda_devices
 from .posterior_draws import arrange, enumerated_draws, guide_enumerated_pool
 from .views import find_sites

@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..infer.importance import LogMarginal
+from ..infer.marginal import LogMarginal
 
 #: Above this importance-weight k-hat an example's log p(x) is not reliable (ArviZ's good_k).
 GOOD_K = 0.7

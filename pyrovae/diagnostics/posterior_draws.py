@@ -179,7 +179,7 @@ def guide_enumerated_pool(
     """
     from itertools import product
 
-    from ..infer.importance import weighted_pass
+    from ..infer.passes import weighted_pass
 
     supports = {}
     for name in names:

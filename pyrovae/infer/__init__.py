@@ -26,9 +26,11 @@ from .batches import BatchSource, SemiSupervisedData, SequenceData
 from .discrete import assign
 from .em import EMHistory, em
 from .fit import History, Trainer, collect_params, evaluate_elbo, fit
-from .importance import LogMarginal, log_importance_weights, log_marginal
+from .importance import log_marginal
 from .iwae import IWAE_ELBO
+from .marginal import LogMarginal
 from .objectives import OBJECTIVES, make_objective
+from .passes import log_importance_weights
 from .program import ProgramReport, check_program, choose_objective
 from .semisupervised import SemiSupervisedELBO, split_labeled
 

@@ -33,8 +33,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 from ..rng import initialised_cuda_devices
-from .importance import traced_nesting
 from .modes import evaluated
+from .passes import traced_nesting
 from .plates import find_data_plate, named_data_plate
 
 Args = tuple[Any, ...]

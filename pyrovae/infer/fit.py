@@ -33,13 +33,13 @@ from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .distributed import all_reduce_sums, data_parallel, shard_bounds, world
-from .importance import vectorizable
 from .modes import evaluated, program_mode
 from .objectives import evaluation_objective, make_objective
 from .program import check_program, choose_objective, enumerate_sites
 from .progress import progress_bar
 from .scale import LATENT_SCALES, LatentScaling, warmup_weight
 from .subsample import DataPlateScale, Unscaled, wrapped
+from .vectorized import vectorizable
 
 #: ``callback(trainer)``, called after each epoch with the :class:`Trainer`.
 Callback = Callable[["Trainer"], None]

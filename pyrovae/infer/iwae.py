@@ -31,8 +31,8 @@ from pyro import poutine
 from pyro.infer import ELBO
 from pyro.poutine.util import prune_subsample_sites
 
-from .importance import log_importance_weights, plate_nesting
 from .loss_from_differentiable import LossFromDifferentiableLoss
+from .passes import log_importance_weights, plate_nesting
 from .plates import PARTICLES
 from .weights import log_weights_from_traces
 

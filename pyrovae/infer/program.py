@@ -24,7 +24,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from ..errors import option
 from ..rng import initialised_cuda_devices
-from .importance import plate_nesting
+from .passes import plate_nesting
 from .plates import DATA, data_frame, find_data_plate, named_data_plate
 from .sites import WeightedSites, classify_sites, mark_for_enumeration
 from .weights import trace_pair

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 
 from .batches import Data, make_batches
-from .importance import plate_nesting
 from .modes import evaluated
+from .passes import plate_nesting
 from .plates import data_plate_dim, find_data_plate, named_data_plate
 from .sites import classify_sites
 from .weights import log_density, per_example_sum, trace_pair
@@ -69,7 +69,7 @@ def elbo_terms(
     """The reconstruction and KL terms of every example of ``data`` (see the module
     docstring), from ``num_samples`` draws of the guide each, with the pair's modules in
     evaluation mode. ``nesting``: the programs' plate nesting
-    (:func:`~pyrovae.infer.importance.plate_nesting`, found by running them once when None;
+    (:func:`~pyrovae.infer.passes.plate_nesting`, found by running them once when None;
     a caller that evaluates the same pair often passes it).
 
     Raises:

@@ -19,7 +19,7 @@ import torch
 from pyro.nn import PyroModule, PyroParam
 
 from pyrovae.infer import IWAE_ELBO, log_marginal
-from pyrovae.infer.importance import LogMarginal
+from pyrovae.infer.marginal import LogMarginal
 from pyrovae.module import LocalPyroModule
 
 SHIFT, SCALE = 0.5, 0.9

@@ -26,7 +26,8 @@ from pyrovae.infer import Trainer
 from pyrovae.infer.batches import InterleavedBatches, SemiSupervisedData, TensorBatches
 from pyrovae.infer.distributed import shard_bounds, world
 from pyrovae.infer.fit import evaluate_elbo
-from pyrovae.infer.importance import NonFiniteWeights, _merge, log_marginal
+from pyrovae.infer.importance import log_marginal
+from pyrovae.infer.marginal import NonFiniteWeights, merge_shares
 from pyrovae.models import VAE, GaussianMixture, fit_mixture
 from pyrovae.models.mixture import empty_guide
 from pyrovae.models.mixture_stats import MixtureStatistics, _all_reduce, mixture_m_step
@@ -339,7 +340,7 @@ def test_the_worst_example_of_gathered_shares_is_named_by_its_row_in_the_data():
         log_marginal(model, guide, x[a:b], num_samples=100, keep_log_weights=True, progress=False)
         for a, b in ((0, 5), (5, 10))
     ]
-    merged = _merge(parts, [0, 5])
+    merged = merge_shares(parts, [0, 5])
     assert parts[1].worst_index == 3 and int(merged.khat.argmax()) == 8
     assert merged.worst_index == 8
     assert torch.equal(merged.worst_log_weights, merged.log_weights[8])

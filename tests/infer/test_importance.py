@@ -215,7 +215,7 @@ def test_non_finite_weights_in_a_later_pass_are_refused_naming_the_examples():
 
 
 def test_a_zero_weight_among_others_is_legitimate_but_all_zero_is_refused():
-    from pyrovae.infer.importance import NonFiniteWeights, check_weights
+    from pyrovae.infer.marginal import NonFiniteWeights, check_weights
 
     lw = torch.tensor([[0.0, -math.inf, -1.0], [-math.inf, -math.inf, -math.inf]])
     check_weights(lw[:1])
@@ -224,7 +224,7 @@ def test_a_zero_weight_among_others_is_legitimate_but_all_zero_is_refused():
 
 
 def test_non_finite_weights_can_be_masked_with_a_warning_naming_them():
-    from pyrovae.infer.importance import NonFiniteWeightsWarning
+    from pyrovae.infer.marginal import NonFiniteWeightsWarning
 
     torch.set_default_dtype(torch.float64)  # conftest restores float32
     x = torch.linspace(-3, 3, 9)

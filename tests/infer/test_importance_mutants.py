@@ -17,17 +17,15 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae.infer.importance import (
+from pyrovae.infer.importance import log_marginal
+from pyrovae.infer.marginal import (
     LogMarginal,
     NonFiniteWeights,
     _finite_or_none,
     check_weights,
-    default_max_elements,
-    enumerated_size,
-    log_marginal,
-    plate_nesting,
     weight_statistics,
 )
+from pyrovae.infer.passes import default_max_elements, enumerated_size, plate_nesting
 from pyrovae.rng import initialised_cuda_devices
 
 
@@ -335,7 +333,7 @@ def global_guide(x):
 
 
 def test_global_latents_are_refused_unless_allowed_in_every_entry_point():
-    from pyrovae.infer.importance import importance_pass, log_importance_weights, weighted_pass
+    from pyrovae.infer.passes import importance_pass, log_importance_weights, weighted_pass
 
     x = torch.linspace(-1, 1, 4)
     for entry in (log_importance_weights, importance_pass, weighted_pass):
@@ -346,7 +344,7 @@ def test_global_latents_are_refused_unless_allowed_in_every_entry_point():
 
 
 def test_an_unknown_proposal_is_named_in_every_entry_point():
-    from pyrovae.infer.importance import importance_pass, log_importance_weights, weighted_pass
+    from pyrovae.infer.passes import importance_pass, log_importance_weights, weighted_pass
 
     x = torch.linspace(-1, 1, 4)
     expected = re.escape("proposal must be one of ('guide', 'prior'), got 'posterior'")
@@ -356,7 +354,7 @@ def test_an_unknown_proposal_is_named_in_every_entry_point():
 
 
 def test_the_pass_returns_the_trace_that_holds_the_draws():
-    from pyrovae.infer.importance import importance_pass, weighted_pass
+    from pyrovae.infer.passes import importance_pass, weighted_pass
 
     x = torch.linspace(-1, 1, 4)
     lw, trace, _ = weighted_pass(normal_model, shifted_guide, (x,), 5)  # guide by default
@@ -370,7 +368,7 @@ def test_the_pass_returns_the_trace_that_holds_the_draws():
 def test_plate_depth_without_plates_is_zero():
     from pyro import poutine
 
-    from pyrovae.infer.importance import traced_nesting
+    from pyrovae.infer.passes import traced_nesting
 
     assert traced_nesting() == 0
     trace = poutine.trace(lambda: pyro.sample("a", dist.Normal(0.0, 1.0))).get_trace()
@@ -402,7 +400,7 @@ def test_one_example_and_a_dataloader_are_estimated():
 
 
 def test_the_masking_warning_is_the_callers_and_says_what_happened():
-    from pyrovae.infer.importance import NonFiniteWeightsWarning
+    from pyrovae.infer.marginal import NonFiniteWeightsWarning
 
     x = torch.tensor([0.3, 2.0, float("nan")])  # after the probe's and the first pass's rows
     with pytest.warns(NonFiniteWeightsWarning) as record:

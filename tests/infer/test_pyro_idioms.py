@@ -20,7 +20,7 @@ from pyro.nn import PyroModule, PyroParam
 
 from pyrovae import fit, log_marginal
 from pyrovae.infer import Trainer, assign, evaluate_elbo
-from pyrovae.infer.importance import log_importance_weights
+from pyrovae.infer.passes import log_importance_weights
 from pyrovae.infer.program import check_program
 
 PARALLEL = {"enumerate": "parallel"}

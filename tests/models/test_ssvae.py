@@ -22,7 +22,7 @@ from pyrovae.infer import (
     log_marginal,
     split_labeled,
 )
-from pyrovae.infer.importance import enumerated_size
+from pyrovae.infer.passes import enumerated_size
 from pyrovae.models import SSVAE
 
 C, D, L = 3, 6, 2

@@ -39,8 +39,8 @@ from ...diagnostics.figures import save_elbo_curves
 from ...diagnostics.sequence_figures import save_piano_rolls, save_terms_curves
 from ...guides import MarkovEncoder, SequenceEncoder
 from ...infer import SequenceData, Trainer
-from ...infer.importance import plate_nesting
 from ...infer.modes import program_mode
+from ...infer.passes import plate_nesting
 from ...infer.terms import elbo_terms
 from ...likelihoods import LIKELIHOODS
 from ...models import DeepMarkovModel, SequenceVAE
