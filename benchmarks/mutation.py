@@ -158,6 +158,10 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "infer/importance.py": Target("pyrovae/infer/importance.py", IMPORTANCE_TESTS),
+    # Split out of importance.py: the result, one pass of weights, the vectorization check.
+    "infer/marginal.py": Target("pyrovae/infer/marginal.py", IMPORTANCE_TESTS),
+    "infer/passes.py": Target("pyrovae/infer/passes.py", IMPORTANCE_TESTS),
+    "infer/vectorized.py": Target("pyrovae/infer/vectorized.py", IMPORTANCE_TESTS),
     "models/mixture_stats.py::mixture_m_step": Target(
         "pyrovae/models/mixture_stats.py",
         (
@@ -256,20 +260,19 @@ TARGETS: dict[str, Target] = {
             "tests/infer/test_weights.py",
         ),
     ),
-    # The data plate: which plate holds the examples, its dim, and the sums over the others.
+    # The data plate (infer/plates.py, split out of weights.py), and weights.py's sums over
+    # the plates other than the data plate.
+    "infer/plates.py": Target(
+        "pyrovae/infer/plates.py", ("tests/infer/test_weights_mutants.py", *IMPORTANCE_TESTS)
+    ),
     "infer/weights.py::plates": Target(
         "pyrovae/infer/weights.py",
         ("tests/infer/test_weights_mutants.py", *IMPORTANCE_TESTS),
-        functions=(
-            "named_data_plate",
-            "_plates",
-            "find_data_plate",
-            "data_frame",
-            "in_plate",
-            "data_plate_dim",
-            "per_example_sum",
-            "_contract",
-        ),
+        functions=("per_example_sum", "_contract"),
+    ),
+    # How each site enters the weights, and the refusals (split out of weights.py).
+    "infer/sites.py": Target(
+        "pyrovae/infer/sites.py", ("tests/infer/test_weights_mutants.py", *IMPORTANCE_TESTS)
     ),
     "infer/distributed.py": Target(
         "pyrovae/infer/distributed.py",
