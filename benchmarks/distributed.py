@@ -39,6 +39,7 @@ from pyrovae.guides import GaussianEncoder
 from pyrovae.infer import Trainer
 from pyrovae.infer.em import em
 from pyrovae.models import VAE, GaussianMixture
+from pyrovae.runs.processes import leave
 
 
 def images(args: argparse.Namespace) -> torch.Tensor:
@@ -89,6 +90,7 @@ def _rank(rank: int, args: argparse.Namespace, port: int, out: str) -> None:
             torch.save(result, Path(out) / "distributed.pt")
     finally:
         dist.destroy_process_group()
+    leave(0)  # no interpreter finalization under gloo's threads (pyrovae.runs.processes.leave)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from pyrovae.infer.marginal import NonFiniteWeights, merge_shares
 from pyrovae.models import VAE, GaussianMixture, fit_mixture
 from pyrovae.models.mixture import empty_guide
 from pyrovae.models.mixture_stats import MixtureStatistics, _all_reduce, mixture_m_step
+from pyrovae.runs.processes import leave
 
 D, L = 12, 3
 
@@ -77,6 +78,12 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, size: int, port: int, out: str, job: dict) -> None:
+    """One rank: run ``job``, save its result, and end without the interpreter's
+    finalization, as the CLI's ranks do (:func:`pyrovae.runs.processes.leave`): gloo's worker
+    threads outlive destroy_process_group, and one that takes the GIL while Python finalizes
+    aborts the process (SIGABRT, "terminate called without an active exception") after its
+    work is saved, about one run in twenty on two busy cores. A failure still raises, so that
+    the spawner reports it."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
@@ -96,6 +103,7 @@ def _worker(rank: int, size: int, port: int, out: str, job: dict) -> None:
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    leave(0)  # only after a success: the result is saved and closed
 
 
 def mixture_fit(covariance: str) -> dict:
