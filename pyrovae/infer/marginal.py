@@ -18,7 +18,8 @@ from .psis import pareto_khat
 
 @dataclass
 class LogMarginal:
-    """Per-example results of :func:`log_marginal`; tensors are (N,) unless stated."""
+    """Per-example results of :func:`~pyrovae.infer.log_marginal`; tensors are (N,) unless
+    stated."""
 
     log_likelihood: torch.Tensor
     stderr: torch.Tensor

@@ -20,10 +20,10 @@ PROPOSALS = ("guide", "prior")
 
 
 def default_max_elements(device: torch.device | str | None = None) -> int:
-    """Numbers per vectorized pass of :func:`log_marginal`: 2**21 (8 MB of float32) on a
-    CPU, where a pass that stays in cache is fastest (K = 5000 on a 784-400-50 VAE: 4.7 s
-    per 200 images against 11.6 s at 2**26, ``benchmarks/svi_step.py --eval-images``), and
-    2**26 on a GPU, where larger passes keep it busy."""
+    """Numbers per vectorized pass of :func:`~pyrovae.infer.log_marginal`: 2**21 (8 MB of
+    float32) on a CPU, where a pass that stays in cache is fastest (K = 5000 on a 784-400-50
+    VAE: 4.7 s per 200 images against 11.6 s at 2**26, ``benchmarks/svi_step.py
+    --eval-images``), and 2**26 on a GPU, where larger passes keep it busy."""
     return 2**26 if torch.device(device or "cpu").type == "cuda" else 2**21
 
 

@@ -11,7 +11,6 @@ A procedure may use :mod:`pyrovae.infer` and :mod:`pyrovae.models`; neither impo
 the run layer (``pyrovae.runs``) is a thin adapter over it.
 """
 
-from . import mixture_vae
 from .semisupervised import (
     ValidationSelection,
     ValidationSplit,
@@ -21,7 +20,6 @@ from .semisupervised import (
 
 __all__ = [
     "ValidationSelection",
-    "mixture_vae",
     "ValidationSplit",
     "default_validation_size",
     "validation_split",

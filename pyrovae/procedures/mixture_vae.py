@@ -74,7 +74,7 @@ class MeanCodeGuide(LocalPyroModule):
             return pyro.sample(self.encoder.site, dist.Delta(loc).to_event(1))
 
 
-class StandardPriorVAE(VAE):
+class _StandardPriorVAE(VAE):
     """The VAE p(z) = N(0, I), x ~ p(x | decoder(z)) whose decoder and likelihood are a
     mixture-prior VAE's own (shared, not copied): what :func:`pretrain` trains."""
 
@@ -103,8 +103,9 @@ def pretrain(
     callbacks: Sequence[Callable[[Trainer], None]] = (),
 ) -> list[dict[str, Any]]:
     """Train the model's decoder and the guide's encoder for ``epochs`` epochs on rows
-    x (N, D) under a N(0, I) prior on z (:class:`StandardPriorVAE`): as an autoencoder of
-    kind ``"ae"``, ``"dae"`` (masking noise ``noise``) or ``"vae"``. Returns the Trainer's
+    x (N, D) under a N(0, I) prior on z (a VAE sharing the model's decoder and likelihood):
+    as an autoencoder of kind ``"ae"``, ``"dae"`` (masking noise ``noise``) or ``"vae"``.
+    Returns the Trainer's
     history (one record per epoch; ``train_elbo`` is the pretraining objective per example).
 
     Raises:
@@ -114,7 +115,7 @@ def pretrain(
         raise ValueError(f"kind must be one of {PRETRAINING}, got {kind!r}")
     if not 0 <= noise < 1:
         raise ValueError(f"noise must be in [0, 1), got {noise}")
-    vae = StandardPriorVAE(model)
+    vae = _StandardPriorVAE(model)
     program = guide if kind == "vae" else MeanCodeGuide(guide, noise if kind == "dae" else 0)
     trainer = Trainer(
         vae,
