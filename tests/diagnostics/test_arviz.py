@@ -12,6 +12,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from arviz_quiet import az
 
 from pyrovae.diagnostics import compare_log_likelihoods, to_inference_data
 from pyrovae.diagnostics.arviz import NO_LOO
@@ -25,14 +26,6 @@ POSTERIOR_VAR = NOISE**2 / (1 + NOISE**2)
 @pytest.fixture(autouse=True)
 def float64():
     torch.set_default_dtype(torch.float64)  # conftest restores float32 afterwards
-
-
-def az():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # ArviZ 0.x announces its 1.0 refactor
-        import arviz
-
-    return arviz
 
 
 def summary(idata):

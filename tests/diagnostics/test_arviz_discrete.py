@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from arviz_quiet import az
 from hmm import HMM
 
 from pyrovae.diagnostics import to_inference_data
@@ -29,14 +29,6 @@ PARALLEL = {"enumerate": "parallel"}
 @pytest.fixture(autouse=True)
 def float64():
     torch.set_default_dtype(torch.float64)  # conftest restores float32 afterwards
-
-
-def az():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # ArviZ 0.x announces its 1.0 refactor
-        import arviz
-
-    return arviz
 
 
 def mixture_prior(x):

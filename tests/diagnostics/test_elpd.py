@@ -14,6 +14,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from arviz_quiet import az
 
 from pyrovae.diagnostics import elpd
 from pyrovae.infer import log_marginal
@@ -24,14 +25,6 @@ matplotlib.use("Agg")
 @pytest.fixture(autouse=True)
 def float64():
     torch.set_default_dtype(torch.float64)  # conftest restores float32 afterwards
-
-
-def az():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # ArviZ 0.x announces its 1.0 refactor
-        import arviz
-
-    return arviz
 
 
 def compare(data):
