@@ -91,6 +91,8 @@ class ValidationSelection:
         guide: the guide being trained; ``guide.predict(x)`` gives argmax q(y | x).
         x, y: the validation rows and their labels, as the programs see them.
         on_improve: called after a better epoch is kept.
+        keep_state: hold a copy of that epoch's state in memory for :meth:`restore`; False
+            where ``on_improve`` keeps it elsewhere (the CLI writes ``best.pt``).
     """
 
     def __init__(
@@ -99,8 +101,10 @@ class ValidationSelection:
         x: torch.Tensor,
         y: torch.Tensor,
         on_improve: Callable[[Any, int, float], None] | None = None,
+        keep_state: bool = True,
     ) -> None:
         self.guide = guide
+        self.keep_state = keep_state
         self.x, self.y = x, y
         self.on_improve = on_improve
         #: The kept epoch (1-based) and its validation accuracy, or None before any.
@@ -117,11 +121,12 @@ class ValidationSelection:
         history = trainer.history
         current = history[-1][VALID_ACCURACY]
         if all(current > record[VALID_ACCURACY] for record in history[:-1]):
-            self._kept = [
-                (program, _copy(program.state_dict()))
-                for program in (trainer.model, trainer.guide)
-                if isinstance(program, torch.nn.Module)
-            ]
+            if self.keep_state:
+                self._kept = [
+                    (program, _copy(program.state_dict()))
+                    for program in (trainer.model, trainer.guide)
+                    if isinstance(program, torch.nn.Module)
+                ]
             self.best_epoch, self.best_accuracy = trainer.epoch, current
             if self.on_improve is not None:
                 self.on_improve(trainer, trainer.epoch, current)
@@ -134,8 +139,9 @@ class ValidationSelection:
         """
         if self._kept is None:
             raise RuntimeError(
-                "no epoch was selected yet: pass metrics=[selection.metric] and "
-                "callbacks=[selection.keep] to fit or Trainer, and train at least one epoch"
+                "no epoch's state is held: pass metrics=[selection.metric] and "
+                "callbacks=[selection.keep] to fit or Trainer, train at least one epoch, and "
+                "leave keep_state=True"
             )
         for program, state in self._kept:
             program.load_state_dict(state)

@@ -91,7 +91,7 @@ def test_the_best_epoch_is_kept_ties_keep_the_earlier_and_restore_puts_it_back()
     selection = ValidationSelection(
         guide, torch.zeros(4, 1), y, on_improve=lambda t, e, a: improved.append((e, a))
     )
-    with pytest.raises(RuntimeError, match="no epoch was selected yet"):
+    with pytest.raises(RuntimeError, match="no epoch's state is held"):
         selection.restore()
     for _ in range(5):
         trainer.run_epoch(selection)
@@ -100,6 +100,13 @@ def test_the_best_epoch_is_kept_ties_keep_the_earlier_and_restore_puts_it_back()
     assert (selection.best_epoch, selection.best_accuracy) == (2, 1.0)
     selection.restore()
     assert guide.epoch.item() == 2.0 and trainer.model.weight.item() == 2.0
+    # Where on_improve keeps the state (the CLI's best.pt), none is copied in memory.
+    other = ScriptedGuide(scripted)
+    elsewhere = ValidationSelection(other, torch.zeros(4, 1), y, keep_state=False)
+    FakeTrainer(other).run_epoch(elsewhere)
+    assert elsewhere.best_epoch == 1
+    with pytest.raises(RuntimeError, match="leave keep_state=True"):
+        elsewhere.restore()
 
 
 def binary_digits():

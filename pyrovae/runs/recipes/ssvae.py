@@ -201,7 +201,10 @@ class SemiSupervisedRecipe(ObservedRecipe):
         data = with_validation(config, data)
         train_data = split_labeled(data.train_x, data.train_y, config.num_labels, seed=config.seed)
         valid_x = valid_inputs(config, data).to(config.device)
-        selection = ValidationSelection(guide, valid_x, data.valid_y, on_improve=best_saver(out))
+        # The selected epoch is kept in best.pt (best_saver), not in memory.
+        selection = ValidationSelection(
+            guide, valid_x, data.valid_y, on_improve=best_saver(out), keep_state=False
+        )
         return TrainingPlan(
             data,
             train_data,
