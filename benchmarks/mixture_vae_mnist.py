@@ -13,10 +13,10 @@ every setting is fixed beforehand, and every seed's result is reported, with its
 initialisation (epoch 0 of ``metrics.json``: pretraining and EM, before SVI) beside the final.
 
 Resumable: a run directory that holds a checkpoint is continued with ``--resume`` (never
-``--overwrite``), a finished one is only read. Pretraining and the initialisation are not
-checkpointed (the run's first checkpoint is written after its first SVI epoch), so a run
-stopped before then starts again from the beginning. Stop the script at any time
-(Ctrl-C, ``kill PID``) and run the same command again to continue.
+``--overwrite``), a finished one is only read. Pretraining is checkpointed after every epoch
+and SVI after every epoch, so a stopped run loses at most the epoch under way (and the EM
+initialisation, a few minutes, if it stopped there). Stop the script at any time (Ctrl-C,
+``kill PID``) and run the same command again to continue.
 
 Beside it, in the same output folder:
 
@@ -71,20 +71,22 @@ def read(path: Path) -> dict:
 
 
 def trained_epochs(run: Path) -> int:
-    """The SVI epochs a run directory's metrics.json records (0: no checkpoint yet)."""
+    """The SVI epochs a run directory's metrics.json records (0: none, or still pretraining)."""
     if not (run / "checkpoint.pt").exists():
         return 0
-    return read(run / "metrics.json")["history"][-1]["epoch"]
+    history = read(run / "metrics.json")["history"]
+    return history[-1]["epoch"] if history else 0
 
 
 def train_resumable(run: Path, args: list[str], epochs: int) -> float:
     """Train ``run`` to ``epochs`` epochs: fresh where it holds no checkpoint, continued
-    with --resume where it does, left as it is where it is done; the seconds spent."""
+    with --resume where it does (in pretraining or in SVI), left as it is where it is done;
+    the seconds spent."""
     done = trained_epochs(run)
     if done >= epochs:
         return 0.0
-    if done > 0:
-        print(f"{run}: resuming at epoch {done + 1} of {epochs}", flush=True)
+    if (run / "checkpoint.pt").exists():
+        print(f"{run}: resuming after SVI epoch {done} of {epochs}", flush=True)
         resume = ["--out", str(run), "--epochs", str(epochs), "--resume"]
         quiet = ["--quiet"] if "--quiet" in args else []
         return run_cli(["train", args[1], *resume, *quiet])
@@ -107,8 +109,7 @@ def epoch_seconds(history: list[dict]) -> float:
 def mixture_row(run: Path, seed: int, args: argparse.Namespace, common: list[str]) -> dict:
     train = ["train", "mixture-vae", "--seed", str(seed), *common]
     train += ["--pretrain-epochs", str(args.pretrain_epochs), *args.mixture.split()]
-    fresh = trained_epochs(run) == 0
-    seconds = train_resumable(run, train, args.epochs)
+    train_resumable(run, train, args.epochs)
     history = read(run / "metrics.json")["history"]
     report = evaluated(run, args.num_samples)
     row = {
@@ -122,9 +123,8 @@ def mixture_row(run: Path, seed: int, args: argparse.Namespace, common: list[str
         "test_log_likelihood": report["test_log_likelihood"],
         "test_elbo": report["test_elbo"],
     }
-    if fresh and seconds > 0:
-        # This call's wall time less its SVI epochs: pretraining, EM and the per-epoch metrics.
-        row["pretraining_seconds"] = seconds - sum(r.get("seconds", 0.0) for r in history)
+    if "pretrain_seconds" in history[0]:  # the pretraining epochs' own time, across resumes
+        row["pretraining_seconds"] = history[0]["pretrain_seconds"]
     return row
 
 

@@ -177,7 +177,7 @@ def test_the_mixture_vae_benchmark_trains_evaluates_tabulates_and_resumes(tmp_pa
     first = json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"]
     # The same command with more epochs continues seed 0 from its checkpoint (--resume).
     out = script("mixture_vae_mnist.py", *common, "--seeds", "0", "--epochs", "3")
-    assert "mixture-vae-seed0: resuming at epoch 2 of 3" in out
+    assert "mixture-vae-seed0: resuming after SVI epoch 1 of 3" in out
     history = json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"]
     assert history[:2] == first and [r["epoch"] for r in history] == [0, 1, 2, 3]
     assert [r["lr"] for r in history[1:]] == pytest.approx([2e-3, 1.8e-3, 1.62e-3])

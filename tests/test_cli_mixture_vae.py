@@ -14,8 +14,10 @@ from pyrovae.cli import main
 from pyrovae.diagnostics.clustering import clustering_scores
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes, predict_clusters
 from pyrovae.guides import GaussianEncoder
+from pyrovae.infer import Trainer
 from pyrovae.procedures.mixture_vae import MeanCodeGuide
 from pyrovae.runs import load_run
+from pyrovae.runs.record import RunError
 
 EPOCH_KEYS = (
     "test_accuracy",
@@ -141,7 +143,9 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
     assert [r.get("kl_weight") for r in history] == [None, 0.25, 0.5, 0.75, 1.0]
     resumed = read(part / "metrics.json")["history"]
     assert [r.get("kl_weight") for r in resumed] == [None, 0.25, 0.5, 0.75, 1.0]
-    assert resumed[0] == history[0]  # the initialisation's record, kept across the resume
+    # the initialisation's record, kept across the resume (its timing apart)
+    assert resumed[0].pop("pretrain_seconds") > 0 and history[0].pop("pretrain_seconds") > 0
+    assert resumed[0] == history[0]
     for a, b in zip(history[1:], resumed[1:], strict=True):
         assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-5)
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=0.01)
@@ -162,6 +166,46 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
     ]
     assert main(["train", "mixture-vae", "--out", str(floor), "--epochs", "2", *args]) == 0
     assert float(load_run(floor).model.weights.detach().min()) >= 0.05 - 1e-6
+
+
+def test_a_run_interrupted_while_pretraining_resumes_there_to_the_same_numbers(
+    tmp_path, monkeypatch, capsys
+):
+    """Pretraining is checkpointed every epoch: a run stopped in its third of four pretraining
+    epochs keeps the first two, refuses to be read as trained, and --resume continues from
+    there to the numbers of a run never stopped."""
+    common = ["--pretrain-epochs", "4", "--epochs", "2", "--no-figures", *SMALL]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", "mixture-vae", "--out", str(straight), *common]) == 0
+    real_step = Trainer.step
+
+    def step(self, args):
+        if isinstance(self.guide, MeanCodeGuide) and self.epoch == 2:
+            raise KeyboardInterrupt
+        return real_step(self, args)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    loud = [arg for arg in common if arg != "--quiet"]
+    assert main(["train", "mixture-vae", "--out", str(stopped), *loud]) == 130
+    assert "interrupted while initialising" in capsys.readouterr().out
+    state = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert state["phase"] == "initializing" and state["initialization"]["epoch"] == 2
+    assert read(stopped / "metrics.json")["history"] == []
+    with pytest.raises(RunError, match="being initialised.*--resume"):
+        load_run(stopped)
+    assert main(["evaluate", str(stopped), "--quiet"]) != 0
+    assert "being initialised" in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert main(["train", "mixture-vae", "--out", str(stopped), "--resume"]) == 0
+    assert "resuming from 2 of 4 pretraining epochs" in capsys.readouterr().out
+    a = read(straight / "metrics.json")["history"]
+    b = read(stopped / "metrics.json")["history"]
+    assert [r["epoch"] for r in b] == [0, 1, 2]
+    assert b[0]["pretrain_seconds"] > 0  # the four epochs' time, across the two calls
+    for x, y in zip(a, b, strict=True):
+        for timing in ("seconds", "pretrain_seconds"):
+            x.pop(timing, None), y.pop(timing, None)
+        assert x == pytest.approx(y, rel=1e-6)
 
 
 def test_k_means_on_the_rows_initialises_the_mixture_with_the_clusters_of_the_data(tmp_path):

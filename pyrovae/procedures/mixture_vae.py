@@ -101,12 +101,18 @@ def pretrain(
     device: torch.device | str | None = None,
     capture: bool = True,
     callbacks: Sequence[Callable[[Trainer], None]] = (),
+    state: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train the model's decoder and the guide's encoder for ``epochs`` epochs on rows
     x (N, D) under a N(0, I) prior on z (a VAE sharing the model's decoder and likelihood):
     as an autoencoder of kind ``"ae"``, ``"dae"`` (masking noise ``noise``) or ``"vae"``.
-    Returns the Trainer's
-    history (one record per epoch; ``train_elbo`` is the pretraining objective per example).
+    Returns the Trainer's history (one record per epoch, those of ``state`` included;
+    ``train_elbo`` is the pretraining objective per example).
+
+    ``callbacks`` are called with the pretraining :class:`~pyrovae.infer.Trainer` after every
+    epoch; ``state``, a ``trainer.state_dict()`` one of them kept, continues that pretraining
+    (parameters, optimizer, epoch and random streams) to the same end as an uninterrupted
+    one (on CPU).
 
     Raises:
         ValueError: an unknown kind, or noise outside [0, 1).
@@ -130,6 +136,8 @@ def pretrain(
         capture=capture,
         callbacks=callbacks,
     )
+    if state is not None:
+        trainer.load_state_dict(state)
     return list(trainer.run(epochs))
 
 

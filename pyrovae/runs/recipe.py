@@ -215,9 +215,17 @@ class Recipe:
         *,
         log: Log,
         progress: bool,
-    ) -> None:
-        """Set a fresh pair's parameters from the data before SVI (not on resume), e.g. by
-        pretraining; ``log`` takes lines for the run's log."""
+        save: Callable[[dict], None],
+        state: dict | None = None,
+    ) -> dict[str, float] | None:
+        """Set a fresh pair's parameters from the data before SVI, e.g. by pretraining;
+        ``log`` takes lines for the run's log; what it returns (e.g. the pretraining's
+        seconds) goes into the history's epoch-0 record where the plan keeps one
+        (``record_start``). A long initialisation hands ``save`` a state
+        it can continue from (a dict of tensors and plain values, e.g. a pretraining
+        Trainer's ``state_dict`` after each epoch): it becomes the run's checkpoint, and a run
+        interrupted there is continued by ``--resume``, which calls this again with that
+        ``state``. Not called on a resume of SVI itself."""
 
     def finish(self, run: Run) -> Finished:
         """After the last epoch: notes, metrics entries, messages."""

@@ -240,6 +240,10 @@ def check_weights(path: Path, state: dict[str, Any]) -> None:
             )
 
 
+#: A checkpoint written before SVI began (``{PHASE: INITIALIZING}``: a recipe's initialisation,
+#: such as pretraining, in progress): ``--resume`` continues it; nothing else can read it.
+PHASE = "phase"
+INITIALIZING = "initializing"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 EVAL = "eval.json"

@@ -21,7 +21,17 @@ from .config import TrainConfig, check_types
 from .data import load_splits
 from .inputs import as_args, head
 from .recipes.factory import FACTORY_SUFFIX
-from .record import CHECKPOINT, CONFIG, DATA_COPY, Run, RunError, load_checkpoint, read_json
+from .record import (
+    CHECKPOINT,
+    CONFIG,
+    DATA_COPY,
+    INITIALIZING,
+    PHASE,
+    Run,
+    RunError,
+    load_checkpoint,
+    read_json,
+)
 from .registry import RECIPES, read_config, recipe_for
 
 Log = Callable[[str], None]
@@ -83,6 +93,12 @@ def load_run(
     check_device(device)
     state = load_checkpoint(path / CHECKPOINT, map_location=device)
     check_agreement(path, config, state)
+    if state.get(PHASE) == INITIALIZING:
+        raise RunError(
+            f"{path} was stopped while it was being initialised (before its first SVI epoch), "
+            f"so it holds no trained model yet; continue it with pyrovae train {config.model} "
+            f"--out {path} --resume"
+        )
     recipe = recipe_for(config.model)
     built = recipe.build(config, saved=open_data(path, config), code_path=tuple(factory_path))
     for message in built.messages if log else ():

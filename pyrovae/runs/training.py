@@ -45,7 +45,9 @@ from .recipe import Fitted, Recipe
 from .record import (
     CHECKPOINT,
     CONFIG,
+    INITIALIZING,
     METRICS,
+    PHASE,
     Run,
     RunError,
     load_checkpoint,
@@ -82,7 +84,9 @@ def train(
     run's factory is then imported from the installed environment or ``factory_path`` only.
 
     The directory is locked while training (:class:`~pyrovae.runs.lock.RunLock`: a second
-    process into it fails at once). Nothing is written before the first checkpoint; a failure
+    process into it fails at once). Nothing is written before the first checkpoint (after
+    the first SVI epoch, or the first step a recipe's initialisation saves, such as a
+    pretraining epoch: then ``resume`` continues the initialisation); a failure
     before it leaves the directory as it was (removed, if this call created it), and
     ``overwrite`` replaces an old run (only a directory pyrovae wrote:
     :func:`~pyrovae.runs.replace.check_replaceable`) only once the new one is complete, with
@@ -212,8 +216,12 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
     for program in (model, guide):
         if isinstance(program, torch.nn.Module):
             program.to(config.device)
-    if state is None:
-        recipe.initialize(config, model, guide, data, log=log, progress=progress)
+    initial: dict = {}
+    if state is None or state.get(PHASE) == INITIALIZING:
+        initial = _initialize(
+            recipe, config, model, guide, data, writer, state, log=log, progress=progress
+        )
+        state = None
     test_x = recipe.test_inputs(config, data)
 
     def save_epoch(trainer: Trainer) -> None:
@@ -260,7 +268,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
             ) from None
         log(f"resuming {out} at epoch {trainer.epoch + 1} of {config.epochs}")
     elif plan.record_start:
-        start: dict = {"epoch": 0}
+        start: dict = {"epoch": 0, **initial}
         for metric in plan.metrics:
             start.update(metric(trainer))
         trainer.history.append(start)
@@ -284,6 +292,43 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
     if not writes:
         return run
     return _finish(recipe, run, log, write_metrics=True)
+
+
+def _initialize(recipe, config, model, guide, data, writer, state, *, log, progress) -> dict:
+    """``recipe.initialize`` (pretraining, say) with a checkpoint of its progress: each state
+    it hands over is saved as the run's checkpoint, marked ``phase: initializing`` (SVI has
+    not begun, metrics.json's history is empty), so an interrupted initialisation continues
+    with ``--resume`` from the last state instead of starting again; ``state`` is such a
+    checkpoint on resume. Returns the numbers the recipe reports for the history's epoch 0."""
+
+    def save(progress_state: dict) -> None:
+        checkpoint = {
+            PHASE: INITIALIZING,
+            "initialization": progress_state,
+            "epoch": 0,
+            "history": [],
+            "config": config.to_dict(),
+        }
+        writer.save(checkpoint, config, _metrics(recipe, config, []))
+
+    resumed = None if state is None else state["initialization"]
+    if resumed is not None:
+        log(f"resuming the initialisation of {config.out}")
+    try:
+        return (
+            recipe.initialize(
+                config, model, guide, data, log=log, progress=progress, save=save, state=resumed
+            )
+            or {}
+        )
+    except (KeyboardInterrupt, Terminated):
+        if writer.started:
+            log(
+                f"\ninterrupted while initialising; {Path(config.out) / CHECKPOINT} holds the "
+                f"progress so far. Continue with pyrovae train {config.model} --out "
+                f"{config.out} --epochs {config.epochs} --resume"
+            )
+        raise
 
 
 def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:

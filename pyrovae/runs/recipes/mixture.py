@@ -220,8 +220,11 @@ class MixtureRecipe(Recipe):
         *,
         log: Callable[[str], None],
         progress: bool,
-    ) -> None:
+        save: Callable[[dict], None],
+        state: dict | None = None,
+    ) -> dict[str, float] | None:
         model.initialize(data.train_x, seed=config.seed)  # k-means++ and one M-step, as EM
+        return None
 
     def figures(self, run: Run, out_dir: Path) -> list[Path]:
         metrics = run.path / METRICS

@@ -178,11 +178,21 @@ class MixtureVAERecipe(ObservedRecipe):
         *,
         log: Log,
         progress: bool,
-    ) -> None:
+        save: Callable[[dict], None],
+        state: dict | None = None,
+    ) -> dict[str, float]:
         """Pretraining, then the mixture over z from the codes (see the module docstring):
         :func:`~pyrovae.procedures.mixture_vae.pretrain` and
-        :func:`~pyrovae.procedures.mixture_vae.initialize_prior` with the run's settings."""
+        :func:`~pyrovae.procedures.mixture_vae.initialize_prior` with the run's settings.
+        The pretraining state is saved after every epoch (``save``), so that ``--resume``
+        continues a run interrupted while pretraining from its last epoch (``state``).
+        Returns the pretraining's ``pretrain_seconds`` (its epochs' sum, across resumes) and
+        final ``pretrain_objective`` (nats per example) for the history's epoch 0."""
+        record: dict[str, float] = {}
         if config.pretrain_epochs > 0:
+            if state is not None:
+                done = state["epoch"]
+                log(f"resuming from {done} of {config.pretrain_epochs} pretraining epochs")
             history = pretrain(
                 model,
                 guide,
@@ -197,6 +207,8 @@ class MixtureVAERecipe(ObservedRecipe):
                 progress=progress,
                 device=config.device,
                 capture=config.capture,
+                callbacks=[lambda trainer: save(trainer.state_dict())],
+                state=state,
             )
             kind = {
                 "dae": f"a denoising autoencoder ({config.pretrain_noise:g} of inputs masked)",
@@ -204,6 +216,7 @@ class MixtureVAERecipe(ObservedRecipe):
                 "vae": "a VAE",
             }[config.pretrain]
             seconds = sum(r["seconds"] for r in history)
+            record = {"pretrain_seconds": seconds, "pretrain_objective": history[-1]["train_elbo"]}
             log(
                 f"pretrained {config.pretrain_epochs} epochs as {kind}: train objective "
                 f"{history[-1]['train_elbo']:.2f} nats per example, {seconds:.0f} s"
@@ -229,6 +242,7 @@ class MixtureVAERecipe(ObservedRecipe):
                 f"({config.em_restarts} k-means++ starts): log p(z) "
                 f"{report['code_log_likelihood']:.2f} per code, weights {weights}"
             )
+        return record
 
     def finish(self, run: Run) -> Finished:
         """The test clustering scores (with labels) into metrics.json and the log."""
