@@ -72,8 +72,11 @@ class TrainingPlan:
     data: DataSplits
     #: The training data in any form :func:`~pyrovae.infer.batches.make_batches` accepts.
     train_data: Any
-    #: An objective name of :data:`~pyrovae.infer.OBJECTIVES` or a ``pyro.infer.ELBO``.
-    objective: Any
+    #: None: the run's ``config.objective`` (a name of :data:`~pyrovae.infer.OBJECTIVES`, or
+    #: ``"auto"``, which the Trainer resolves from the program and the run records); a
+    #: ``pyro.infer.ELBO`` instance only where the family's objective takes settings of its
+    #: own (the semi-supervised ELBO's alpha). The name is decided in :meth:`Recipe.prepare`.
+    objective: Any = None
     metrics: list[Callable] = field(default_factory=list)
     callbacks: list[Callable] = field(default_factory=list)
     messages: tuple[str, ...] = ()
@@ -159,8 +162,24 @@ class Recipe:
         return Built(config, model, guide, data, tuple(messages))
 
     def prepare(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
-        """The config with the data's shape and :meth:`resolve`'s settings, and lines
-        describing the data and what was resolved."""
+        """The config with the data's shape, the objective and :meth:`resolve`'s settings,
+        and lines describing the data and what was resolved.
+
+        The objective's name is decided here, once for every run: the family's own
+        (:attr:`objective`, e.g. ``"enum"`` for a mixture whose component is summed out) where
+        it has one, else the run's ``--objective`` (``"auto"``: the Trainer picks ``"enum"`` or
+        ``"elbo"`` from the program, and the run records its choice).
+
+        Raises:
+            ValueError: an objective other than the family's own, for a family that has one.
+        """
+        if self.objective is not None and config.objective != self.objective:
+            if config.objective != "auto":
+                raise ValueError(
+                    f"{self.name} trains with the objective {self.objective!r} only (its "
+                    f"discrete latents are summed out exactly), not {config.objective!r}"
+                )
+            config = config.replace(objective=self.objective)
         config, messages = self.resolve(with_shape(config, data), data)
         return config, [describe(data), *messages]
 
@@ -200,7 +219,7 @@ class Recipe:
         self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
     ) -> TrainingPlan:
         """What SVI trains on and with (``out``: where the run's own files go)."""
-        return TrainingPlan(data, (data.train_x,), config.objective)
+        return TrainingPlan(data, (data.train_x,))
 
     def transform(self, config: TrainConfig) -> Callable | None:
         """A per-epoch transform of the training rows (e.g. dynamic binarization), or None."""

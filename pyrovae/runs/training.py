@@ -206,8 +206,6 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
             list(fitted.history),
         )
         return _finish(recipe, run, log, write_metrics=False) if writes else run
-    if recipe.objective is not None:  # e.g. "enum": z (gmm) or y (ssvae) summed out exactly
-        config = config.replace(objective=recipe.objective)
     model, guide = built.model, built.guide
     plan = recipe.plan(config, built.data, guide, out)
     for message in plan.messages:
@@ -241,7 +239,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
         test_data=None if recipe.test_elbo_note else as_args(test_x),
         batch_size=config.batch_size,
         lr=config.lr,
-        objective=plan.objective,
+        objective=config.objective if plan.objective is None else plan.objective,
         num_particles=config.num_particles,
         dreg=config.dreg,
         transform=recipe.transform(config),

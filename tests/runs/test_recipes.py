@@ -106,6 +106,26 @@ def test_hooks_return_a_new_config_and_leave_the_given_one_alone(model, x, resol
         built.config.epochs = 3
 
 
+@pytest.mark.parametrize("model", [name for name, r in RECIPES.items() if r.objective])
+def test_a_family_with_its_own_objective_decides_it_once_when_the_run_is_built(model):
+    """The family's objective replaces "auto" in the built config (what config.json records),
+    and any other objective is refused by name rather than trained over."""
+    x, y = torch.rand(20, 3), torch.arange(20) % 2
+    recipe = recipe_for(model)
+    built = recipe.build(config_for(model), saved=data(x, y))
+    assert config_for(model).objective == "auto" and built.config.objective == recipe.objective
+    other = next(name for name in ("elbo", "iwae") if name != recipe.objective)
+    with pytest.raises(ValueError, match=f"{model} trains with the objective '{recipe.objective}'"):
+        recipe.build(config_for(model, objective=other), saved=data(x, y))
+
+
+def test_a_family_without_one_keeps_the_objective_asked_for_until_the_trainer_resolves_it():
+    x = torch.rand(20, 3)
+    for objective in ("auto", "iwae", "meanfield"):
+        built = recipe_for("vae").build(config_for("vae", objective=objective), saved=data(x, None))
+        assert built.config.objective == objective
+
+
 def test_every_recipe_option_has_a_help_and_a_validating_default():
     for recipe in (*RECIPES.values(), recipe_for("a:b")):
         options = recipe.options()

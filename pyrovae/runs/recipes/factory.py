@@ -396,7 +396,7 @@ class FactoryRecipe(ObservedRecipe):
     ) -> TrainingPlan:
         """SVI on the training rows and their further arguments, batched together (a
         dynamic binarization redraws x only)."""
-        return TrainingPlan(data, (data.train_x, *data.train_args), config.objective)
+        return TrainingPlan(data, (data.train_x, *data.train_args))
 
     def resolve(self, config: TrainConfig, data: DataSplits) -> tuple[TrainConfig, list[str]]:
         """The likelihood and binarization decide only how the data are prepared: the

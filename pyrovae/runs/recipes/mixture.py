@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pyro.infer import TraceEnum_ELBO
 
 from ...data import DataSplits
 from ...diagnostics.mixture_figures import adjusted_rand_index, write_mixture_figures
@@ -209,7 +208,7 @@ class MixtureRecipe(Recipe):
     def plan(
         self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
     ) -> TrainingPlan:
-        return TrainingPlan(data, (data.train_x,), TraceEnum_ELBO(max_plate_nesting=1))
+        return TrainingPlan(data, (data.train_x,))
 
     def initialize(
         self,

@@ -163,7 +163,6 @@ class MixtureVAERecipe(ObservedRecipe):
         return TrainingPlan(
             data,
             (data.train_x,),
-            config.objective,
             metrics=[metric],
             kl_warmup=config.kl_warmup,
             record_start=True,

@@ -154,7 +154,6 @@ class SequenceRecipe(Recipe):
         return TrainingPlan(
             data,
             SequenceData(data.train_x, data.train_lengths),
-            config.objective,
             metrics=[terms_metric(self.test_inputs(config, data), config.seed)],
             kl_warmup=config.kl_warmup,
         )

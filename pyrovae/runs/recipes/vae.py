@@ -63,7 +63,7 @@ class VAERecipe(ObservedRecipe):
     def plan(
         self, config: TrainConfig, data: DataSplits, guide: Callable, out: Path
     ) -> TrainingPlan:
-        return TrainingPlan(data, (data.train_x,), config.objective, kl_warmup=config.kl_warmup)
+        return TrainingPlan(data, (data.train_x,), kl_warmup=config.kl_warmup)
 
     def units(self, config: TrainConfig) -> str:
         return "; ".join(
