@@ -1,13 +1,17 @@
 """RNG helpers: what a caller must save to draw randomness without disturbing anyone's stream.
 
 Estimates that trace a program once to inspect it (plate depth, site kinds, parameters)
-fork torch's random state around the trace, so that inspecting changes no draw that follows.
-This module imports nothing from pyrovae, so anything may import it.
+fork torch's random state around the trace, so that inspecting changes no draw that follows
+(:func:`aside`). This module imports nothing from pyrovae, so anything may import it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
 import torch
+from pyro import poutine
 
 
 def initialised_cuda_devices() -> list[int]:
@@ -20,4 +24,20 @@ def initialised_cuda_devices() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
 
 
-__all__ = ["initialised_cuda_devices"]
+@contextmanager
+def aside(*, grad: bool = False) -> Iterator[None]:
+    """Run a probe of a program (one trace to read its plates, sites or parameters) off the
+    record: torch's random streams, CPU and initialised CUDA
+    (:func:`initialised_cuda_devices`), are restored afterwards, so that probing changes no
+    draw that follows; every Pyro effect is blocked (``poutine.block()``: a trace or an
+    enumeration the caller is inside does not see the probe's sites); and, unless ``grad``,
+    no autograd graph is built (``torch.no_grad()``)."""
+    with ExitStack() as stack:
+        if not grad:
+            stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.random.fork_rng(devices=initialised_cuda_devices()))
+        stack.enter_context(poutine.block())
+        yield
+
+
+__all__ = ["aside", "initialised_cuda_devices"]

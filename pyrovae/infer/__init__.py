@@ -25,14 +25,17 @@ from ..errors import TrainingDiverged
 from .batches import BatchSource, SemiSupervisedData, SequenceData
 from .discrete import assign
 from .em import EMHistory, em
-from .fit import History, Trainer, collect_params, evaluate_elbo, fit
+from .evaluate import evaluate_elbo
+from .fit import fit
 from .importance import log_marginal
 from .iwae import IWAE_ELBO
 from .marginal import LogMarginal
 from .objectives import OBJECTIVES, make_objective
+from .params import collect_params
 from .passes import log_importance_weights
 from .program import ProgramReport, check_program, choose_objective
 from .semisupervised import SemiSupervisedELBO, split_labeled
+from .trainer import History, Trainer
 
 __all__ = [
     "BatchSource",

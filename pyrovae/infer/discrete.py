@@ -32,7 +32,7 @@ from pyro.infer import infer_discrete
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
-from ..rng import initialised_cuda_devices
+from ..rng import aside
 from .modes import evaluated
 from .passes import traced_nesting
 from .plates import find_data_plate, named_data_plate
@@ -172,7 +172,7 @@ def _probe(
     Pyro's ELBOs guess it), the sites the model enumerates (marked there, absent from the
     guide) and those the guide enumerates, each in program order, and the data plate's name.
     """
-    with torch.random.fork_rng(devices=initialised_cuda_devices()), poutine.block():
+    with aside(grad=True):
         guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args))
         replayed = poutine.replay(model, trace=guide_trace)
         model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))

@@ -69,7 +69,7 @@ def data_parallel(
     DDP broadcasts rank 0's parameters and buffers to every rank when it is built, so all
     ranks start from the same point. ``find_unused`` makes it look for the parameters a
     step's loss leaves out (an extra pass over the graph each step): needed when some
-    parameter gets no gradient from a batch (:class:`~pyrovae.infer.fit.Trainer` probes its
+    parameter gets no gradient from a batch (:class:`~pyrovae.infer.trainer.Trainer` probes its
     first batch for that).
 
     Raises:

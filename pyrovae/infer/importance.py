@@ -32,11 +32,10 @@ from collections.abc import Callable
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 
 from ..errors import user_stacklevel
-from ..rng import initialised_cuda_devices
+from ..rng import aside
 from .batches import Data, make_batches
 from .denormals import flushed_denormals
 from .distributed import shard_bounds, world
@@ -343,11 +342,7 @@ def _probe(
     (:func:`~pyrovae.infer.passes.enumerated_size`) and what the proposal draws
     (:func:`~pyrovae.infer.proposals.proposal_kind`), from one draw outside the caller's
     random streams."""
-    with (
-        torch.no_grad(),
-        torch.random.fork_rng(devices=initialised_cuda_devices()),
-        poutine.block(),
-    ):
+    with aside():
         model_trace, guide_trace = trace_pair(
             model, guide if proposal == "guide" else None, args, 1, nesting
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from pyro import poutine
 
-from ..rng import initialised_cuda_devices
+from ..rng import aside
 from .plates import named_data_plate
 from .sites import WeightedSites
 from .weights import enumerated_values, log_weights_from_traces, trace_pair
@@ -30,7 +30,7 @@ def default_max_elements(device: torch.device | str | None = None) -> int:
 def plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:
     """How many plates deep the programs go (as Pyro's ELBOs guess it); draws no randomness
     from the caller's streams."""
-    with torch.random.fork_rng(devices=initialised_cuda_devices()), poutine.block():
+    with aside(grad=True):
         guide_trace = poutine.trace(guide).get_trace(*args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     return traced_nesting(model_trace, guide_trace)
@@ -141,11 +141,7 @@ def enumerated_size(
     """How many values the enumerated sites hold at once (1 without any, C for the class of
     the semi-supervised VAE): a pass of :func:`log_importance_weights` holds that many
     copies of its activations. One draw, without gradients or the caller's random streams."""
-    with (
-        torch.no_grad(),
-        torch.random.fork_rng(devices=initialised_cuda_devices()),
-        poutine.block(),
-    ):
+    with aside():
         model_trace, guide_trace = trace_pair(
             model, guide if proposal == "guide" else None, args, 1, nesting
         )

@@ -18,12 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-import torch
-from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from ..errors import option
-from ..rng import initialised_cuda_devices
+from ..rng import aside
 from .passes import plate_nesting
 from .plates import DATA, data_frame, find_data_plate, named_data_plate
 from .sites import WeightedSites, classify_sites, mark_for_enumeration
@@ -85,9 +83,8 @@ def check_program(
     except ValueError as error:
         _explain_plate_error(error, batch)
         raise
-    devices = initialised_cuda_devices()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices), poutine.block():
+        with aside():
             model_trace, guide_trace = trace_pair(model, guide, args, 1, nesting)
     except ValueError as error:
         _explain_plate_error(error, batch)

@@ -11,7 +11,9 @@ in a Jupyter kernel: the plain bar is used then.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 #: Seconds between redraws of a bar whose stream is not a terminal.
@@ -44,3 +46,16 @@ def _is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
         return False
+
+
+def epoch_summary(record: dict[str, Any], epochs: int, shown: Sequence[str] = ()) -> str:
+    """The progress bar's line: the epoch, the ELBOs, then each number of ``shown`` (the
+    keys the metrics added to the record), whatever they measure."""
+    text = f"epoch {record['epoch']}/{epochs} elbo {record['train_elbo']:.2f}"
+    if "test_elbo" in record and math.isfinite(record["test_elbo"]):
+        text += f" test {record['test_elbo']:.2f}"
+    for key in shown:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            text += f" {key} {value:.4g}"
+    return text

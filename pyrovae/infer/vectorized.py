@@ -5,13 +5,17 @@ particle's own weight (:func:`vectorizable`): the check behind sequential partic
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer import ELBO
 
-from ..rng import initialised_cuda_devices
+from ..errors import user_stacklevel
+from ..rng import aside
+from .objectives import make_objective
 from .pyro_internals import enumerate_dim
 from .weights import log_weights_from_traces, trace_pair
 
@@ -43,9 +47,7 @@ def vectorizable(
         return lw, (guide_trace if guide_trace is not None else model_trace)
 
     with (
-        torch.no_grad(),
-        torch.random.fork_rng(devices=initialised_cuda_devices()),
-        poutine.block(),
+        aside(),
         pyro.validation_enabled(False),  # the data's own NaNs are the caller's to report
     ):
         try:
@@ -96,3 +98,33 @@ def _one_particle(
                 value = value.squeeze(position)
         chosen.add_node(name, **{**site, "value": value})
     return chosen
+
+
+def particle_objective(
+    objective: str | ELBO,
+    num_particles: int,
+    dreg: bool,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    nesting: int,
+    data_plate: str | None = None,
+) -> ELBO:
+    """The training ELBO of ``objective`` (a name, or an ELBO instance, returned as it is)
+    with ``num_particles`` samples per example: in one vectorized particle plate where the
+    program runs in one (:func:`vectorizable`, on the batch ``args``), else one particle after
+    another, with a warning that says why the step is slower (and the refusal of
+    :func:`~pyrovae.infer.objectives.make_objective` for the IWAE bound, which needs the
+    plate)."""
+    vectorize = True
+    if num_particles > 1 and isinstance(objective, str):
+        vectorize = vectorizable(model, guide, args, nesting, data_plate=data_plate)
+        if not vectorize and objective != "iwae":
+            warnings.warn(
+                f"fit: the program cannot run its {num_particles} particles in one "
+                "vectorized plate (it indexes or reshapes in a way a particle dimension "
+                f"breaks), so each step runs them one at a time: {num_particles} passes "
+                "per step instead of one. Index with pyro.ops.indexing.Vindex to vectorize",
+                stacklevel=user_stacklevel(),
+            )
+    return make_objective(objective, num_particles, dreg, nesting, vectorize)

@@ -7,6 +7,9 @@ accuracy (:class:`ValidationSelection`). :mod:`~pyrovae.procedures.mixture_vae` 
 autoencoder pretraining (:func:`~pyrovae.procedures.mixture_vae.pretrain`), the mixture over
 z set from the pretrained codes (:func:`~pyrovae.procedures.mixture_vae.initialize_prior`)
 and the per-epoch clustering record (:func:`~pyrovae.procedures.mixture_vae.clustering_metric`).
+:mod:`~pyrovae.procedures.sequences` (the sequence VAE and the DMM): the test ELBO's terms
+each epoch (:func:`~pyrovae.procedures.sequences.terms_metric`) and numbers per time step
+(:func:`~pyrovae.procedures.sequences.per_step`).
 A procedure may use :mod:`pyrovae.infer` and :mod:`pyrovae.models`; neither imports it, and
 the run layer (``pyrovae.runs``) is a thin adapter over it.
 """

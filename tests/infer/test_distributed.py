@@ -25,7 +25,7 @@ from pyrovae.guides import DeltaEncoder, GaussianEncoder
 from pyrovae.infer import Trainer
 from pyrovae.infer.batches import InterleavedBatches, SemiSupervisedData, TensorBatches
 from pyrovae.infer.distributed import shard_bounds, world
-from pyrovae.infer.fit import evaluate_elbo
+from pyrovae.infer.evaluate import evaluate_elbo
 from pyrovae.infer.importance import log_marginal
 from pyrovae.infer.marginal import NonFiniteWeights, merge_shares
 from pyrovae.models import VAE, GaussianMixture, fit_mixture

@@ -75,7 +75,7 @@ def test_the_test_elbo_of_an_enumerated_model_is_its_exact_log_likelihood():
 
 
 def test_the_progress_summary_shows_the_test_elbo_and_every_metric_of_the_epoch():
-    from pyrovae.infer.fit import _summary
+    from pyrovae.infer.progress import epoch_summary as _summary
 
     record = {"epoch": 2, "train_elbo": -101.234, "test_elbo": -99.5, "valid_accuracy": 0.8125}
     record["seconds"] = 3.0  # not a metric's: not shown

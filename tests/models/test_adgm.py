@@ -192,6 +192,18 @@ def test_with_every_label_it_trains_as_a_supervised_conditional_model(digits, ki
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_pair_built_with_the_defaults_classifies_ten_classes(kind):
+    """The documented defaults (MNIST's ten digits) of model and guide agree: the model's
+    prior p(y) and the guide's q(y | a, x) both range over 10 classes."""
+    model, guide = MODELS[kind](D), ADGMGuide(D)
+    x = binary_rows()
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    assert guide_trace.nodes["y"]["fn"].probs.shape[-1] == 10
+    assert model_trace.nodes["y"]["fn"].probs.shape[-1] == 10
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
 def test_one_class_is_refused(kind):
     with pytest.raises(ValueError, match="at least 2 classes, got 1"):
         MODELS[kind](D, num_classes=1)

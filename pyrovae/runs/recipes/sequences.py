@@ -38,13 +38,12 @@ from ...data import DataSplits
 from ...diagnostics.figures import save_elbo_curves
 from ...diagnostics.sequence_figures import save_piano_rolls, save_terms_curves
 from ...guides import MarkovEncoder, SequenceEncoder
-from ...infer import SequenceData, Trainer
+from ...infer import SequenceData
 from ...infer.modes import program_mode
-from ...infer.passes import plate_nesting
 from ...infer.terms import elbo_terms
 from ...likelihoods import LIKELIHOODS
 from ...models import DeepMarkovModel, SequenceVAE
-from ...rng import initialised_cuda_devices
+from ...procedures.sequences import TERMS_DRAWS, per_step, terms_metric
 from ..config import OptionsBase, TrainConfig, setting
 from ..data import resolve_likelihood
 from ..estimates import importance_rows
@@ -53,8 +52,6 @@ from ..recipe import Evaluation, Recipe, TrainingPlan
 from ..record import Run
 from .observed import KL_WARMUP, latent_dim_setting, positive_ints, warmup_clause
 
-#: Draws per test sequence of each epoch's estimate of the ELBO and its terms.
-TERMS_DRAWS = 4
 #: Draws per test sequence of the terms ``evaluate`` reports.
 EVALUATE_TERMS_DRAWS = 32
 #: The most piano rolls ``pyrovae sample`` draws into one figure.
@@ -169,10 +166,10 @@ class SequenceRecipe(Recipe):
 
     def closing(self, run: Run) -> str:
         last = run.history[-1]
-        steps = float(run.data.test_lengths.sum()) / len(run.data.test_lengths)
+        elbo_per_step = per_step(last["test_elbo"], run.data.test_lengths)
         return (
             f"done: epoch {last['epoch']}, train ELBO {last['train_elbo']:.2f}, test ELBO "
-            f"{last['test_elbo']:.2f} nats per sequence ({last['test_elbo'] / steps:.3f} per "
+            f"{last['test_elbo']:.2f} nats per sequence ({elbo_per_step:.3f} per "
             f"step), test KL {last['test_kl']:.2f}; run saved in {run.path}"
         )
 
@@ -188,15 +185,10 @@ class SequenceRecipe(Recipe):
         )
         report = dict(evaluation.report)
         _, lengths = x
-        steps = int(lengths.sum())
-        per_step = len(lengths) / steps  # a per-sequence mean times N / sum_n T_n
         report["units"] = "nats per sequence (per_step: per time step), higher is better"
-        report["num_steps"] = steps
-        report["per_step"] = {
-            "test_elbo": report["test_elbo"] * per_step,
-            "test_log_likelihood": report["test_log_likelihood"] * per_step,
-            "test_log_likelihood_stderr": report["test_log_likelihood_stderr"] * per_step,
-        }
+        report["num_steps"] = int(lengths.sum())
+        keys = ("test_elbo", "test_log_likelihood", "test_log_likelihood_stderr")
+        report["per_step"] = {key: per_step(report[key], lengths) for key in keys}
         terms = elbo_terms(run.model, run.guide, x, num_samples=EVALUATE_TERMS_DRAWS)
         report["test_kl"] = float(terms.kl.mean())
         report["test_reconstruction"] = float(terms.reconstruction.mean())
@@ -288,38 +280,6 @@ def rows_of(rolls: list[np.ndarray], ncols: int, label: str) -> tuple[list, list
         range(0, len(rolls), ncols), rows, strict=True
     )]  # fmt: skip
     return rows, titles
-
-
-def terms_metric(test: tuple[torch.Tensor, ...], seed: int) -> Callable[[Trainer], dict]:
-    """An epoch metric: the test ELBO and its reconstruction and KL terms per sequence, from
-    the same draws, under a forked random stream seeded with ``seed`` (training's streams
-    untouched); the Trainer does not evaluate the test ELBO a second time."""
-
-    nesting: list[int] = []  # found once (running the programs), not every epoch
-
-    def metric(trainer: Trainer) -> dict:
-        inputs = tuple(t.to(trainer.device or "cpu") for t in test)
-        # Every generator in use forked, CUDA's too: seeding below must not reset the
-        # stream training draws from on the next epoch.
-        with torch.random.fork_rng(devices=initialised_cuda_devices()):
-            if not nesting:
-                nesting.append(plate_nesting(trainer.model, trainer.guide, inputs))
-            pyro.set_rng_seed(seed)
-            terms = elbo_terms(
-                trainer.model,
-                trainer.guide,
-                inputs,
-                num_samples=TERMS_DRAWS,
-                batch_size=1000 // TERMS_DRAWS,  # the K draws of 250 sequences at once
-                nesting=nesting[0],
-            )
-        return {
-            "test_elbo": float(terms.elbo.mean()),
-            "test_reconstruction": float(terms.reconstruction.mean()),
-            "test_kl": float(terms.kl.mean()),
-        }
-
-    return metric
 
 
 class SequenceVAERecipe(SequenceRecipe):
