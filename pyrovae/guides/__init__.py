@@ -13,7 +13,8 @@ when y is unobserved, and encoder q(z | x, y)) for :class:`~pyrovae.models.SSVAE
 :class:`~pyrovae.models.SequenceVAE`; :class:`MarkovEncoder` (q(z_t | z_{t-1}, x_{t:T})) for
 :class:`~pyrovae.models.DeepMarkovModel`. A guide
 module may import the model module it is written for; nothing here imports
-:mod:`pyrovae.infer`.
+:mod:`pyrovae.infer`. Every guide is importable from its own module
+(``pyrovae.guides.encoder.GaussianEncoder``); a guide added as a module needs no line here.
 """
 
 from .auxiliary import ADGMGuide

@@ -15,6 +15,9 @@ package that imports :mod:`pyrovae.infer` (its generic EM driver), and
 :class:`MixturePriorVAE` uses it to initialise its prior. Every other module here depends
 only on pyrovae's shared modules (``distributions``, ``likelihoods``, ``module``, ``nn``,
 ``kmeans``).
+
+Every family is importable from its own module (``pyrovae.models.vae.VAE``); a family added
+as a module needs no line here, and the names below are exported for the families before it.
 """
 
 from .adgm import ADGM, SDGM

@@ -1,39 +1,59 @@
 """The one registry of recipes, keyed by model name, and the configs they read.
 
-A built-in family is registered here by name; any other name with a colon is a user's
-factory (``package.module:function``, :mod:`pyrovae.runs.recipes.factory`).
+A built-in family is found here, not listed: every module of :mod:`pyrovae.runs.recipes` is
+imported, and each :class:`~pyrovae.runs.recipe.Recipe` subclass it defines with a ``name`` of
+its own is registered under that name (a new family is its recipe file, and this module does
+not change). Any other name with a colon is a user's factory (``package.module:function``,
+:mod:`pyrovae.runs.recipes.factory`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
+from types import ModuleType
 from typing import Any
 
+from . import recipes
 from .config import TrainConfig, make_config
 from .recipe import Recipe
-from .recipes.adgm import AuxiliaryRecipe, SkipRecipe
-from .recipes.ae import AutoencoderRecipe
 from .recipes.factory import FactoryRecipe
-from .recipes.mixture import MixtureRecipe
-from .recipes.mixture_vae import MixtureVAERecipe
-from .recipes.sequences import DeepMarkovRecipe, SequenceVAERecipe
-from .recipes.ssvae import SemiSupervisedRecipe
-from .recipes.vae import VAERecipe
 
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        VAERecipe(),
-        AutoencoderRecipe(),
-        MixtureRecipe(),
-        MixtureVAERecipe(),
-        SemiSupervisedRecipe(),
-        AuxiliaryRecipe(),
-        SkipRecipe(),
-        SequenceVAERecipe(),
-        DeepMarkovRecipe(),
-    )
-}
+
+def defined_recipes(module: ModuleType) -> list[type[Recipe]]:
+    """The recipe classes ``module`` defines that name a model: subclasses of
+    :class:`~pyrovae.runs.recipe.Recipe` with a ``name`` in their own body (a shared base
+    such as ``ObservedRecipe`` has none), in the order they are defined. The factory recipe
+    is not one: it takes every other name."""
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Recipe)
+        and value.__module__ == module.__name__
+        and "name" in vars(value)
+        and value is not FactoryRecipe
+    ]
+
+
+def discover() -> dict[str, Recipe]:
+    """{model name: recipe} of every recipe module, sorted by name; two recipes of one name
+    are a mistake in the package, refused here."""
+    found: dict[str, Recipe] = {}
+    for info in pkgutil.iter_modules(recipes.__path__):
+        module = importlib.import_module(f"{recipes.__name__}.{info.name}")
+        for cls in defined_recipes(module):
+            if cls.name in found:
+                raise RuntimeError(
+                    f"two recipes are named {cls.name!r}: {type(found[cls.name]).__qualname__} "
+                    f"and {cls.__module__}.{cls.__qualname__}; rename one"
+                )
+            found[cls.name] = cls()
+    return dict(sorted(found.items()))
+
+
+RECIPES: dict[str, Recipe] = discover()
 FACTORY = FactoryRecipe(known=tuple(RECIPES))
 
 
