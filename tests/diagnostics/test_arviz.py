@@ -5,7 +5,6 @@ Monte Carlo tolerances are 4 standard errors, computed: sqrt(var / ESS) for a me
 var sqrt(2 / ESS) for a variance, with the importance ESS of the draws."""
 
 import math
-import warnings
 
 import numpy as np
 import pyro
@@ -29,9 +28,7 @@ def float64():
 
 
 def summary(idata):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # one chain: no r-hat
-        return az().summary(idata, var_names=["z"], kind="diagnostics", round_to="none")
+    return az().summary(idata, var_names=["z"], kind="diagnostics", round_to="none")
 
 
 def pair(noise=NOISE):
