@@ -18,7 +18,7 @@ on ``--rows`` MNIST training images (binarized once, fixed), ``--labels`` of the
 
 Both use the same batches: an epoch is one pass over the unlabelled rows in a fresh random
 order, each unlabelled batch followed by a labelled batch drawn from the labelled rows
-(``pyrovae.infer.batches.InterleavedBatches``, the batcher ``Trainer`` uses). Each method
+(``pyrovae.data.semisupervised.InterleavedBatches``, the batcher ``Trainer`` uses). Each method
 runs one untimed epoch (set-up and capture), then ``--repeats`` timed epochs, interleaved;
 the script prints every epoch's seconds, the medians and last ``ratio X.XX``: the median
 pyrovae epoch over the median hand-written epoch.
@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from alternating import alternate, timed
 from torch.distributions import Normal
 
-from pyrovae.data import binarize_fixed, load_dataset
+from pyrovae.data import binarize_fixed, load_dataset, split_labeled
+from pyrovae.data.semisupervised import InterleavedBatches
 from pyrovae.guides import SSVAEGuide
-from pyrovae.infer import SemiSupervisedELBO, Trainer, split_labeled
-from pyrovae.infer.batches import InterleavedBatches
+from pyrovae.infer import SemiSupervisedELBO, Trainer
 from pyrovae.models import SSVAE
 
 C, HIDDEN, LATENT = 10, 500, 50

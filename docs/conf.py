@@ -91,8 +91,6 @@ MODULES = (
     "pyrovae.nn",
     "pyrovae.likelihoods",
     "pyrovae.distributions",
-    "pyrovae.splits",
-    "pyrovae.sequences",
     "pyrovae.kmeans",
     "pyrovae.rng",
 )

@@ -32,10 +32,16 @@ from pathlib import Path
 import torch
 
 import pyrovae
-from pyrovae.data import binarize, binarize_fixed, load_dataset
+from pyrovae.data import (
+    SemiSupervisedData,
+    binarize,
+    binarize_fixed,
+    load_dataset,
+    split_labeled,
+)
 from pyrovae.diagnostics.ssvae_figures import write_ssvae_figures
 from pyrovae.guides import SSVAEGuide
-from pyrovae.infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, split_labeled
+from pyrovae.infer import SemiSupervisedELBO, Trainer
 from pyrovae.models import SSVAE
 
 

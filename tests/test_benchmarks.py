@@ -225,7 +225,7 @@ pathlib.Path(args.l).write_text("[val/test epoch 50]  12.5  12.25\\n")
 
 
 def test_the_chorales_benchmark_runs_our_dmm_and_retries_pyros_failed_run(tmp_path):
-    from pyrovae.sequences import CACHE_VERSION
+    from pyrovae.data.sequences import CACHE_VERSION
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(4, 11, 20)

@@ -38,8 +38,8 @@ def test_the_reference_has_examples_for_the_first_calls():
     assert {
         "pyrovae.infer.fit.fit",
         "pyrovae.infer.importance.log_marginal",
-        "pyrovae.data.load_dataset",
-        "pyrovae.infer.semisupervised.split_labeled",
+        "pyrovae.data.datasets.load_dataset",
+        "pyrovae.data.semisupervised.split_labeled",
     } <= names
 
 

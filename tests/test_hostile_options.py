@@ -388,7 +388,7 @@ def test_debug_shows_the_traceback(tiny, monkeypatch):
 
 
 def fake_chorales(monkeypatch):
-    from pyrovae import sequences
+    from pyrovae.data import sequences
 
     rolls = [np.eye(88, dtype=np.uint8)[: 3 + i] for i in range(10)]
     monkeypatch.setattr(sequences, "_chorale_paths", lambda: [f"/c/{i}.mxl" for i in range(10)])

@@ -23,7 +23,13 @@ The rules:
     nothing from ``pyrovae.infer`` except the one edge of :data:`ALLOWED_MODELS_TO_INFER`
     (``fit_mixture`` runs the generic EM driver);
 (d) a family's procedure (``pyrovae.procedures``) builds on models, guides and inference,
-    and none of those imports it.
+    and none of those imports it;
+(e) ``pyrovae.infer`` knows no model family: no module of it reaches a family module
+    (:data:`FAMILY_MODULES`: the models, the families' procedures, the data layer's family
+    containers) through its imports, directly or through other modules (a chain is
+    reported); and it defines no family's data container (a class with a ``batches``
+    method, other than the :class:`~pyrovae.infer.batches.BatchSource` protocol): those live
+    in the data layer, which imports the generic batching of ``pyrovae.infer.batches``.
 
 Beside the graph: the library's strings name no command-line flag (its messages name their
 keyword arguments through ``pyrovae.errors.option``).
@@ -51,7 +57,6 @@ LIBRARY_TOP_LEVEL = frozenset(
     for name in (
         "_launch",  # the package's first import: python -m pyrovae's sys.path guard
         "atomic",
-        "data",
         "distributions",
         "errors",
         "kmeans",
@@ -61,8 +66,6 @@ LIBRARY_TOP_LEVEL = frozenset(
         "nn",
         "ranks",
         "rng",
-        "sequences",
-        "splits",
     )
 )
 LIBRARY_PACKAGES = (
@@ -71,6 +74,7 @@ LIBRARY_PACKAGES = (
     "pyrovae.infer",
     "pyrovae.diagnostics",
     "pyrovae.procedures",
+    "pyrovae.data",
 )
 
 #: The application layer: the run directory and its recipes, the CLI, and the run modules
@@ -96,6 +100,16 @@ APP_MODULES = frozenset(
 #: The one import from pyrovae.models into pyrovae.infer: fit_mixture runs EM by the generic
 #: driver (see pyrovae/models/mixture_em.py).
 ALLOWED_MODELS_TO_INFER = frozenset({("pyrovae.models.mixture_em", "pyrovae.infer.em")})
+
+#: The modules of a model family, which no module of ``pyrovae.infer`` may reach (rule (e)):
+#: the models, the families' procedures, and the data layer's containers of one family's
+#: data (partly labelled rows, padded sequences batched by length).
+FAMILY_MODULES = (
+    "pyrovae.models",
+    "pyrovae.procedures",
+    "pyrovae.data.semisupervised",
+    "pyrovae.data.sequence_batches",
+)
 
 Graph = dict[str, set[str]]
 
@@ -293,6 +307,58 @@ def layering_violations(graph: Graph) -> list[str]:
     return found
 
 
+def family_reach(graph: Graph) -> list[str]:
+    """Rule (e) on the graph: for every module of ``pyrovae.infer`` that reaches a module of
+    :data:`FAMILY_MODULES` through its imports, a shortest chain ``a -> ... -> family``
+    (breadth-first), with why."""
+    found = []
+    for start in sorted(m for m in graph if within(m, "pyrovae.infer")):
+        previous: dict[str, str] = {start: start}
+        frontier = [start]
+        reached = None
+        while frontier and reached is None:
+            following = []
+            for node in frontier:
+                for child in sorted(graph.get(node, ())):
+                    if child in previous:
+                        continue
+                    previous[child] = node
+                    if any(within(child, family) for family in FAMILY_MODULES):
+                        reached = child
+                        break
+                    following.append(child)
+                if reached is not None:
+                    break
+            frontier = following
+        if reached is not None:
+            chain = [reached]
+            while chain[-1] != start:
+                chain.append(previous[chain[-1]])
+            found.append(
+                f"{' -> '.join(reversed(chain))}: pyrovae.infer knows no model family (its "
+                "data containers live in pyrovae.data, its procedures beside its model)"
+            )
+    return found
+
+
+def data_containers(source: str) -> list[str]:
+    """The classes of ``source`` that cut data into batches (a ``batches`` method), other
+    than a ``Protocol`` declaring one, as ``line: name``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = {ast.unparse(base).rpartition(".")[2] for base in node.bases}
+        methods = {
+            item.name
+            for item in node.body
+            if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        if "batches" in methods and "Protocol" not in bases:
+            found.append(f"{node.lineno}: {node.name}")
+    return found
+
+
 # ---- the walker, on a package whose graph is known ----------------------------------------
 
 
@@ -380,6 +446,40 @@ def test_the_layering_rules_catch_each_forbidden_edge():
     ]
 
 
+def test_rule_e_finds_a_family_module_reached_directly_or_through_another_module():
+    graph = {
+        "pyrovae.infer.fit": {"pyrovae.infer.batches", "pyrovae.rng"},
+        "pyrovae.infer.batches": {"pyrovae.data"},  # the package re-exports the containers
+        "pyrovae.infer.em": {"pyrovae.data.splits"},  # a generic data module: allowed
+        "pyrovae.infer.captured": {"pyrovae.procedures.semisupervised"},
+        "pyrovae.infer.terms": {"pyrovae.diagnostics.views"},
+        "pyrovae.diagnostics.views": {"pyrovae.models.vae"},
+        "pyrovae.data": {"pyrovae.data.splits", "pyrovae.data.sequence_batches"},
+        "pyrovae.data.splits": set(),
+        "pyrovae.data.sequence_batches": {"pyrovae.infer.batches"},
+        "pyrovae.rng": set(),
+    }
+    found = family_reach(graph)
+    assert [line.split(":")[0] for line in found] == [
+        "pyrovae.infer.batches -> pyrovae.data -> pyrovae.data.sequence_batches",
+        "pyrovae.infer.captured -> pyrovae.procedures.semisupervised",
+        "pyrovae.infer.fit -> pyrovae.infer.batches -> pyrovae.data -> "
+        "pyrovae.data.sequence_batches",
+        "pyrovae.infer.terms -> pyrovae.diagnostics.views -> pyrovae.models.vae",
+    ]
+
+
+def test_the_container_finder_sees_a_batches_method_and_not_the_protocol():
+    source = (
+        "from typing import Protocol\n\n"
+        "class BatchSource(Protocol):\n    def batches(self): ...\n\n"
+        "@dataclass\nclass SequenceData:\n    x: int\n\n    def batches(self):\n"
+        "        return []\n\n"
+        "class TensorBatches:\n    def __iter__(self):\n        yield from ()\n"
+    )
+    assert data_containers(source) == ["7: SequenceData"]
+
+
 # ---- the package itself --------------------------------------------------------------------
 
 
@@ -409,6 +509,25 @@ def test_the_library_never_imports_the_application_layer_and_models_and_infer_st
 ):
     found = layering_violations(graph)
     assert not found, "layering violations:\n" + "\n".join(found)
+
+
+def test_infer_reaches_no_family_module(graph):
+    found = family_reach(graph)
+    assert not found, "pyrovae.infer imports a family:\n" + "\n".join(found)
+
+
+def test_infer_defines_no_data_container():
+    """A family's data container (partly labelled rows, padded sequences) is a BatchSource of
+    the data layer; infer declares the protocol and batches tensors, nothing of a family."""
+    found = {}
+    for name, path in find_modules(ROOT).items():
+        containers = data_containers(path.read_text())
+        if containers:
+            found[name] = containers
+    inside = {name: where for name, where in found.items() if within(name, "pyrovae.infer")}
+    assert not inside, f"data containers in pyrovae.infer: {inside}; move them to pyrovae.data"
+    # Not vacuous: the finder sees the containers where they live.
+    assert {"pyrovae.data.semisupervised", "pyrovae.data.sequence_batches"} <= set(found)
 
 
 def flag_literals(source: str) -> list[str]:

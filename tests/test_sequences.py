@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.sequences import (
+from pyrovae.data.sequences import (
     CACHE,
     CACHE_VERSION,
     KEYS,
@@ -107,7 +107,7 @@ def test_real_chorales_convert_to_four_voice_rolls(tmp_path):
 def test_a_data_directory_that_cannot_be_written_caches_in_the_users_cache(
     tmp_path, user_cache, monkeypatch
 ):
-    from pyrovae import sequences
+    from pyrovae.data import sequences
 
     rolls = [np.eye(KEYS, dtype=np.uint8)[: 3 + i] for i in range(10)]
     monkeypatch.setattr(sequences, "_chorale_paths", lambda: [f"/c/{i}.mxl" for i in range(10)])
@@ -123,7 +123,7 @@ def test_a_data_directory_that_cannot_be_written_caches_in_the_users_cache(
 
 
 def test_a_cache_that_cannot_be_written_anywhere_is_an_error_naming_both(tmp_path, monkeypatch):
-    from pyrovae import sequences
+    from pyrovae.data import sequences
 
     monkeypatch.setattr(sequences, "_chorale_paths", lambda: ["/c/piece0.mxl"])
     monkeypatch.setattr(sequences, "_convert", lambda path: np.eye(KEYS, dtype=np.uint8)[:3])

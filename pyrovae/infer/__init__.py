@@ -10,19 +10,20 @@ from the program (:func:`choose_objective`) after checking the pair on a first b
 (:func:`log_marginal`, :class:`LogMarginal`, :func:`log_importance_weights`); the discrete
 posterior of enumerated sites (:func:`assign`); the generic EM driver for models with a
 closed-form M-step (:func:`~pyrovae.infer.em`, :class:`EMHistory`); the semi-supervised objective
-and its data (:class:`SemiSupervisedELBO`, :class:`SemiSupervisedData`, :func:`split_labeled`);
-padded sequences batched by length (:class:`SequenceData`); the protocol of data that cut
-themselves into batches (:class:`BatchSource`), by which the fitting code takes both; and
-:class:`TrainingDiverged` (defined in :mod:`pyrovae.errors`). Those names, ``__all__``, are
-the public API; the submodules' other names (minibatching in :mod:`~pyrovae.infer.batches`,
-site scaling in :mod:`~pyrovae.infer.scale`, label indices in
-:mod:`~pyrovae.infer.semisupervised`, ...) are importable from their modules as building
-blocks. Nothing here imports :mod:`pyrovae.models`: models with their own fitting routines
-(``pyrovae.models.fit_mixture``) call into this package, not the reverse.
+(:class:`SemiSupervisedELBO`); the protocol of data that cut themselves into batches
+(:class:`BatchSource`), by which the fitting code takes a family's data container (the
+partly labelled rows and the padded sequences of :mod:`pyrovae.data`) without knowing the
+family; and :class:`TrainingDiverged` (defined in :mod:`pyrovae.errors`). Those names,
+``__all__``, are the public API; the submodules' other names (minibatching in
+:mod:`~pyrovae.infer.batches`, site scaling in :mod:`~pyrovae.infer.scale`, ...) are
+importable from their modules as building blocks. Nothing here imports :mod:`pyrovae.models`
+or a family's data container: models with their own fitting routines
+(``pyrovae.models.fit_mixture``) and the containers (:mod:`pyrovae.data`) call into this
+package, not the reverse.
 """
 
 from ..errors import TrainingDiverged
-from .batches import BatchSource, SemiSupervisedData, SequenceData
+from .batches import BatchSource
 from .discrete import assign
 from .em import EMHistory, em
 from .evaluate import evaluate_elbo
@@ -34,7 +35,7 @@ from .objectives import OBJECTIVES, make_objective
 from .params import collect_params
 from .passes import log_importance_weights
 from .program import ProgramReport, check_program, choose_objective
-from .semisupervised import SemiSupervisedELBO, split_labeled
+from .semisupervised import SemiSupervisedELBO
 from .trainer import History, Trainer
 
 __all__ = [
@@ -45,9 +46,7 @@ __all__ = [
     "LogMarginal",
     "OBJECTIVES",
     "ProgramReport",
-    "SemiSupervisedData",
     "SemiSupervisedELBO",
-    "SequenceData",
     "Trainer",
     "TrainingDiverged",
     "assign",
@@ -60,5 +59,4 @@ __all__ = [
     "log_importance_weights",
     "log_marginal",
     "make_objective",
-    "split_labeled",
 ]

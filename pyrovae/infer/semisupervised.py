@@ -1,4 +1,5 @@
-"""Semi-supervised learning: the M2 objective and a class-balanced labelled subset.
+"""Semi-supervised learning: the M2 objective (its data, partly labelled, are
+:mod:`pyrovae.data.semisupervised`'s).
 
 Kingma et al. 2014, eq. (9): with labelled pairs (x, y) and unlabelled rows x,
 
@@ -15,13 +16,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
-from ..errors import option
-from .batches import SemiSupervisedData
 from .loss_from_differentiable import LossFromDifferentiableLoss
 
 
@@ -101,61 +99,3 @@ class SemiSupervisedELBO(LossFromDifferentiableLoss, TraceEnum_ELBO):
         if y is not None and self.alpha > 0:
             loss = loss + self.alpha * self.classification_loss(guide, args[0], y)
         return loss
-
-
-def balanced_label_indices(
-    labels: np.ndarray | torch.Tensor, num_labels: int, seed: int = 0
-) -> np.ndarray:
-    """Indices of ``num_labels`` rows with as many of each class as possible (the remainder
-    going to randomly chosen classes), drawn with ``seed``; sorted."""
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    classes = np.unique(y)
-    if num_labels < len(classes):
-        raise ValueError(
-            f"{option('num_labels', num_labels)} is fewer than the {len(classes)} classes; a "
-            f"balanced labelled subset needs at least one example of each, so pass "
-            f"{option('num_labels')} >= {len(classes)}"
-        )
-    if num_labels > len(y):
-        raise ValueError(
-            f"{option('num_labels', num_labels)} is more than the {len(y)} training examples; "
-            f"pass at most {len(y)}"
-        )
-    rng = np.random.default_rng(seed)
-    per_class = np.full(len(classes), num_labels // len(classes))
-    per_class[rng.choice(len(classes), num_labels % len(classes), replace=False)] += 1
-    chosen = []
-    for c, count in zip(classes, per_class, strict=True):
-        members = np.flatnonzero(y == c)
-        if count > len(members):
-            raise ValueError(
-                f"class {c} has only {len(members)} training examples, fewer than the {count} "
-                f"a balanced labelled subset needs; pass a smaller {option('num_labels')}"
-            )
-        chosen.append(rng.choice(members, count, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-def split_labeled(
-    x: torch.Tensor, y: torch.Tensor, num_labels: int | None, seed: int = 0
-) -> SemiSupervisedData:
-    """Keep the labels of a class-balanced subset of ``num_labels`` rows and drop the rest:
-    the labelled rows and the others as unlabelled (None: keep every label).
-
-    Example:
-        >>> import torch
-        >>> from pyrovae.data import load_dataset
-        >>> from pyrovae.infer import split_labeled
-        >>> digits = load_dataset("digits")
-        >>> data = split_labeled(digits.train_x, digits.train_y, num_labels=100, seed=0)
-        >>> len(data.labeled_y), len(data.unlabeled_x)
-        (100, 1337)
-        >>> torch.bincount(data.labeled_y).tolist()  # ten of each class
-        [10, 10, 10, 10, 10, 10, 10, 10, 10, 10]
-    """
-    if num_labels is None or num_labels >= len(y):
-        return SemiSupervisedData(x, y, None)
-    index = torch.as_tensor(balanced_label_indices(y, num_labels, seed), device=x.device)
-    unlabeled = torch.ones(len(y), dtype=torch.bool, device=x.device)
-    unlabeled[index] = False
-    return SemiSupervisedData(x[index], y[index], x[unlabeled])

@@ -4,7 +4,7 @@ data selects the model):
 
 1. :func:`validation_split`: labelled rows held out of the training split (seeded), by
    default a sixth of it and at most 10,000 (MNIST's 50,000 / 10,000 split);
-2. :func:`~pyrovae.infer.split_labeled`: a class-balanced subset of the remaining rows keeps
+2. :func:`~pyrovae.data.split_labeled`: a class-balanced subset of the remaining rows keeps
    its labels, the others are used without them;
 3. training with :class:`~pyrovae.infer.SemiSupervisedELBO` while :class:`ValidationSelection`
    scores argmax q(y | x) on the validation rows each epoch and keeps the model and guide of

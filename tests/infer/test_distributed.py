@@ -21,9 +21,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pyrovae.data.semisupervised import InterleavedBatches, SemiSupervisedData
 from pyrovae.guides import DeltaEncoder, GaussianEncoder
 from pyrovae.infer import Trainer
-from pyrovae.infer.batches import InterleavedBatches, SemiSupervisedData, TensorBatches
+from pyrovae.infer.batches import TensorBatches
 from pyrovae.infer.distributed import shard_bounds, world
 from pyrovae.infer.evaluate import evaluate_elbo
 from pyrovae.infer.importance import log_marginal

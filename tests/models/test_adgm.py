@@ -13,9 +13,9 @@ from contract import Pair, PairContract
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
-from pyrovae.data import load_dataset
+from pyrovae.data import load_dataset, split_labeled
 from pyrovae.guides import ADGMGuide, SSVAEGuide
-from pyrovae.infer import SemiSupervisedELBO, Trainer, log_marginal, split_labeled
+from pyrovae.infer import SemiSupervisedELBO, Trainer, log_marginal
 from pyrovae.models import ADGM, SDGM, SSVAE
 
 C, D, L, A = 3, 6, 2, 2

@@ -13,15 +13,9 @@ from contract import Pair, PairContract
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.nn.functional import cross_entropy
 
-from pyrovae.data import load_dataset
+from pyrovae.data import SemiSupervisedData, load_dataset, split_labeled
 from pyrovae.guides import SSVAEGuide
-from pyrovae.infer import (
-    SemiSupervisedData,
-    SemiSupervisedELBO,
-    Trainer,
-    log_marginal,
-    split_labeled,
-)
+from pyrovae.infer import SemiSupervisedELBO, Trainer, log_marginal
 from pyrovae.infer.passes import enumerated_size
 from pyrovae.models import SSVAE
 

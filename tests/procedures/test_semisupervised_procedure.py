@@ -9,9 +9,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from pyrovae import fit
+from pyrovae.data import split_labeled
 from pyrovae.errors import command_line_names
 from pyrovae.guides import SSVAEGuide
-from pyrovae.infer import SemiSupervisedELBO, split_labeled
+from pyrovae.infer import SemiSupervisedELBO
 from pyrovae.models import SSVAE
 from pyrovae.procedures import ValidationSelection, default_validation_size, validation_split
 

@@ -34,11 +34,10 @@ import pyro
 import torch
 from pyro import poutine
 
-from ...data import DataSplits
+from ...data import DataSplits, SequenceData
 from ...diagnostics.figures import save_elbo_curves
 from ...diagnostics.sequence_figures import save_piano_rolls, save_terms_curves
 from ...guides import MarkovEncoder, SequenceEncoder
-from ...infer import SequenceData
 from ...infer.modes import program_mode
 from ...infer.terms import elbo_terms
 from ...likelihoods import LIKELIHOODS

@@ -23,10 +23,17 @@ from pathlib import Path
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from ...data import DataError, DataSplits, binarize_fixed, class_count
+from ...data import (
+    DataError,
+    DataSplits,
+    SemiSupervisedData,
+    binarize_fixed,
+    class_count,
+    split_labeled,
+)
 from ...diagnostics.ssvae_figures import accuracy, write_ssvae_figures
 from ...guides import SSVAEGuide
-from ...infer import SemiSupervisedData, SemiSupervisedELBO, Trainer, evaluate_elbo, split_labeled
+from ...infer import SemiSupervisedELBO, Trainer, evaluate_elbo
 from ...models import SSVAE
 from ...procedures import ValidationSelection, validation_split
 from ..config import MAX_INT, TrainConfig, parse_int, setting

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import option
+from ..errors import option
 from .splits import DataSplits
 
 #: MIDI pitch of the lowest piano key (A0); the roll has 88 keys, A0..C8.
@@ -117,7 +117,7 @@ def cache_candidates(data_dir: str | Path | None) -> list[Path]:
 
 
 def _cached(data_dir: str | Path | None) -> Path | None:
-    """The first of :func:`~pyrovae.sequences.cache_candidates` holding a conversion of this
+    """The first of :func:`~pyrovae.data.sequences.cache_candidates` holding a conversion of this
     version, or None."""
     return next((c for c in cache_candidates(data_dir) if c.exists() and _current(c)), None)
 
@@ -136,7 +136,8 @@ def load_chorales(data_dir: str | Path | None = None, *, progress: bool = False)
 
     Converted once (about two minutes) and cached as ``chorales.npz`` in ``data_dir``, or in
     the user's cache directory where ``data_dir`` is read-only
-    (:func:`~pyrovae.sequences.cache_candidates`); later calls read the cache without music21."""
+    (:func:`~pyrovae.data.sequences.cache_candidates`); later calls read the cache without
+    music21."""
     cache = _cached(data_dir)
     if cache is None:
         paths = _chorale_paths()
@@ -181,7 +182,7 @@ def _write_cache(candidates: list[Path], arrays: dict) -> Path:
 
 def split_pieces(count: int) -> dict[str, np.ndarray]:
     """The sorted indices of the train, validation and test pieces among ``count``: the
-    shares :data:`SPLIT` of a permutation fixed by :data:`~pyrovae.sequences.SPLIT_SEED`."""
+    shares :data:`SPLIT` of a permutation fixed by :data:`~pyrovae.data.sequences.SPLIT_SEED`."""
     order = np.random.default_rng(SPLIT_SEED).permutation(count)
     n_train, n_valid = round(SPLIT[0] * count), round(SPLIT[1] * count)
     return {
@@ -193,7 +194,7 @@ def split_pieces(count: int) -> dict[str, np.ndarray]:
 
 def split_sequences(path: Path) -> DataSplits:
     """The cached rolls split by piece with the fixed permutation of
-    :data:`~pyrovae.sequences.SPLIT_SEED`:
+    :data:`~pyrovae.data.sequences.SPLIT_SEED`:
     :data:`SPLIT` of the pieces in train, validation and test, each split padded to its own
     longest piece."""
     with np.load(path) as stored:

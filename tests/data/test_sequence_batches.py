@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pyrovae.data import SequenceData
+from pyrovae.data.sequence_batches import SequenceBatches, bucket_length
 from pyrovae.guides import SequenceEncoder
-from pyrovae.infer import SequenceData, Trainer
-from pyrovae.infer.batches import SequenceBatches, bucket_length, make_batches
+from pyrovae.infer import Trainer
+from pyrovae.infer.batches import make_batches
 from pyrovae.models import SequenceVAE
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.infer import SemiSupervisedData, split_labeled
-from pyrovae.infer.batches import InterleavedBatches, make_batches
-from pyrovae.infer.semisupervised import balanced_label_indices
+from pyrovae.data import SemiSupervisedData, split_labeled
+from pyrovae.data.semisupervised import InterleavedBatches, balanced_label_indices
+from pyrovae.infer.batches import make_batches
 
 
 def data(n_labeled: int = 7, n_unlabeled: int = 25) -> SemiSupervisedData:

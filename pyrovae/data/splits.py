@@ -1,6 +1,7 @@
 """The splits every loader returns (:class:`DataSplits`: rows, or padded sequences with
 lengths) and the error bad data raise (:class:`DataError`), apart from the loaders
-(:mod:`pyrovae.data`, :mod:`pyrovae.sequences`) that build them."""
+(:mod:`pyrovae.data.datasets`, :mod:`pyrovae.data.files`, :mod:`pyrovae.data.sequences`)
+that build them."""
 
 from __future__ import annotations
 
