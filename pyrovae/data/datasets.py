@@ -33,7 +33,8 @@ def load_dataset(
     download: bool = False,
     sequences: bool = False,
 ) -> DataSplits:
-    """Load a dataset named in :data:`DATASETS` or :data:`SEQUENCE_DATASETS`, or a user's
+    """Load a dataset named in :data:`~pyrovae.data.datasets.DATASETS` or
+    :data:`~pyrovae.data.datasets.SEQUENCE_DATASETS`, or a user's
     ``.npy``/``.npz``/``.csv`` file.
 
     ``data_dir`` (default: ``$PYROVAE_DATA_DIR``, else ``./data``) is where the MNIST-family
@@ -109,8 +110,8 @@ def class_count(data: DataSplits) -> int | None:
 
     A model with one output per class (the semi-supervised VAE) needs this: labels 0, 5 and 9
     would make ten classes of which seven never occur, and one stray label 255 would make 256.
-    Raises :class:`DataError` naming the labels outside 0..C-1 (C the number of distinct
-    labels) and the fix."""
+    Raises :class:`~pyrovae.data.DataError` naming the labels outside 0..C-1 (C the number of
+    distinct labels) and the fix."""
     labels = [y for y in (data.train_y, data.valid_y, data.test_y) if y is not None]
     if not labels:
         return None

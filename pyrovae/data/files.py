@@ -23,19 +23,35 @@ from ..machine import available_memory
 from .arrays import split_arrays, split_sequence_arrays
 from .splits import DataError, DataSplits
 
-__all__ = ["FILE_EXTENSIONS", "check_array_file", "check_fits"]
+__all__ = [
+    "BOMB_BYTES",
+    "BOMB_RATIO",
+    "CSV_LABEL_COLUMNS",
+    "FILE_EXTENSIONS",
+    "LENGTH_KEYS",
+    "LOAD_FACTOR",
+    "X_KEYS",
+    "Y_KEYS",
+    "check_array_file",
+    "check_fits",
+]
 
 #: The file types a user's data may come in.
 FILE_EXTENSIONS = (".npy", ".npz", ".csv")
+#: The names an ``.npz`` may hold its examples under, looked for in this order.
 X_KEYS = ("x", "X", "data", "images")
+#: The name an ``.npz`` of sequences holds their lengths (N,) under.
 LENGTH_KEYS = ("lengths",)
+#: The names an ``.npz`` may hold its labels under, looked for in this order.
 Y_KEYS = ("y", "labels", "targets")
+#: The header of a ``.csv``'s label column (any case).
 CSV_LABEL_COLUMNS = ("label", "y")
 #: An array takes this many times its bytes to load: the array, and its float32 copy.
 LOAD_FACTOR = 3
 #: A compressed member expanding more than this many times is taken for a decompression
 #: bomb once it expands to more than :data:`BOMB_BYTES` (real data compress 2 to 50 times).
 BOMB_RATIO = 200
+#: The expanded size (bytes) past which a member expanding :data:`BOMB_RATIO` times is refused.
 BOMB_BYTES = 2**30
 
 

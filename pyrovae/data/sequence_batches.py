@@ -120,7 +120,8 @@ def _next_bucket(bucket: int) -> int:
 class SequenceBatches(TensorBatches):
     """Batches of :class:`SequenceData`: ``(x[:, :S], lengths, *extra)``, grouped by length
     in pools of ``pool`` batches when shuffled, each cut to its bucket length S (see
-    :class:`SequenceData`). The other arguments are :class:`TensorBatches`'s; under
+    :class:`SequenceData`). The other arguments are
+    :class:`~pyrovae.infer.batches.TensorBatches`'s; under
     torch.distributed every rank cuts its own share of a global batch."""
 
     def __init__(
