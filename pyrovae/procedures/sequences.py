@@ -1,7 +1,7 @@
 """The sequence models' procedure (the sequence VAE and the deep Markov model), as
 ``pyrovae train seqvae | dmm`` runs it around :class:`~pyrovae.infer.Trainer`:
 
-- the sequences batched by length (:class:`~pyrovae.infer.SequenceData`: each batch cut to a
+- the sequences batched by length (:class:`~pyrovae.data.SequenceData`: each batch cut to a
   bucket length that holds its longest sequence) and KL warm-up (the Trainer's
   ``kl_warmup``) against posterior collapse;
 - each epoch, the test ELBO and its two terms per sequence (:func:`terms_metric`): a KL
@@ -10,8 +10,9 @@
 
 Example:
     >>> import torch
+    >>> from pyrovae.data import SequenceData
     >>> from pyrovae.guides import SequenceEncoder
-    >>> from pyrovae.infer import SequenceData, Trainer
+    >>> from pyrovae.infer import Trainer
     >>> from pyrovae.models import SequenceVAE
     >>> from pyrovae.procedures.sequences import terms_metric
     >>> x = (torch.rand(16, 6, 3) > 0.5).float()
