@@ -26,10 +26,7 @@ a bad input leaves nothing behind; every file is written atomically.
 from __future__ import annotations
 
 import errno
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pyro
@@ -50,13 +47,14 @@ from .record import (
     PHASE,
     Run,
     RunError,
-    load_checkpoint,
     run_files,
     write_json,
 )
-from .registry import RECIPES, every_recipe, recipe_for
-from .reopen import check_agreement, check_device, checked_config, open_data, plot
+from .registry import every_recipe, recipe_for
+from .reopen import check_device, open_data, plot
 from .replace import check_replaceable
+from .resume import resumed
+from .signals import Terminated, terminated_as_exit
 from .writer import RunWriter
 
 Log = Callable[[str], None]
@@ -98,41 +96,13 @@ def train(
         return _train(config, out, resume, overwrite, False, _silent, factory_path, None)
     if not resume and out.is_dir():
         _replaces(out, overwrite)  # a refusal before the lock leaves not even a lock file
-    with _terminated_as_exit(), RunLock(out) as lock:
+    with terminated_as_exit(), RunLock(out) as lock:
         try:
             return _train(config, out, resume, overwrite, progress, log, factory_path, lock)
         except BaseException:
             if lock.created and not (out / CHECKPOINT).exists():
                 _remove_created(out)
             raise
-
-
-class Terminated(SystemExit):
-    """SIGTERM received while training (from ``kill``, a batch system, or torchrun stopping
-    the job after a rank died): unwinds as an interrupt does, so that a run without a first
-    checkpoint leaves nothing behind; the process exits with 128 + 15."""
-
-
-@contextmanager
-def _terminated_as_exit() -> Iterator[None]:
-    """Inside: SIGTERM raises :class:`Terminated` (where Python may set a handler, and none
-    but the default is set)."""
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-    except (AttributeError, ValueError):  # pragma: no cover - no SIGTERM here
-        previous = None
-    if previous is not signal.SIG_DFL or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise Terminated(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _replaces(out: Path, overwrite: bool) -> bool:
@@ -169,7 +139,7 @@ def _train(config, out, resume, overwrite, progress, log, factory_path, lock) ->
     state = None
     replace = False
     if resume:
-        config, state = _resumed(config, out)
+        config, state = resumed(config, out)
     else:
         replace = _replaces(out, overwrite)
     config.validate()
@@ -327,54 +297,6 @@ def _initialize(recipe, config, model, guide, data, writer, state, *, log, progr
                 f"{config.out} --epochs {config.epochs} --resume"
             )
         raise
-
-
-def _resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
-    """The saved config (with this call's device, and its epochs unless None) and the last
-    checkpoint."""
-    if not (out / CHECKPOINT).exists():
-        raise RunError(f"--resume: {out} holds no checkpoint to continue; train without --resume")
-    saved = checked_config(out)  # a hand-edited "latent_dim": "ten" is named, not built
-    if saved.model not in RECIPES and saved.model != config.model:
-        # Resuming imports and calls the run's factory: only the one the user named as MODEL.
-        raise RunError(
-            f"{out} was trained with the factory {saved.model}, not {config.model}; resume it "
-            f"with pyrovae train {saved.model} --out {out} --resume if you trust that code"
-        )
-    epochs = saved.epochs if config.epochs is None else config.epochs
-    saved = saved.replace(epochs=epochs, device=config.device, out=str(out))
-    refusal = recipe_for(saved.model).refuse_resume(saved)
-    if refusal:
-        raise RunError(refusal)
-    check_device(saved.device)  # before reading: a good checkpoint is not "damaged"
-    state = load_checkpoint(out / CHECKPOINT, map_location=saved.device)
-    check_agreement(out, saved, state)
-    _check_ranks(out, saved, state)
-    if state["epoch"] >= saved.epochs:
-        raise RunError(
-            f"{out} has already trained {state['epoch']} epochs; to train longer pass "
-            f"--epochs N with N > {state['epoch']}"
-        )
-    return saved, state
-
-
-def _check_ranks(out: Path, config: TrainConfig, state: dict) -> None:
-    """Refuse to resume an SVI checkpoint written by N torch.distributed ranks with M != N:
-    each rank takes ``batch_size`` rows of every global batch, so the global batch (and the
-    ranks' noise streams) would change in the middle of the run."""
-    if not isinstance(state.get("rng"), dict):
-        return  # a recipe's own algorithm (EM): no batches
-    saved = len(state["rng"].get("ranks") or [None])
-    ranks = world()[1]
-    if saved == ranks:
-        return
-    how = "a single process" if saved == 1 else f"torchrun --nproc_per_node {saved}"
-    raise RunError(
-        f"{out} was trained by {saved} process(es) and this is {ranks}: each takes "
-        f"--batch-size {config.batch_size} rows of a global batch, which would change from "
-        f"{saved * config.batch_size} to {ranks * config.batch_size} rows mid-run; resume "
-        f"it with {how}"
-    )
 
 
 def _save_fitted(writer: RunWriter, fitted: Fitted) -> None:
