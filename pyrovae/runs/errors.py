@@ -21,7 +21,7 @@ import traceback
 
 from ..data import DataError
 from ..errors import TrainingDiverged
-from .recipes.factory import ModelSpecError
+from .factory_import import ModelSpecError
 from .record import CheckpointError, RunError
 
 #: Errors a user can cause and fix, whatever raised them.
