@@ -449,11 +449,32 @@ def _mutation_fresh_tqdm_lock():
 
 _mutation_fresh_tqdm_lock()
 _mutation_os.register_at_fork(after_in_child=_mutation_fresh_tqdm_lock)
+
+
+# mutmut's first pass ("stats": which tests reach which function) records each hit through
+# its configuration, read from the working directory; a test's subprocess run from another
+# directory (python -m pyrovae inside a run directory) cannot read it and crashes. Such a
+# subprocess runs the original code in that pass, unrecorded (MUTMUT_DEPENDENCY_DEPTH=0), so
+# a test reaching a function only through a subprocess is not chosen to kill its mutants:
+# the score then counts only what the tests reach in process.
+import subprocess as _mutation_subprocess
+
+_mutation_popen_init = _mutation_subprocess.Popen.__init__
+
+
+def _mutation_popen(self, *args, env=None, **kwargs):
+    if _mutation_os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        env = {**(_mutation_os.environ if env is None else env), "MUTMUT_DEPENDENCY_DEPTH": "0"}
+    _mutation_popen_init(self, *args, env=env, **kwargs)
+
+
+_mutation_subprocess.Popen.__init__ = _mutation_popen
 """
 
 
 def make_fork_safe(tests_dir: Path) -> None:
-    """Append :data:`FORK_SAFE_TQDM` to ``tests_dir / "conftest.py"`` (once)."""
+    """Append :data:`FORK_SAFE_TQDM` (tqdm's locks, and tests' subprocesses in mutmut's
+    first pass) to ``tests_dir / "conftest.py"`` (once)."""
     conftest = tests_dir / "conftest.py"
     text = conftest.read_text() if conftest.exists() else ""
     if "_mutation_fresh_tqdm_lock" not in text:
