@@ -1,5 +1,5 @@
 """``pyrovae train | evaluate | sample | plot | compare``: arguments become a recipe's config;
-the run layer (:mod:`pyrovae.runs`) does the work.
+the run layer does the work (:mod:`pyrovae.runs.commands`, a function per command).
 
 ``train``'s options are the fields of :class:`~pyrovae.runs.TrainConfig` and of the named
 recipe's ``Options`` dataclass (each field's ``option`` metadata gives its flag and help), so
@@ -164,7 +164,7 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
     _add_options(run, [fields["figures"]], defaults)
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     _add_factory_path(run, reopen=False)
-    p.set_defaults(handler=_train)
+    p.set_defaults(command="train")
 
 
 def _model_in(argv: Sequence[str]) -> str | None:
@@ -230,7 +230,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="seed for the draws")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_factory_path(p)
-    p.set_defaults(handler=_sample)
+    p.set_defaults(command="sample")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -255,7 +255,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="seeds the importance draws")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_factory_path(p)
-    p.set_defaults(handler=_evaluate)
+    p.set_defaults(command="evaluate")
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
@@ -273,7 +273,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_factory_path(p)
-    p.set_defaults(handler=_plot)
+    p.set_defaults(command="plot")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -289,14 +289,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run_dirs", metavar="RUN_DIR", nargs="+", help="two or more evaluated run directories"
     )
-    p.set_defaults(handler=_compare)
-
-
-def _compare(args: argparse.Namespace) -> None:
-    from .runs.comparison import compare_runs, comparison_text
-
-    table, num_examples = compare_runs(args.run_dirs)
-    print(comparison_text(table, num_examples))
+    p.set_defaults(command="compare")
 
 
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
@@ -320,85 +313,6 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    from .runs.config import common_fields
-    from .runs.processes import process_group, rank_device
-    from .runs.registry import config_for, recipe_for
-    from .runs.training import train
-
-    names = {f.name for f in common_fields()}
-    names |= {f.name for f in dataclasses.fields(recipe_for(args.model).options)}
-    values = {k: v for k, v in vars(args).items() if k in names - {"model"}}
-    if values.get("out") is None:
-        values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
-    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
-    values["device"] = rank_device(values.get("device", "cpu"))
-    if args.resume and "epochs" not in getattr(args, "_given", ()):
-        values["epochs"] = None  # the run's own
-    with process_group(values["device"]):  # under torchrun: one rank of several
-        train(
-            config_for(args.model, **values),
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            log=log,
-            factory_path=tuple(args.factory_path),
-        )
-
-
-def _sample(args: argparse.Namespace) -> None:
-    from .runs import load_run, sample
-    from .runs.paths import check_out_file
-
-    check_out_file(args.out)
-    run = load_run(
-        args.run_dir,
-        device=args.device,
-        factory_path=tuple(args.factory_path),
-        factory=args.factory,
-    )
-    path = sample(run, args.n, args.out, seed=args.seed)  # checks the grid's size itself
-    print(f"wrote {path}")
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from .runs import evaluate, load_run
-    from .runs.evaluation import check_arguments
-    from .runs.processes import process_group, rank_device
-
-    check_arguments(args.num_samples, args.batch_size)
-    device = rank_device(args.device)
-    with process_group(device):  # under torchrun: the test examples split over the ranks
-        run = load_run(
-            args.run_dir, device=device, factory_path=tuple(args.factory_path), factory=args.factory
-        )
-        evaluate(
-            run,
-            num_samples=args.num_samples,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
-            seed=args.seed,
-        )
-
-
-def _plot(args: argparse.Namespace) -> None:
-    from .runs import load_run, plot
-    from .runs.paths import check_out_dir
-
-    if args.out is not None:
-        check_out_dir(args.out)
-    run = load_run(
-        args.run_dir,
-        device=args.device,
-        factory_path=tuple(args.factory_path),
-        factory=args.factory,
-    )
-    if args.out is None:
-        check_out_dir(run.path / "figures")
-    for path in plot(run, args.out):
-        print(f"wrote {path}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_model_in(argv)).parse_args(argv)
@@ -407,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with command_line_names():  # the library's messages name our options
-            args.handler(args)
+            from .runs import commands
+
+            getattr(commands, args.command)(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
