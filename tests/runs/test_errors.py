@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
+import torch
 
 from pyrovae.cli import main
 from pyrovae.runs.errors import is_user_error
+from pyrovae.runs.record import RunError
+from pyrovae.runs.reopen import check_device, check_factory
 
 BROKEN = """
 import pyro
@@ -68,3 +72,32 @@ def test_a_bug_in_a_users_program_keeps_its_traceback(tmp_path, monkeypatch):
     args = ["train", "broken_pair:make", "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]
     with pytest.raises(ValueError, match="a bug in the user's guide"):
         main(args)
+
+
+# ---- a run reopened on another machine (mutation survivors of runs/reopen.py) -------------
+
+
+def test_a_device_this_machine_lacks_is_refused_as_unavailable_not_unknown():
+    """--device mps or xpu where there is none: the refusal says the device is not available
+    on this machine and to use cpu; calling it no device at all would refuse it on the
+    machines that have one."""
+    absent = [kind for kind in ("mps", "xpu") if not getattr(torch, kind).is_available()]
+    if not absent:
+        pytest.skip("this machine has both mps and xpu")
+    for kind in absent:
+        message = f"--device {kind}: {kind} is not available on this machine; use cpu"
+        with pytest.raises(RunError, match=re.escape(message)):
+            check_device(kind)
+
+
+def test_a_factory_module_already_imported_from_elsewhere_is_refused(tmp_path):
+    """A run whose factory is ``json:loads`` reopened with --factory-path DIR, DIR holding a
+    json.py: Python would run the json already imported (the standard library's), not the
+    code in DIR the user vouched for, so the run is refused, naming DIR and the fix."""
+    (tmp_path / "json.py").write_text("def loads(**kwargs):\n    pass\n")
+    message = (
+        f"whose module json is not in --factory-path {tmp_path.resolve()}; pass the directory "
+        "that holds it"
+    )
+    with pytest.raises(RunError, match=re.escape(message)):
+        check_factory(tmp_path / "run", "json:loads", None, (str(tmp_path),))
