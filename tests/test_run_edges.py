@@ -161,6 +161,7 @@ def test_a_checkpoint_whose_keys_do_not_fit_the_model_is_refused_in_one_line(
             assert main(args) == 2, (damage, args)
             err = one_line_error(capsys)
             assert "does not fit the model that config.json describes" in err, err
+            assert "(Error(s) in loading state_dict for VAE:)" in err  # torch's reason, named
             assert "mixed or damaged" in err
         assert not (out / "eval.json").exists() and not (out / "figures").exists()
 

@@ -4,6 +4,8 @@ and its refusals."""
 
 from __future__ import annotations
 
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -322,3 +324,58 @@ def test_refuses_sequential_and_global_enumeration():
         assign(global_class, empty_guide, x)
     with pytest.raises(ValueError, match="no rows"):
         assign(mixture, empty_guide, x[:0])
+
+
+# ---- the arguments and the data plate (mutation survivors of infer/discrete.py) ----------
+
+
+def test_the_data_plate_a_caller_names_is_the_one_answered_per_example():
+    """Each example has two parts, the parts' plate is called "data" and the examples' plate
+    "examples": with ``data_plate="examples"`` (or the model's ``data_plate`` attribute) c comes
+    back (N, 2), example by example, exactly the mixture's MAP. The rows probed first are two,
+    as many as the parts, so a name lost on the way would pick the parts' plate."""
+
+    def model(x: torch.Tensor) -> None:  # x (N, 2 parts, 2)
+        with pyro.plate("examples", x.shape[0], dim=-1), pyro.plate("data", 2, dim=-2):
+            c = pyro.sample("c", dist.Categorical(WEIGHTS), infer=ENUM)  # (2, N)
+            obs = x.transpose(0, 1)
+            pyro.sample("x", dist.Normal(LOCS[c], SCALES[c].unsqueeze(-1)).to_event(1), obs=obs)
+
+    x = 2 * torch.randn(9, 2, 2, dtype=torch.float64)
+    expected = mixture_posterior(x.reshape(-1, 2)).argmax(-1).reshape(9, 2)
+    c = assign(model, empty_guide, x, batch_size=5, data_plate="examples")["c"]
+    assert c.shape == (9, 2) and torch.equal(c, expected)
+    model.data_plate = "examples"
+    assert torch.equal(assign(model, empty_guide, x, batch_size=5)["c"], expected)
+
+
+def test_none_and_scalar_arguments_pass_through_to_every_chunk():
+    """x may be a tuple (x, shift, labels) with a 0-dim tensor and a None among the row
+    tensors (the SSVAE's ``(x, None)``): every chunk gets them unchanged, and c is the MAP of
+    the mixture of x - shift."""
+    shift = torch.tensor(0.75, dtype=torch.float64)
+
+    def model(x: torch.Tensor, shift: torch.Tensor, labels: None) -> None:
+        assert labels is None and shift.dim() == 0
+        mixture(x - shift)
+
+    x = 2 * torch.randn(11, 2, dtype=torch.float64)
+    out = assign(model, lambda *args: None, (x, shift, None), batch_size=4)
+    assert torch.equal(out["c"], mixture_posterior(x - shift).argmax(-1))
+
+
+def test_a_one_valued_enumerated_site_is_assigned_without_a_warning():
+    """A mixture of one component (K = 1, allowed for the mixture VAE) enumerates a site with
+    a single value, which Pyro's infer_discrete sees as nothing enumerated: assign answers 0
+    for every example and prints no "found no sample sites configured for enumeration"
+    warning, which would tell the user to mark a site they did mark."""
+
+    def one(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(torch.ones(1)), infer=ENUM)
+            pyro.sample("x", dist.Normal(c.to(x.dtype), 1.0), obs=x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = assign(one, empty_guide, torch.randn(5), batch_size=3)["c"]
+    assert torch.equal(c, torch.zeros(5, dtype=torch.long))

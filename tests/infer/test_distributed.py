@@ -25,7 +25,13 @@ from pyrovae.data.semisupervised import InterleavedBatches, SemiSupervisedData
 from pyrovae.guides import DeltaEncoder, GaussianEncoder
 from pyrovae.infer import Trainer
 from pyrovae.infer.batches import TensorBatches
-from pyrovae.infer.distributed import shard_bounds, world
+from pyrovae.infer.distributed import (
+    all_reduce_sums,
+    data_parallel,
+    is_main_process,
+    shard_bounds,
+    world,
+)
 from pyrovae.infer.evaluate import evaluate_elbo
 from pyrovae.infer.importance import log_marginal
 from pyrovae.infer.marginal import NonFiniteWeights, merge_shares
@@ -50,7 +56,7 @@ def pair(point_mass: bool):
     return model, guide
 
 
-def train(point_mass: bool, batch_size: int, epochs: int, capture: bool):
+def train(point_mass: bool, batch_size: int, epochs: int, capture: bool, device=None):
     model, guide = pair(point_mass)
     train_x, test_x = data()
     trainer = Trainer(
@@ -63,6 +69,7 @@ def train(point_mass: bool, batch_size: int, epochs: int, capture: bool):
         seed=0,
         progress=False,
         capture=capture,
+        device=device,
     )
     trainer.run(epochs)
     params = {
@@ -154,10 +161,10 @@ def run_ranks(tmp_path: Path, job: dict, size: int = 2) -> list[dict]:
     "capture", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["captured", "eager"]
 )
 def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, capture):
-    # 80 rows: global batches of 2 x 12 = 24 rows, the last one 8 rows (4 per rank).
-    ranks = run_ranks(
-        tmp_path, {"point_mass": True, "batch_size": 12, "epochs": 3, "capture": capture}
-    )
+    # 80 rows: global batches of 2 x 12 = 24 rows, the last one 8 rows (4 per rank). The
+    # ranks name their device, "cpu", as the CLI does.
+    job = {"point_mass": True, "batch_size": 12, "epochs": 3, "capture": capture, "device": "cpu"}
+    ranks = run_ranks(tmp_path, job)
     single, history, _ = train(point_mass=True, batch_size=24, epochs=3, capture=capture)
     for rank in ranks:
         assert rank["steps"] == 4
@@ -277,8 +284,55 @@ def test_shares_cover_the_rows_once_and_differ_by_at_most_one():
             assert max(sizes) - min(sizes) <= 1
 
 
-def test_one_process_is_rank_zero_of_one():
-    assert world() == (0, 1)
+def fake_group(rank: int, size: int, other: list[float] | None = None, seen: list | None = None):
+    """torch.distributed as rank ``rank`` of ``size`` gloo ranks sees it; ``all_reduce`` adds
+    the other ranks' ``other`` and records each tensor it is given in ``seen``."""
+
+    def all_reduce(tensor: torch.Tensor) -> None:
+        if seen is not None:
+            seen.append(tensor.clone())
+        tensor += torch.tensor(other, dtype=tensor.dtype)
+
+    return types.SimpleNamespace(
+        is_available=lambda: True,
+        is_initialized=lambda: True,
+        get_rank=lambda: rank,
+        get_world_size=lambda: size,
+        get_backend=lambda: "gloo",
+        all_reduce=all_reduce,
+    )
+
+
+def test_one_process_is_rank_zero_of_one(monkeypatch):
+    """One process is rank 0, the one that shows and writes; of two ranks only rank 0 is."""
+    assert world() == (0, 1) and is_main_process()
+    for rank in (0, 1):
+        monkeypatch.setattr(torch, "distributed", fake_group(rank, 2))
+        assert world() == (rank, 2) and is_main_process() == (rank == 0)
+
+
+def test_the_epochs_totals_are_summed_over_ranks_in_float64(monkeypatch):
+    """Each rank's (ELBO total, rows) summed over the ranks in float64: 0.1 + 0.2 to the
+    last bit, and a count past 2^24 rows exact (float32 would round 2^24 + 1 to 2^24)."""
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(torch, "distributed", fake_group(0, 2, [0.2, 1.0], seen))
+    sums = all_reduce_sums([0.1, 2**24 + 1])
+    monkeypatch.undo()
+    assert sums == [0.1 + 0.2, 2**24 + 2]
+    assert seen[0].dtype == torch.float64 and seen[0].device.type == "cpu"
+    assert all_reduce_sums([0.5, 3]) == [0.5, 3.0]  # one process: the values themselves
+
+
+def test_a_parameter_in_pyros_param_store_is_refused_under_ranks():
+    """DistributedDataParallel averages only module parameters: a pyro.param outside the
+    model's and guide's modules would train apart on each rank, so it is refused, saying
+    where the parameters must live."""
+    module = torch.nn.Linear(2, 1)
+    loose = pyro.param("loose", torch.zeros(2))
+    with pytest.raises(ValueError, match=r"must belong to the model's or the guide's torch "):
+        data_parallel(lambda x: module(x).sum(), [module], [*module.parameters(), loose])
+    with pytest.raises(ValueError, match=r"Pyro's param store \(pyro.param\)"):
+        data_parallel(lambda x: module(x).sum(), [module], [loose])
 
 
 class OtherRank:

@@ -293,3 +293,82 @@ def test_enumerated_values_count_the_values_one_pass_holds():
         model_trace, guide_trace = trace_pair(model, proposal, (x,), 4, 1)
         assert enumerated_values(model_trace, guide_trace, 1) == values, (model, proposal)
     assert math.prod(model_trace.nodes["x"]["fn"].batch_shape) == 3 * 4 * 3
+
+
+# ---- the data plate a caller names (mutation survivors of infer/plates.py) ----------------
+
+
+def parts_mixture(x):
+    """x (N, P): every part of every example its own mixture draw, c_np ~ Cat(pi),
+    x_np ~ N(loc_c, 1), in a plate "examples" over the rows and a plate "data" over the parts,
+    so log p(x_n) = sum_p log sum_c pi_c N(x_np; loc_c, 1)."""
+    with pyro.plate("examples", x.shape[0], dim=-1), pyro.plate("data", x.shape[1], dim=-2):
+        c = pyro.sample("c", dist.Categorical(PROBS), infer=PARALLEL)
+        pyro.sample("x", dist.Normal(LOCS[c], 1.0), obs=x.T)
+
+
+def parts_log_density(x: torch.Tensor) -> torch.Tensor:
+    """sum_p log sum_c pi_c N(x_np; loc_c, 1) for x (N, P): (N,)."""
+    log_px = dist.Normal(LOCS, 1.0).log_prob(x.unsqueeze(-1))  # (N, P, C)
+    return torch.logsumexp(PROBS.log() + log_px, -1).sum(1)
+
+
+def test_the_data_plate_a_caller_or_the_model_names_holds_the_examples():
+    """Three examples of three parts in one pass: both plates have the batch's size, and
+    "data" (the parts) is taken unnamed, each part's sum over the examples.
+    ``data_plate="examples"``, or the model's ``data_plate`` attribute, makes log p(x_n) each
+    example's exact sum over its parts instead."""
+    x = torch.tensor([[0.3, -2.2, 2.9], [1.1, 0.4, -0.7], [-1.5, 3.3, 0.0]])
+    expected = parts_log_density(x)
+    by_parts = parts_log_density(x.T)
+    assert not torch.allclose(expected, by_parts)  # the two plates give different answers
+    run = {"num_samples": 2, "batch_size": 3, "progress": False}
+    named = log_marginal(parts_mixture, empty_guide, x, data_plate="examples", **run)
+    torch.testing.assert_close(named.log_likelihood, expected, rtol=1e-12, atol=1e-12)
+
+    def attributed(x):
+        parts_mixture(x)
+
+    attributed.data_plate = "examples"
+    result = log_marginal(attributed, empty_guide, x, **run)
+    torch.testing.assert_close(result.log_likelihood, expected, rtol=1e-12, atol=1e-12)
+    unnamed = log_marginal(parts_mixture, empty_guide, x, **run)
+    torch.testing.assert_close(unnamed.log_likelihood, by_parts, rtol=1e-12, atol=1e-12)
+
+
+def test_a_named_data_plate_that_is_not_around_every_observation_is_refused():
+    """The refusal lists the plates that are, to name one of them instead."""
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"the plates that do are \['data', 'examples'\]"):
+        log_marginal(
+            parts_mixture, empty_guide, x, num_samples=2, progress=False, data_plate="rows"
+        )
+
+
+def test_a_named_data_plate_of_another_size_than_the_batch_is_refused():
+    """Naming the parts' plate (4) for a batch of 2 rows says both sizes and the fix: the
+    plate must be sized from the data's rows."""
+    x = torch.randn(2, 4)
+    message = r"the data plate 'data' has size 4 but the batch has 2 rows: .* x\.shape\[0\]"
+    with pytest.raises(ValueError, match=message):
+        log_marginal(
+            parts_mixture, empty_guide, x, num_samples=2, progress=False, data_plate="data"
+        )
+
+
+def test_an_observation_outside_a_data_plate_of_another_name_names_that_plate():
+    """The only plate of the batch's size is "rows": the refusal names it, and only the site
+    outside it, not a plate "data" the model does not have."""
+
+    def model(x):
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1), obs=x)
+        with pyro.plate("rows", x.shape[0]):
+            pyro.sample("y", dist.Normal(0.0, 1.0), obs=x)
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    message = (
+        "the model observes 'x' outside pyro.plate('rows'): per-example log-likelihoods need "
+        "every observation inside the data plate"
+    )
+    with refused(message):
+        log_marginal(model, model, torch.randn(3), num_samples=2, progress=False)

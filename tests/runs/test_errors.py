@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
+import torch
 
 from pyrovae.cli import main
+from pyrovae.runs import lock
 from pyrovae.runs.errors import is_user_error
+from pyrovae.runs.lock import RunLock
+from pyrovae.runs.record import RunError
+from pyrovae.runs.reopen import check_device, check_factory
 
 BROKEN = """
 import pyro
@@ -68,3 +74,84 @@ def test_a_bug_in_a_users_program_keeps_its_traceback(tmp_path, monkeypatch):
     args = ["train", "broken_pair:make", "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]
     with pytest.raises(ValueError, match="a bug in the user's guide"):
         main(args)
+
+
+# ---- a run reopened on another machine (mutation survivors of runs/reopen.py) -------------
+
+
+def test_a_device_this_machine_lacks_is_refused_as_unavailable_not_unknown():
+    """--device mps or xpu where there is none: the refusal says the device is not available
+    on this machine and to use cpu; calling it no device at all would refuse it on the
+    machines that have one."""
+    absent = [kind for kind in ("mps", "xpu") if not getattr(torch, kind).is_available()]
+    if not absent:
+        pytest.skip("this machine has both mps and xpu")
+    for kind in absent:
+        message = f"--device {kind}: {kind} is not available on this machine; use cpu"
+        with pytest.raises(RunError, match=re.escape(message)):
+            check_device(kind)
+
+
+def test_a_factory_module_already_imported_from_elsewhere_is_refused(tmp_path):
+    """A run whose factory is ``json:loads`` reopened with --factory-path DIR, DIR holding a
+    json.py: Python would run the json already imported (the standard library's), not the
+    code in DIR the user vouched for, so the run is refused, naming DIR and the fix."""
+    (tmp_path / "json.py").write_text("def loads(**kwargs):\n    pass\n")
+    message = (
+        f"whose module json is not in --factory-path {tmp_path.resolve()}; pass the directory "
+        "that holds it"
+    )
+    with pytest.raises(RunError, match=re.escape(message)):
+        check_factory(tmp_path / "run", "json:loads", None, (str(tmp_path),))
+
+
+# ---- the run directory's lock (mutation survivors of runs/lock.py) ------------------------
+
+
+def test_a_symbolic_link_in_place_of_the_lock_file_is_refused_with_the_fix(tmp_path):
+    """A run someone sent with RUN/.lock linked elsewhere: refused as a symbolic link (never
+    written through), saying how to clear it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "elsewhere").write_text("keep\n")
+    (run / ".lock").symlink_to(tmp_path / "elsewhere")
+    message = (
+        f"{run / '.lock'} is a symbolic link, not pyrovae's lock file; remove it "
+        f"(rm {run / '.lock'}) if no pyrovae process is training into the run, and retry"
+    )
+    with pytest.raises(RunError, match=re.escape(message)), RunLock(run):
+        pass
+    assert (tmp_path / "elsewhere").read_text() == "keep\n"
+
+
+def test_a_run_directory_replaced_while_it_is_locked_is_locked_anew(tmp_path, monkeypatch):
+    """The path names another directory than the one just locked (replaced by --overwrite
+    meanwhile): the lock is taken again on the one there now, not refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    answers = iter([False, True])  # replaced once, then the same
+    monkeypatch.setattr(lock.os.path, "samestat", lambda a, b: next(answers))
+    with RunLock(run) as held:
+        assert held.directory == run and (run / ".lock").read_text().strip().isdigit()
+
+
+def test_an_exchange_that_fails_names_the_run(tmp_path):
+    """Swapping a staged run with a run that is not there fails naming the run's path."""
+    staged = tmp_path / ".run.new-1"
+    staged.mkdir()
+    with pytest.raises(OSError) as failed:
+        lock.exchange(staged, tmp_path / "run")
+    assert failed.value.filename == str(tmp_path / "run")
+
+
+def test_without_an_atomic_exchange_a_failed_swap_puts_the_old_run_back(tmp_path, monkeypatch):
+    """Where the system has no renameat2 the swap is two renames; when the second fails (the
+    staged run gone), the old run is renamed back to its place, whole."""
+    monkeypatch.setattr(lock.ctypes, "CDLL", lambda *args, **kwargs: object())
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_text("old\n")
+    with pytest.raises(FileNotFoundError):
+        lock.exchange(tmp_path / ".run.new-1", run)  # nothing staged there
+    assert (run / "checkpoint.pt").read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
