@@ -408,7 +408,7 @@ def test_a_factory_run_says_the_likelihood_setting_only_prepares_the_data(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "nosuchmodel"], "unknown model 'nosuchmodel'. Built-in models: adgm, ae"),
+        (["train", "nosuchmodel"], "unknown model 'nosuchmodel'. Built-in models: vae, ae, gmm"),
         (["train", "no_such_module_xyz:make"], "cannot import 'no_such_module_xyz'"),
         (["train", "my_models:missing"], "has no callable 'missing'"),
         (["train", "my_models:wrong"], "returned str; it must return a tuple"),

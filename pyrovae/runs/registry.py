@@ -37,9 +37,20 @@ def defined_recipes(module: ModuleType) -> list[type[Recipe]]:
     ]
 
 
+#: The order ``--help`` and the "Built-in models" message listed the families in before the
+#: registry found them itself (the default, ``vae``, first); a family not named here follows
+#: them by name, so a new one needs no line in this module.
+LISTED_FIRST = ("vae", "ae", "gmm", "mixture-vae", "ssvae", "adgm", "sdgm", "seqvae", "dmm")
+
+
+def _listing_order(name: str) -> tuple[int, str]:
+    first = LISTED_FIRST.index(name) if name in LISTED_FIRST else len(LISTED_FIRST)
+    return first, name
+
+
 def discover() -> dict[str, Recipe]:
-    """{model name: recipe} of every recipe module, sorted by name; two recipes of one name
-    are a mistake in the package, refused here."""
+    """{model name: recipe} of every recipe module, in :data:`LISTED_FIRST`'s order, then by
+    name; two recipes of one name are a mistake in the package, refused here."""
     found: dict[str, Recipe] = {}
     for info in pkgutil.iter_modules(recipes.__path__):
         module = importlib.import_module(f"{recipes.__name__}.{info.name}")
@@ -50,7 +61,7 @@ def discover() -> dict[str, Recipe]:
                     f"and {cls.__module__}.{cls.__qualname__}; rename one"
                 )
             found[cls.name] = cls()
-    return dict(sorted(found.items()))
+    return {name: found[name] for name in sorted(found, key=_listing_order)}
 
 
 RECIPES: dict[str, Recipe] = discover()

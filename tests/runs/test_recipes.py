@@ -44,7 +44,9 @@ def test_the_registry_finds_every_family_of_the_recipe_modules():
     assert {"vae", "ae", "gmm", "mixture-vae", "ssvae", "adgm", "sdgm", "seqvae", "dmm"} <= set(
         RECIPES
     )
-    assert list(RECIPES) == sorted(RECIPES)
+    # Listed as before discovery (the default first), any later family after them by name.
+    first = ["vae", "ae", "gmm", "mixture-vae", "ssvae", "adgm", "sdgm", "seqvae", "dmm"]
+    assert list(RECIPES)[:9] == first and list(RECIPES)[9:] == sorted(list(RECIPES)[9:])
     assert "package.module:function" not in RECIPES  # the factory takes every other name
     assert set(FACTORY.known) == set(RECIPES)
 
