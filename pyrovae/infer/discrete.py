@@ -35,7 +35,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ..rng import aside
 from .modes import evaluated
 from .passes import traced_nesting
-from .plates import find_data_plate, named_data_plate
+from .plates import find_data_plate, named_data_plate, retracer
 
 Args = tuple[Any, ...]
 
@@ -177,7 +177,7 @@ def _probe(
         replayed = poutine.replay(model, trace=guide_trace)
         model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args))
     nesting = traced_nesting(model_trace, guide_trace)
-    plate = find_data_plate(model_trace, _num_rows(args), data_plate)
+    plate = find_data_plate(model_trace, _num_rows(args), data_plate, retracer(model, args))
     by_guide = [
         name
         for name, site in _latents(guide_trace)

@@ -55,7 +55,7 @@ from .passes import (
     log_importance_weights,
     plate_nesting,
 )
-from .plates import named_data_plate
+from .plates import find_data_plate, named_data_plate, retracer
 from .progress import progress_bar
 from .proposals import honest_statistics, proposal_kind
 from .sites import WeightedSites, refuse_point_masses
@@ -346,6 +346,8 @@ def _probe(
         model_trace, guide_trace = trace_pair(
             model, guide if proposal == "guide" else None, args, 1, nesting
         )
+        if data_plate is None:  # found once, here, for every pass (a plate of fixed size too)
+            data_plate = find_data_plate(model_trace, args[0].shape[0], None, retracer(model, args))
         # Every refusal of the weights (classify_sites', a sequential plate around an
         # enumerated site, ...) before any pass; then a point-mass proposal's.
         _, sites = log_weights_from_traces(

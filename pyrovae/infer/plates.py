@@ -2,18 +2,25 @@
 rather than named, and the particle plate that vectorized particles run in.
 
 **The data plate** (:func:`find_data_plate`) is the plate whose size is the batch's and that
-holds every observation, whatever its name (``"data"``, ``"sequences"``, ``"z_minibatch"``);
-a program with several such plates is refused naming them unless one is ``"data"`` or the
-caller names it (``data_plate=``, or the model's ``data_plate`` attribute,
-:func:`named_data_plate`). A *sequential* data plate (``for i in pyro.plate("data", N)``) has
-no dim (:func:`data_frame`); :func:`data_plate_dim` refuses it where a dim is needed.
+holds every observation, whatever its name (``"data"``, ``"sequences"``, ``"z_minibatch"``).
+Where several plates of the batch's size hold every observation, the model is traced again
+on one row fewer (:func:`retracer`) and only the plates that shrink with the batch are kept:
+a plate of fixed size (over the columns of x, say) that happens to equal the batch's rows is
+never taken for the data plate, whatever the batch size. Several plates that all follow the
+batch are refused naming them unless one is ``"data"`` or the caller names it
+(``data_plate=``, or the model's ``data_plate`` attribute, :func:`named_data_plate`). A
+*sequential* data plate (``for i in pyro.plate("data", N)``) has no dim
+(:func:`data_frame`); :func:`data_plate_dim` refuses it where a dim is needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from pyro import poutine
+
+from ..rng import aside
 
 #: The name of the vectorized particle plate, left of the program's own plates.
 PARTICLES = "num_particles_vectorized"
@@ -41,11 +48,36 @@ def _plates(site: dict) -> list:
     return [f for f in site["cond_indep_stack"] if f.name != PARTICLES]
 
 
-def find_data_plate(trace: poutine.Trace, batch_size: int, name: str | None = None) -> str:
+def retracer(model: Callable, args: tuple) -> Callable[[int], poutine.Trace]:
+    """``retrace(rows)``: a trace of ``model`` alone on the first ``rows`` rows of each
+    argument with the batch's rows (B, the first tensor argument's; other arguments as they
+    are), off the caller's random streams: what :func:`find_data_plate` compares plate sizes
+    with."""
+
+    def retrace(rows: int) -> poutine.Trace:
+        batch = next(a.shape[0] for a in args if torch.is_tensor(a) and a.dim() > 0)
+        fewer = tuple(
+            a[:rows] if torch.is_tensor(a) and a.dim() > 0 and a.shape[0] == batch else a
+            for a in args
+        )
+        with aside():
+            return poutine.trace(model).get_trace(*fewer)
+
+    return retrace
+
+
+def find_data_plate(
+    trace: poutine.Trace,
+    batch_size: int,
+    name: str | None = None,
+    retrace: Callable[[int], poutine.Trace] | None = None,
+) -> str:
     """The name of the model's data plate: the plate of size ``batch_size`` (B, the rows of
-    x) that encloses every observed site. Several such plates are ambiguous: ``"data"`` is
-    taken where it is one of them, else the program is refused naming them; ``name``
-    settles it (and is checked to be such a plate).
+    x) that encloses every observed site. Where several do, ``retrace`` (:func:`retracer`)
+    traces the model on B - 1 rows and only the plates of size B - 1 there are kept (the
+    others have a fixed size that equals B by chance). Several left are ambiguous:
+    ``"data"`` is taken where it is one of them, else the program is refused naming them;
+    ``name`` settles it (and is checked to be such a plate).
 
     Raises:
         ValueError: no observed site; no plate of size B around every observation; several
@@ -81,6 +113,9 @@ def find_data_plate(trace: poutine.Trace, batch_size: int, name: str | None = No
             )
         return name
     candidates = [n for n, f in common.items() if f.size == batch_size]  # type: ignore[attr-defined]
+    if len(candidates) > 1 and retrace is not None and batch_size > 1:
+        following = _following(candidates, retrace, batch_size - 1)
+        candidates = following or candidates
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -116,6 +151,20 @@ def find_data_plate(trace: poutine.Trace, batch_size: int, name: str | None = No
     )
 
 
+def _following(candidates: list[str], retrace: Callable[[int], poutine.Trace], rows: int):
+    """The candidates that have size ``rows`` in a trace on ``rows`` rows (none where the
+    model cannot run on them)."""
+    try:
+        smaller = retrace(rows)
+    except Exception:  # a program that needs its whole batch: the sizes cannot be compared
+        return []
+    sizes = {
+        f.name: f.size for site in smaller.nodes.values() if site["type"] == "sample"
+        for f in _plates(site)
+    }  # fmt: skip
+    return [name for name in candidates if sizes.get(name) == rows]
+
+
 def data_frame(trace: poutine.Trace, plate: str):
     """The data plate's frame (its dim, or None when it is sequential)."""
     for site in trace.nodes.values():
@@ -148,6 +197,7 @@ __all__ = [
     "data_frame",
     "data_plate_dim",
     "find_data_plate",
+    "retracer",
     "in_plate",
     "named_data_plate",
 ]

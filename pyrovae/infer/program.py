@@ -23,7 +23,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from ..errors import option
 from ..rng import aside
 from .passes import plate_nesting
-from .plates import DATA, data_frame, find_data_plate, named_data_plate
+from .plates import DATA, data_frame, find_data_plate, named_data_plate, retracer
 from .sites import WeightedSites, classify_sites, mark_for_enumeration
 from .weights import trace_pair
 
@@ -89,7 +89,8 @@ def check_program(
     except ValueError as error:
         _explain_plate_error(error, batch)
         raise
-    plate = find_data_plate(model_trace, batch, named_data_plate(model, data_plate))
+    named = named_data_plate(model, data_plate)
+    plate = find_data_plate(model_trace, batch, named, retracer(model, args))
     for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
         for name, site in trace.nodes.items():
             if site["type"] != "sample":

@@ -35,7 +35,7 @@ import torch
 from .batches import Data, make_batches
 from .modes import evaluated
 from .passes import plate_nesting
-from .plates import data_plate_dim, find_data_plate, named_data_plate
+from .plates import data_plate_dim, find_data_plate, named_data_plate, retracer
 from .sites import classify_sites
 from .weights import log_density, per_example_sum, trace_pair
 
@@ -82,7 +82,8 @@ def elbo_terms(
         if nesting is None:
             nesting = plate_nesting(model, guide, args)
         model_trace, guide_trace = trace_pair(model, guide, args, num_samples, nesting)
-        plate = find_data_plate(model_trace, args[0].shape[0], named_data_plate(model, data_plate))
+        named = named_data_plate(model, data_plate)
+        plate = find_data_plate(model_trace, args[0].shape[0], named, retracer(model, args))
         sites = classify_sites(model_trace, guide_trace, allow_global=False, plate=plate)
         if sites.enumerated:
             raise ValueError(

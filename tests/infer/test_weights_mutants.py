@@ -18,7 +18,8 @@ import torch
 from pyro import poutine
 
 from pyrovae import log_marginal
-from pyrovae.infer import IWAE_ELBO, log_importance_weights
+from pyrovae.infer import IWAE_ELBO, assign, log_importance_weights
+from pyrovae.infer.program import check_program
 from pyrovae.infer.weights import enumerated_values, trace_pair
 
 PARALLEL = {"enumerate": "parallel"}
@@ -314,10 +315,11 @@ def parts_log_density(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_the_data_plate_a_caller_or_the_model_names_holds_the_examples():
-    """Three examples of three parts in one pass: both plates have the batch's size, and
-    "data" (the parts) is taken unnamed, each part's sum over the examples.
+    """Three examples of three parts in one pass: both plates have the batch's size.
     ``data_plate="examples"``, or the model's ``data_plate`` attribute, makes log p(x_n) each
-    example's exact sum over its parts instead."""
+    example's exact sum over its parts; unnamed, the plate that shrinks with the batch is
+    found, "examples", not the parts' plate whose name is "data" (taking it gave each part's
+    sum over the examples, but only at a batch size of 3)."""
     x = torch.tensor([[0.3, -2.2, 2.9], [1.1, 0.4, -0.7], [-1.5, 3.3, 0.0]])
     expected = parts_log_density(x)
     by_parts = parts_log_density(x.T)
@@ -332,8 +334,26 @@ def test_the_data_plate_a_caller_or_the_model_names_holds_the_examples():
     attributed.data_plate = "examples"
     result = log_marginal(attributed, empty_guide, x, **run)
     torch.testing.assert_close(result.log_likelihood, expected, rtol=1e-12, atol=1e-12)
-    unnamed = log_marginal(parts_mixture, empty_guide, x, **run)
-    torch.testing.assert_close(unnamed.log_likelihood, by_parts, rtol=1e-12, atol=1e-12)
+    for batch_size in (None, 2, 3):
+        unnamed = log_marginal(parts_mixture, empty_guide, x, **{**run, "batch_size": batch_size})
+        torch.testing.assert_close(unnamed.log_likelihood, expected, rtol=1e-12, atol=1e-12)
+    # Training reads the same plate: the program check on a batch of 3 rows.
+    assert check_program(parts_mixture, empty_guide, (x,)).data_plate == "examples"
+    assert assign(parts_mixture, empty_guide, x)["c"].shape == (3, 3)
+
+
+def test_two_plates_that_both_follow_the_batch_stay_ambiguous_unless_one_is_data():
+    """Plates over the same rows under two names: shrinking the batch tells them not apart,
+    so the program is refused naming both (or "data" is taken where it is one of them)."""
+
+    def twice(x, outer="rows"):
+        with pyro.plate(outer, x.shape[0], dim=-1), pyro.plate("more", x.shape[0], dim=-2):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x.expand(x.shape[0], x.shape[0]))
+
+    with pytest.raises(ValueError, match=r"the plates \['rows', 'more'\] all have the batch"):
+        check_program(twice, empty_guide, (torch.randn(3),))
+    report = check_program(lambda x: twice(x, "data"), empty_guide, (torch.randn(3),))
+    assert report.data_plate == "data"
 
 
 def test_a_named_data_plate_that_is_not_around_every_observation_is_refused():
