@@ -402,10 +402,14 @@ def two_plates(x):
         pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
 
 
-def test_an_ambiguous_data_plate_is_refused_and_data_plate_settles_it():
+def test_of_two_plates_of_the_batchs_size_the_one_over_the_rows_is_found_or_named():
+    """x (2, 2): "rows" and "columns" both have the batch's size, but only "rows" shrinks
+    with the batch (minibatches are rows), so it is the data plate; ``data_plate`` or the
+    model's attribute names either."""
     x = torch.randn(2, 2, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"\['rows', 'columns'\] all have the batch's size"):
-        log_marginal(two_plates, empty_guide, x, num_samples=2, progress=False)
+    found = log_marginal(two_plates, empty_guide, x, num_samples=2, progress=False)
+    torch.testing.assert_close(found.log_likelihood, dist.Normal(0.0, 1.0).log_prob(x).sum(-1))
+    assert check_program(two_plates, empty_guide, (x,)).data_plate == "rows"
     for plate, axis in (("rows", -1), ("columns", 0)):
         result = log_marginal(
             two_plates, empty_guide, x, num_samples=2, progress=False, data_plate=plate
@@ -420,8 +424,6 @@ def test_an_ambiguous_data_plate_is_refused_and_data_plate_settles_it():
     named.data_plate = "columns"
     result = log_marginal(named, empty_guide, x, num_samples=2, progress=False)
     torch.testing.assert_close(result.log_likelihood, dist.Normal(0.0, 1.0).log_prob(x).sum(0))
-    with pytest.raises(ValueError, match="ambiguous"):
-        check_program(two_plates, empty_guide, (x,))
     assert check_program(named, empty_guide, (x,)).data_plate == "columns"
 
 
