@@ -69,6 +69,11 @@ CONTRACT = (
 IMPORTANCE_TESTS = (
     "tests/infer/test_importance.py",
     "tests/infer/test_importance_mutants.py",
+    # The idioms of Pyro's examples (plates, masks, scales, point masses), the data plate and
+    # the proposals' honest statistics: all reach log_marginal.
+    "tests/infer/test_pyro_idioms.py",
+    "tests/infer/test_weights_mutants.py",
+    "tests/infer/test_proposals.py",
     "tests/infer/test_importance_fa.py",
     "tests/infer/test_iwae.py",
     "tests/infer/test_psis.py",
