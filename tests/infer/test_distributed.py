@@ -175,7 +175,7 @@ def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, 
     # the CLI does.
     job = {"point_mass": True, "batch_size": 12, "epochs": 3, "capture": capture, "device": "cpu"}
     ranks = run_ranks(tmp_path, {**job, "rows": 79})
-    single, history, _ = train(point_mass=True, batch_size=24, epochs=3, capture=capture, rows=79)
+    single, history, one = train(point_mass=True, batch_size=24, epochs=3, capture=capture, rows=79)
     for rank in ranks:
         assert rank["steps"] == 4
         for name, value in single.items():
@@ -185,7 +185,8 @@ def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, 
             assert got["test_elbo"] == pytest.approx(want["test_elbo"], rel=1e-5)
     assert ranks[0]["captured"] == ranks[1]["captured"] == (2 if capture else 0)
     # A checkpoint written by either rank holds both ranks' streams, rank r's at index r, so
-    # that each rank of a resumed run continues its own noise.
+    # that each rank of a resumed run continues its own noise; one process's holds none.
+    assert "ranks" not in one.state_dict()["rng"]
     for rank in ranks:
         assert len(rank["saved"]) == 2
         for saved, other in zip(rank["saved"], ranks, strict=True):
