@@ -35,6 +35,7 @@ from pyrovae.infer.distributed import (
 from pyrovae.infer.evaluate import evaluate_elbo
 from pyrovae.infer.importance import log_marginal
 from pyrovae.infer.marginal import NonFiniteWeights, merge_shares
+from pyrovae.infer.streams import random_streams
 from pyrovae.models import VAE, GaussianMixture, fit_mixture
 from pyrovae.models.mixture import empty_guide
 from pyrovae.models.mixture_stats import MixtureStatistics, _all_reduce, mixture_m_step
@@ -56,9 +57,12 @@ def pair(point_mass: bool):
     return model, guide
 
 
-def train(point_mass: bool, batch_size: int, epochs: int, capture: bool, device=None):
+def train(
+    point_mass: bool, batch_size: int, epochs: int, capture: bool, device=None, rows: int = 80
+):
     model, guide = pair(point_mass)
     train_x, test_x = data()
+    train_x = train_x[:rows]
     trainer = Trainer(
         model,
         guide,
@@ -108,6 +112,10 @@ def _worker(rank: int, size: int, port: int, out: str, job: dict) -> None:
             captured = sum(g is not None for g in trainer.loss.graphs.values())
             steps = len(trainer.batches)
             result = {"params": params, "history": history, "captured": captured, "steps": steps}
+            # What a checkpoint saved now holds of every rank's random streams, and this
+            # rank's own.
+            result["saved"] = trainer.state_dict()["rng"].get("ranks")
+            result["own"] = random_streams(trainer.generator)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -161,11 +169,13 @@ def run_ranks(tmp_path: Path, job: dict, size: int = 2) -> list[dict]:
     "capture", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["captured", "eager"]
 )
 def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, capture):
-    # 80 rows: global batches of 2 x 12 = 24 rows, the last one 8 rows (4 per rank). The
-    # ranks name their device, "cpu", as the CLI does.
+    # 79 rows: global batches of 2 x 12 = 24 rows, the last one 7 rows (4 and 3): each rank's
+    # loss is divided by the global batch's rows over the ranks (3.5), not its own, so the
+    # averaged gradient is the global batch's mean. The ranks name their device, "cpu", as
+    # the CLI does.
     job = {"point_mass": True, "batch_size": 12, "epochs": 3, "capture": capture, "device": "cpu"}
-    ranks = run_ranks(tmp_path, job)
-    single, history, _ = train(point_mass=True, batch_size=24, epochs=3, capture=capture)
+    ranks = run_ranks(tmp_path, {**job, "rows": 79})
+    single, history, one = train(point_mass=True, batch_size=24, epochs=3, capture=capture, rows=79)
     for rank in ranks:
         assert rank["steps"] == 4
         for name, value in single.items():
@@ -174,6 +184,15 @@ def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, 
             assert got["train_elbo"] == pytest.approx(want["train_elbo"], rel=1e-5)
             assert got["test_elbo"] == pytest.approx(want["test_elbo"], rel=1e-5)
     assert ranks[0]["captured"] == ranks[1]["captured"] == (2 if capture else 0)
+    # A checkpoint written by either rank holds both ranks' streams, rank r's at index r, so
+    # that each rank of a resumed run continues its own noise; one process's holds none.
+    assert "ranks" not in one.state_dict()["rng"]
+    for rank in ranks:
+        assert len(rank["saved"]) == 2
+        for saved, other in zip(rank["saved"], ranks, strict=True):
+            assert torch.equal(saved["torch"], other["own"]["torch"])
+            assert torch.equal(saved["data"], other["own"]["data"])
+    assert not torch.equal(ranks[0]["own"]["torch"], ranks[1]["own"]["torch"])
 
 
 @pytest.mark.slow

@@ -209,3 +209,108 @@ def test_a_parameter_outside_the_modules_switches_capture_off_and_is_trained():
     history = trainer.run(30)
     assert pyro.param("offset").item() > 0.5 and model.shift.item() > 0.5
     assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 1.0
+
+
+# ---- mutation survivors of infer/trainer.py ---------------------------------------------
+
+
+def parts_model(x):
+    """theta ~ N(0, 1) global; x (B, P): x_np ~ N(theta, 1) in a plate "examples" over the
+    rows and a plate "parts" over the columns. With B = P both plates have the batch's size
+    and hold the observation, so the data plate must be named."""
+    theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+    with pyro.plate("examples", x.shape[0], dim=-1), pyro.plate("parts", x.shape[1], dim=-2):
+        pyro.sample("x", dist.Normal(theta, 1.0), obs=x.T)
+
+
+def parts_guide(x):
+    """q(theta) = Delta(theta_loc): log q = 0, so the ELBO is log p(theta_loc, x)."""
+    pyro.sample("theta", dist.Delta(pyro.param("theta_loc", torch.tensor(0.5))))
+
+
+@pytest.mark.parametrize("loader", [False, True], ids=["tensor", "dataloader"])
+def test_a_named_data_plate_scales_the_minibatches_to_the_full_data_elbo(loader):
+    """7 rows of 3 parts in minibatches of 3, 3 and 1, data plate "examples" named. At lr 0
+    (theta_loc stays 0.5) the epoch's train_elbo is the full-data bound per row,
+    [log N(0.5; 0, 1) + sum_np log N(x_np; 0.5, 1)] / 7: each minibatch of B rows scaled
+    by 7 / B in the plate "examples", the prior counted once per epoch. Unnamed, the two
+    plates are ambiguous and refused; a DataLoader (no row count of its own) is counted."""
+    pyro.clear_param_store()
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(5))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), 3) if loader else x
+    run = {"batch_size": 3, "lr": 0.0, "seed": 0, "progress": False}
+    with pytest.raises(ValueError, match="data_plate"):
+        Trainer(parts_model, parts_guide, data, **run)
+    trainer = Trainer(parts_model, parts_guide, data, data_plate="examples", **run)
+    assert trainer.subsample_rows == 7
+    trainer.run(1)
+    theta = torch.tensor(0.5)
+    joint = dist.Normal(0.0, 1.0).log_prob(theta) + dist.Normal(theta, 1.0).log_prob(x).sum()
+    assert trainer.history[-1]["train_elbo"] == pytest.approx(joint.item() / 7, rel=1e-6)
+
+
+class JumpTo(torch.optim.SGD):
+    """An optimizer whose every step sets the parameters to 1e20: finite, but a step too far."""
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(1e20)
+
+
+def overflowing_model(x):
+    """x ~ N(w^2 - w^2, 1): at w = 1e20, w^2 overflows float32 and the mean is inf - inf."""
+    w = pyro.param("w", torch.zeros(()))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(w * w - w * w, 1.0), obs=x)
+
+
+def test_outputs_that_overflow_after_a_finite_step_are_reported_as_divergence():
+    # Pyro refuses the NaN mean ("Expected parameter loc ..."); the parameters are finite,
+    # the loss before the step was finite: the step diverged, and the user is told the fix.
+    from pyrovae.errors import TrainingDiverged
+
+    pyro.clear_param_store()
+    trainer = Trainer(
+        overflowing_model,
+        empty_guide,
+        torch.randn(8),
+        batch_size=4,
+        optimizer=lambda params: JumpTo(params, lr=1.0),
+        capture=False,
+        seed=0,
+        progress=False,
+    )
+    with pytest.raises(TrainingDiverged, match="outputs became NaN or infinite at epoch 1") as e:
+        trainer.run(1)
+    assert "Lower the learning rate (lr)" in str(e.value)
+    assert torch.isfinite(pyro.param("w")).all()
+
+
+class ModeRecorder(ShiftModel):
+    """ShiftModel with dropout on its mean, recording its mode at each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Dropout(0.5)
+        self.modes: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        self.modes.append((self.training, self.dropout.training))
+        with pyro.plate("data", x.shape[0]):
+            loc = self.dropout(self.shift + torch.zeros_like(x))
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+
+def test_a_model_left_in_evaluation_mode_trains_in_training_mode_and_is_put_back():
+    # A model evaluated before training (model.eval()) would otherwise train without its
+    # dropout; each step runs it in training mode, and its own flags come back after.
+    model = ModeRecorder().eval()
+    trainer = Trainer(
+        model, empty_guide, torch.randn(8), batch_size=4, capture=False, progress=False
+    )
+    model.modes.clear()
+    trainer.run(1)
+    assert model.modes and all(mode == (True, True) for mode in model.modes)
+    assert not model.training and not model.dropout.training
