@@ -217,10 +217,18 @@ def test_a_parameter_outside_the_modules_switches_capture_off_and_is_trained():
 def parts_model(x):
     """theta ~ N(0, 1) global; x (B, P): x_np ~ N(theta, 1) in a plate "examples" over the
     rows and a plate "parts" over the columns. With B = P both plates have the batch's size
-    and hold the observation, so the data plate must be named."""
+    and hold the observation; only "examples" shrinks with the batch."""
     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
     with pyro.plate("examples", x.shape[0], dim=-1), pyro.plate("parts", x.shape[1], dim=-2):
         pyro.sample("x", dist.Normal(theta, 1.0), obs=x.T)
+
+
+def rows_twice(x):
+    """theta ~ N(0, 1); x (B,) observed B times over, in two plates that both follow the
+    batch ("examples" and "copies"): only a name tells which holds the examples."""
+    theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+    with pyro.plate("examples", x.shape[0], dim=-1), pyro.plate("copies", x.shape[0], dim=-2):
+        pyro.sample("x", dist.Normal(theta, 1.0), obs=x.expand(x.shape[0], x.shape[0]))
 
 
 def parts_guide(x):
@@ -233,20 +241,26 @@ def test_a_named_data_plate_scales_the_minibatches_to_the_full_data_elbo(loader)
     """7 rows of 3 parts in minibatches of 3, 3 and 1, data plate "examples" named. At lr 0
     (theta_loc stays 0.5) the epoch's train_elbo is the full-data bound per row,
     [log N(0.5; 0, 1) + sum_np log N(x_np; 0.5, 1)] / 7: each minibatch of B rows scaled
-    by 7 / B in the plate "examples", the prior counted once per epoch. Unnamed, the two
-    plates are ambiguous and refused; a DataLoader (no row count of its own) is counted."""
-    pyro.clear_param_store()
+    by 7 / B in the plate "examples", the prior counted once per epoch; unnamed, "examples"
+    is found (the plate that shrinks with the batch), to the same number. Two plates that
+    both follow the batch are refused unnamed and trained named. A DataLoader (no row count
+    of its own) is counted."""
     x = torch.randn(7, 3, generator=torch.Generator().manual_seed(5))
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), 3) if loader else x
     run = {"batch_size": 3, "lr": 0.0, "seed": 0, "progress": False}
-    with pytest.raises(ValueError, match="data_plate"):
-        Trainer(parts_model, parts_guide, data, **run)
-    trainer = Trainer(parts_model, parts_guide, data, data_plate="examples", **run)
-    assert trainer.subsample_rows == 7
-    trainer.run(1)
     theta = torch.tensor(0.5)
     joint = dist.Normal(0.0, 1.0).log_prob(theta) + dist.Normal(theta, 1.0).log_prob(x).sum()
-    assert trainer.history[-1]["train_elbo"] == pytest.approx(joint.item() / 7, rel=1e-6)
+    for named in ({"data_plate": "examples"}, {}):
+        pyro.clear_param_store()
+        trainer = Trainer(parts_model, parts_guide, data, **named, **run)
+        assert trainer.subsample_rows == 7 and trainer.program.data_plate == "examples"
+        trainer.run(1)
+        assert trainer.history[-1]["train_elbo"] == pytest.approx(joint.item() / 7, rel=1e-6)
+    rows = torch.randn(7)
+    rows = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(rows), 3) if loader else rows
+    with pytest.raises(ValueError, match="data_plate"):
+        Trainer(rows_twice, parts_guide, rows, **run)
+    assert Trainer(rows_twice, parts_guide, rows, data_plate="examples", **run).subsample_rows == 7
 
 
 class JumpTo(torch.optim.SGD):

@@ -363,6 +363,9 @@ def test_the_pass_returns_the_trace_that_holds_the_draws():
     _, trace = importance_pass(normal_model, shifted_guide, (x,), 5, proposal="prior")
     assert trace.nodes["x"]["is_observed"]  # the model's trace: z drawn from the prior
     assert trace.nodes["z"]["value"].shape == (5, 4)
+    # One particle keeps its particle dim: draws (1, B), as posterior_draws stacks them.
+    lw, trace = importance_pass(normal_model, shifted_guide, (x,), 1)
+    assert lw.shape == (4, 1) and trace.nodes["z"]["value"].shape == (1, 4)
 
 
 def test_plate_depth_without_plates_is_zero():
