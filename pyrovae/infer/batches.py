@@ -261,3 +261,17 @@ class _Loader:
                 return next(iter(self))
         finally:
             self.generator = generator
+
+
+def count_rows(data: Data) -> int | None:
+    """N, the rows of ``data`` where they can be counted."""
+    if isinstance(data, torch.Tensor):
+        return data.shape[0]
+    if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
+        return data[0].shape[0]
+    if isinstance(data, torch.utils.data.DataLoader):
+        data = data.dataset
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from pyro.infer import ELBO
 
-from .batches import Data, make_batches
+from .batches import Data, count_rows, make_batches
 from .distributed import all_reduce_sums, shard_bounds, world
 from .modes import evaluated
 from .objectives import make_objective
@@ -66,17 +66,3 @@ def evaluate_elbo(
             count += args[0].shape[0]
     total, count = all_reduce_sums([total, count])
     return total / count
-
-
-def count_rows(data: Data) -> int | None:
-    """N, the rows of ``data`` where they can be counted."""
-    if isinstance(data, torch.Tensor):
-        return data.shape[0]
-    if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
-        return data[0].shape[0]
-    if isinstance(data, torch.utils.data.DataLoader):
-        data = data.dataset
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None

@@ -22,9 +22,12 @@ handlers have set it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pyro.poutine.messenger import Messenger
+
+from .batches import Data, count_rows
 
 
 class DataPlateScale(Messenger):
@@ -78,3 +81,18 @@ def unscaled(program: Callable) -> Callable:
 
 
 __all__ = ["DataPlateScale", "Unscaled", "unscaled", "wrapped"]
+
+
+def training_rows(batches: Any, data: Data, global_latents: Sequence[str]) -> int:
+    """N, the training rows of one pass over all ranks: the full data a minibatch of a
+    program with ``global_latents`` is a subsample of (``batches.num_examples`` where the
+    batches know it, else the rows of ``data``)."""
+    rows = getattr(batches, "num_examples", None) or count_rows(data)
+    if rows is None:
+        raise ValueError(
+            f"the program has global latents {list(global_latents)}, and pyrovae trains them "
+            "with each minibatch scaled as a subsample of the N training rows, but the number "
+            "of rows of this data cannot be counted: pass tensors, a Dataset with a length, or "
+            "a DataLoader over one"
+        )
+    return int(rows)

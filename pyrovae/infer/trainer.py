@@ -29,15 +29,16 @@ from .batches import Data, Transform, make_batches
 from .captured import CapturedLoss
 from .denormals import flushed_denormals
 from .distributed import all_reduce_sums, data_parallel, world
-from .evaluate import count_rows, evaluate_elbo
+from .evaluate import evaluate_elbo
 from .modes import program_mode
 from .objectives import evaluation_objective
 from .params import adam, collect_params, module_state, unused_parameters
 from .program import check_program, choose_objective, enumerate_sites
 from .progress import epoch_summary, progress_bar
 from .scale import LATENT_SCALES, LatentScaling, warmup_weight
+from .schedule import StepDecay
 from .streams import gather_streams, random_streams, restore_streams
-from .subsample import DataPlateScale, wrapped
+from .subsample import DataPlateScale, training_rows, wrapped
 from .vectorized import particle_objective
 
 #: ``callback(trainer)``, called after each epoch with the :class:`Trainer`.
@@ -160,11 +161,6 @@ class Trainer:
     ) -> None:
         if kl_warmup < 0:
             raise ValueError(f"kl_warmup must be >= 0 epochs, got {kl_warmup}")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
-        if lr_decay_epochs < 1:
-            raise ValueError(f"lr_decay_epochs must be at least 1, got {lr_decay_epochs}")
-        self.lr_decay, self.lr_decay_epochs = lr_decay, lr_decay_epochs
         self.rank, self.ranks = world()
         if self.ranks > 1 and seed is None:
             seed = shared_seed(torch.initial_seed() % 2**62)  # rank 0's, so data orders agree
@@ -197,7 +193,9 @@ class Trainer:
         #: latents and its data plate does not subsample already (else None).
         self.subsample_rows: int | None = None
         if self.program.sites.global_latents and not self.program.subsampled:
-            self.subsample_rows = self._training_rows(data)
+            self.subsample_rows = training_rows(
+                self.batches, data, self.program.sites.global_latents
+            )
             scale = DataPlateScale(self.program.data_plate, self.subsample_rows)
             self._model = wrapped(self._model, scale)
             self._guide = wrapped(self._guide, scale)
@@ -235,8 +233,8 @@ class Trainer:
             )
         make_optimizer = optimizer or (lambda params: adam(params, lr))
         self.optimizer = make_optimizer(self.params)
-        #: Each parameter group's learning rate before any decay (lr_0 of ``lr_decay``).
-        self.initial_lrs = [float(group["lr"]) for group in self.optimizer.param_groups]
+        #: The learning rate's step decay (``lr_decay`` every ``lr_decay_epochs``).
+        self.schedule = StepDecay(self.optimizer, lr_decay, lr_decay_epochs)
         modules = [p for p in (model, guide) if isinstance(p, torch.nn.Module)]
         self.loss = CapturedLoss(
             self.elbo, self._model, self._guide, modules, self.params, enabled=capture
@@ -312,8 +310,8 @@ class Trainer:
         ):
             while self.epoch < epochs:
                 start = time.perf_counter()
-                if self.lr_decay != 1:
-                    self._decay_lr()
+                if not self.schedule.constant:
+                    self.schedule.set_epoch(self.epoch)
                 if self.kl_warmup:
                     # Changed in place: captured graphs read the new weight (and the recheck
                     # below compares one of them with Pyro's loss under it).
@@ -338,7 +336,7 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": self.epoch + 1, "train_elbo": -total / count}
                 if self.kl_warmup:
                     record["kl_weight"] = self.scaling.factor
-                if self.lr_decay != 1:
+                if not self.schedule.constant:
                     record["lr"] = self.optimizer.param_groups[0]["lr"]
                 self._check_parameters()  # the last step may have diverged: never saved
                 if self.test_data is not None:
@@ -366,28 +364,6 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(self)
         return self.history
-
-    def _decay_lr(self) -> None:
-        """Set each group's rate for epoch ``self.epoch`` (see ``lr_decay``); a tensor rate
-        is changed in place, as a captured optimizer step may read it."""
-        factor = self.lr_decay ** (self.epoch // self.lr_decay_epochs)
-        for group, lr in zip(self.optimizer.param_groups, self.initial_lrs, strict=True):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr * factor)
-            else:
-                group["lr"] = lr * factor
-
-    def _training_rows(self, data: Data) -> int:
-        """N, the training rows of one pass over all ranks (a minibatch's full data)."""
-        rows = getattr(self.batches, "num_examples", None) or count_rows(data)
-        if rows is None:
-            raise ValueError(
-                f"the program has global latents {self.program.sites.global_latents}, and "
-                "pyrovae trains them with each minibatch scaled as a subsample of the N "
-                "training rows, but the number of rows of this data cannot be counted: pass "
-                "tensors, a Dataset with a length, or a DataLoader over one"
-            )
-        return int(rows)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: parameters, optimizer, epoch, history, RNG states."""
