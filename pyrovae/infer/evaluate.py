@@ -1,4 +1,4 @@
-"""The ELBO of held-out data: :func:`evaluate_elbo`, one sample per example, unscaled."""
+"""The ELBO of held-out data: :func:`~pyrovae.infer.evaluate_elbo`, one sample per example."""
 
 from __future__ import annotations
 

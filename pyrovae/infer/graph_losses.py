@@ -117,7 +117,7 @@ def loss_function(elbo: ELBO) -> Callable[..., torch.Tensor]:
     the base class's -ELBO (its ``differentiable_loss`` is then ``self.objective(
     super().differentiable_loss, model, guide, *args)``; the semi-supervised ELBO is one).
     Any other ELBO runs its own ``differentiable_loss``. Either way a graph is used only
-    after it matches Pyro's eager loss (:class:`CapturedLoss`).
+    after it matches Pyro's eager loss (:class:`~pyrovae.infer.captured.CapturedLoss`).
     """
     for kind, loss in CAPTURED_ELBOS:
         if type(elbo) is kind:
