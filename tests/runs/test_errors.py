@@ -155,3 +155,64 @@ def test_without_an_atomic_exchange_a_failed_swap_puts_the_old_run_back(tmp_path
         lock.exchange(tmp_path / ".run.new-1", run)  # nothing staged there
     assert (run / "checkpoint.pt").read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def _removals_fail(monkeypatch) -> None:
+    """Every directory removal fails as it does on a read-only or foreign-owned folder (root
+    ignores permissions, so the tests make the failure by hand)."""
+    import errno
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(lock.os, "rmdir", refuse)
+
+
+def test_a_dead_leftover_that_cannot_be_removed_does_not_stop_the_run(tmp_path, monkeypatch):
+    """A killed replacement's staging directory beside the run is removed when the run is
+    next locked; where the removal fails, the lock is still taken (the leftover stays for a
+    later try), not refused for a cleanup the user did not ask for."""
+    run, left = tmp_path / "run", tmp_path / ".run.new-dead"
+    run.mkdir()
+    left.mkdir()
+    (left / "checkpoint.pt").write_text("half\n")
+    with monkeypatch.context() as patched:
+        _removals_fail(patched)
+        with RunLock(run) as held:
+            assert held.directory == run and left.is_dir()
+    with RunLock(run):  # removals work again: the leftover goes
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_failed_replacement_reports_its_own_error_when_its_staging_cannot_be_removed(
+    tmp_path, monkeypatch
+):
+    """A replacement (``--overwrite``) that fails after staging: the user sees its error, not
+    one from removing the staging directory, and the old run is untouched."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_text("old\n")
+    _removals_fail(monkeypatch)
+    with pytest.raises(ValueError, match="the replacement's own failure"), RunLock(run) as held:
+        held.stage()
+        raise ValueError("the replacement's own failure")
+    assert (run / "checkpoint.pt").read_text() == "old\n"
+
+
+def test_a_swap_whose_old_run_cannot_be_removed_still_completes(tmp_path, monkeypatch):
+    """After the exchange the new run is in place; an old run that cannot be removed stays
+    under its staging name (removed when the run is next locked) and the swap succeeds."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_text("old\n")
+    with RunLock(run) as held:
+        staging = held.stage()
+        (staging / "checkpoint.pt").write_text("new\n")
+        with monkeypatch.context() as patched:
+            _removals_fail(patched)
+            held.swap()
+    assert (run / "checkpoint.pt").read_text() == "new\n"
+    with RunLock(run):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
