@@ -74,6 +74,8 @@ IMPORTANCE_TESTS = (
     "tests/infer/test_pyro_idioms.py",
     "tests/infer/test_weights_mutants.py",
     "tests/infer/test_proposals.py",
+    # log_marginal across ranks, merged in one process (merge_shares, _sharded).
+    "tests/infer/test_shares.py",
     "tests/infer/test_importance_fa.py",
     "tests/infer/test_iwae.py",
     "tests/infer/test_psis.py",

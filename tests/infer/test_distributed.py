@@ -4,8 +4,9 @@ With a point-mass guide (the autoencoder's DeltaEncoder) the loss is a determini
 function of the parameters and the batch, so two ranks with batch B each must take the
 same steps as one process with batch 2B: the same parameters after training, to float
 tolerance. With sampling noise the two reach the same test ELBO within Monte Carlo error.
-What a rank gathers from the others (the worst rows of EM, the worst example of importance
-sampling) is also checked in one process, against the other rank's share written by hand.
+What a rank gathers from the others (the worst rows of EM) is also checked in one process,
+against the other rank's share written by hand; importance sampling's shares are checked so in
+``tests/infer/test_shares.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pyrovae.infer.distributed import (
 )
 from pyrovae.infer.evaluate import evaluate_elbo
 from pyrovae.infer.importance import log_marginal
-from pyrovae.infer.marginal import NonFiniteWeights, merge_shares
+from pyrovae.infer.marginal import NonFiniteWeights
 from pyrovae.infer.streams import random_streams
 from pyrovae.models import VAE, GaussianMixture, fit_mixture
 from pyrovae.models.mixture import empty_guide
@@ -401,28 +402,3 @@ def test_an_emptied_component_moves_to_the_worst_row_of_all_ranks(monkeypatch):
     weights, means, _, reseeded = mixture_m_step(model, stats, torch.zeros(1, 2).double())
     assert reseeded == [1] and means[1].tolist() == [3.0, 3.0] and means[0].tolist() == [0, 0]
     torch.testing.assert_close(weights, d(1.0, 1 / 7) / (1 + 1 / 7))  # N_1 = 0 -> 1 / N
-
-
-def test_the_worst_example_of_gathered_shares_is_named_by_its_row_in_the_data():
-    """Shares of rows 0-4 and 5-9 merged: the example with the largest k-hat (x = 4, far
-    from the prior proposal's mass, in the second share) is row 8 of the whole data."""
-
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
-            pyro.sample("x", pyro.distributions.Normal(z, 0.3), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", pyro.distributions.Normal(torch.zeros_like(x), 1.0))
-
-    x = torch.tensor([0.1, -0.3, 0.5, 0.0, 0.2, -0.1, 0.3, 0.4, 4.0, -0.2], dtype=torch.float64)
-    pyro.set_rng_seed(0)
-    parts = [
-        log_marginal(model, guide, x[a:b], num_samples=100, keep_log_weights=True, progress=False)
-        for a, b in ((0, 5), (5, 10))
-    ]
-    merged = merge_shares(parts, [0, 5])
-    assert parts[1].worst_index == 3 and int(merged.khat.argmax()) == 8
-    assert merged.worst_index == 8
-    assert torch.equal(merged.worst_log_weights, merged.log_weights[8])
