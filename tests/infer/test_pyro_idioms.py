@@ -537,3 +537,28 @@ def test_a_program_that_breaks_in_a_particle_plate_runs_its_particles_one_at_a_t
     pyro.set_rng_seed(2)
     alone = log_marginal(model, guide, x, num_samples=1, progress=False).log_likelihood
     assert torch.isfinite(alone).all()
+
+
+def test_a_program_that_runs_in_a_particle_plate_but_mixes_its_particles_runs_them_alone():
+    """``z.reshape(-1)[:N]`` runs in a particle plate without an error, but scores every
+    particle's x against particle 0's z: the check compares each particle's weight with the
+    program run alone and sends the particles one at a time. With the exact posterior as the
+    guide every correct weight equals log p(x), so the estimate is exact (vectorized, the
+    particles' weights would mix p(x | z_0) with q(z_p) and vary)."""
+    s = 0.5
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z.reshape(-1)[: x.shape[0]], s), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / (1 + s**2), (s**2 / (1 + s**2)) ** 0.5))
+
+    x = torch.tensor([-1.2, 0.3, 2.0], dtype=torch.float64)
+    pyro.set_rng_seed(0)
+    with pytest.warns(UserWarning, match="one at a time"):
+        result = log_marginal(model, guide, x, num_samples=8, progress=False)
+    exact = dist.Normal(0.0, (1 + s**2) ** 0.5).log_prob(x)
+    torch.testing.assert_close(result.log_likelihood, exact, rtol=0, atol=1e-6)
