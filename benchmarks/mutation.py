@@ -234,7 +234,12 @@ TARGETS: dict[str, Target] = {
     ),
     "infer/streams.py": Target(
         "pyrovae/infer/streams.py",
-        (*TRAINER_TESTS, "tests/test_checkpoint.py", "tests/test_rng.py"),
+        (
+            *TRAINER_TESTS,
+            "tests/infer/test_streams.py",
+            "tests/test_checkpoint.py",
+            "tests/test_rng.py",
+        ),
     ),
     "infer/schedule.py": Target(
         "pyrovae/infer/schedule.py", ("tests/infer/test_schedule.py", "tests/test_options.py")
