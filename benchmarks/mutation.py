@@ -226,7 +226,8 @@ TARGETS: dict[str, Target] = {
     "infer/trainer.py": Target("pyrovae/infer/trainer.py", TRAINER_TESTS),
     # What the Trainer collects, evaluates, saves and follows, split out of it (issue 38).
     "infer/params.py": Target(
-        "pyrovae/infer/params.py", (*TRAINER_TESTS, "tests/infer/test_modes.py")
+        "pyrovae/infer/params.py",
+        (*TRAINER_TESTS, "tests/infer/test_params.py", "tests/infer/test_modes.py"),
     ),
     "infer/evaluate.py": Target(
         "pyrovae/infer/evaluate.py",
