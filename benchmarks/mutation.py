@@ -231,7 +231,12 @@ TARGETS: dict[str, Target] = {
     ),
     "infer/evaluate.py": Target(
         "pyrovae/infer/evaluate.py",
-        (*TRAINER_TESTS, "tests/infer/test_batch_source.py", "tests/infer/test_pyro_idioms.py"),
+        (
+            *TRAINER_TESTS,
+            "tests/infer/test_evaluate_elbo.py",
+            "tests/infer/test_batch_source.py",
+            "tests/infer/test_pyro_idioms.py",
+        ),
     ),
     "infer/streams.py": Target(
         "pyrovae/infer/streams.py",
