@@ -6,6 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from torch.distributions import constraints
 
@@ -92,3 +93,43 @@ def test_a_subclass_without_the_objective_hook_runs_its_own_differentiable_loss(
 
     elbo = Doubled()
     assert loss_function(elbo) == elbo.differentiable_loss
+
+
+MASK = torch.tensor([True, False, True, True, False, True])
+
+
+def masked_model(x):
+    with pyro.plate("data", x.shape[0]), poutine.mask(mask=MASK):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+def auxiliary_guide(x):
+    """q(a) q(z | a): ``a`` is the guide's own (an auxiliary variable the model lacks), and z
+    is masked as the model masks it, so its KL counts on the kept rows only."""
+    loc = pyro.param("q_loc", 0.1 * x)
+    with pyro.plate("data", x.shape[0]):
+        a = pyro.sample("a", dist.Normal(torch.zeros_like(x), 0.2), infer={"is_auxiliary": True})
+        with poutine.mask(mask=MASK):
+            pyro.sample("z", dist.Normal(loc + a, 0.6))
+
+
+@pytest.mark.parametrize(
+    "elbo, ours",
+    [(Trace_ELBO(num_particles=2), trace_elbo_loss), (TraceMeanField_ELBO(), meanfield_elbo_loss)],
+    ids=["trace", "meanfield"],
+)
+def test_masked_sites_and_a_guides_own_site_score_as_pyro_scores_them(elbo, ours):
+    x = torch.linspace(-1.0, 2.0, 6)
+
+    def value_and_grads(loss):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(3)
+        value = loss(masked_model, auxiliary_guide, x)
+        return value.detach(), torch.autograd.grad(value, [pyro.param("q_loc").unconstrained()])
+
+    want, (want_grad,) = value_and_grads(elbo.differentiable_loss)
+    got, (got_grad,) = value_and_grads(lambda *a: ours(elbo, *a))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+    assert got_grad[~MASK].abs().max() == 0  # a masked row's z adds nothing

@@ -51,3 +51,11 @@ def test_a_tensor_rate_is_changed_in_place():
 def test_a_decay_outside_its_range_is_refused(decay, every, message):
     with pytest.raises(ValueError, match=message):
         StepDecay(_optimizer(1e-2), decay, every)
+
+
+def test_the_defaults_keep_the_rate_constant():
+    optimizer = _optimizer(1e-2)
+    schedule = StepDecay(optimizer)
+    assert schedule.constant
+    schedule.set_epoch(7)
+    assert optimizer.param_groups[0]["lr"] == 1e-2
