@@ -249,3 +249,43 @@ def test_the_chorales_benchmark_runs_our_dmm_and_retries_pyros_failed_run(tmp_pa
     assert ours["test_log_likelihood_per_step"] < 0 and ours["test_kl_per_sequence"] > 0
     assert results["floor"]["test_log_likelihood_per_step"] < 0
     assert printed.splitlines()[-1].startswith("| dmm |")
+
+
+def test_the_pretraining_codes_diagnosis_clusters_a_pretraining_checkpoints_codes(
+    tmp_path, monkeypatch
+):
+    """A digits run stopped in its second pretraining epoch leaves a checkpoint marked
+    ``phase: initializing``; the script clusters its encoder's codes three ways. A trained
+    run's checkpoint (past its pretraining) is refused."""
+    from pyrovae.infer import Trainer
+    from pyrovae.procedures.mixture_vae import MeanCodeGuide
+
+    real_step = Trainer.step
+
+    def step(self, args):
+        if isinstance(self.guide, MeanCodeGuide) and self.epoch == 1:
+            raise KeyboardInterrupt
+        return real_step(self, args)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    run = tmp_path / "run"
+    args = ["train", "mixture-vae", "--out", str(run), "--pretrain-epochs", "3", *SMALL]
+    assert main([*args, "--epochs", "1"]) == 130
+    snapshot = tmp_path / "pretrain-epoch1.pt"
+    snapshot.write_bytes((run / "checkpoint.pt").read_bytes())
+    numbers = tmp_path / "codes.json"
+    out = script("mixture_vae_pretraining_codes.py", str(snapshot), "--dataset", "digits",
+                 "--json", str(numbers))  # fmt: skip
+    (row,) = json.loads(numbers.read_text())
+    assert row["epoch"] == 1 and row["pretrain"] == "dae"
+    for kind in ("em_diag", "em_full", "kmeans"):
+        assert 0.1 < row[kind]["accuracy"] <= 1 and -1 <= row[kind]["adjusted_rand_index"] <= 1
+    assert f"| pretrain-epoch1.pt | 1 | {100 * row['em_diag']['accuracy']:.2f}%" in out
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert main(["train", "mixture-vae", "--out", str(run), "--resume"]) == 0
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "mixture_vae_pretraining_codes.py"),
+         str(run / "checkpoint.pt"), "--dataset", "digits"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "not a checkpoint taken while" in refused.stderr

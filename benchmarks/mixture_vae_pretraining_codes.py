@@ -1,0 +1,101 @@
+"""Diagnosis for issue 35: how well the pretrained codes cluster, by pretraining epoch.
+
+A mixture-VAE run saves its pretraining in ``checkpoint.pt`` after every epoch, marked
+``phase: initializing``, until the pretraining ends. Copies of that file taken at several
+epochs (``cp RUN/checkpoint.pt pretrain-epoch40.pt`` while the run pretrains) are read here.
+For each copy the encoder's mean codes E_q[z | x] of the training rows are computed, and the
+test rows are clustered three ways:
+
+- ``em_diag``: EM with diagonal covariances and 10 k-means++ starts on the training codes, as
+  ``--init em`` initialises the mixture (VaDE's initialisation);
+- ``em_full``: the same with full covariances;
+- ``kmeans``: k-means (10 starts) on the training codes, test codes sent to the nearest mean.
+
+Test accuracy (Hungarian-matched), ARI and NMI against the labels, which are used for scoring
+only. This measures the start SVI is given, one pretraining length at a time, with the run's
+own networks and data:
+
+    python benchmarks/mixture_vae_pretraining_codes.py --data-dir ../shared/data/mnist \\
+        pretrain-epoch49.pt pretrain-epoch100.pt --json codes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from pyrovae.data import load_dataset
+from pyrovae.diagnostics.clustering import clustering_scores
+from pyrovae.diagnostics.mixture_vae_figures import mean_codes
+from pyrovae.guides import GaussianEncoder
+from pyrovae.kmeans import kmeans
+from pyrovae.models import fit_mixture
+from pyrovae.runs.recipes.vae import network_kwargs
+from pyrovae.runs.registry import read_config
+
+
+def encoder_of(path: Path) -> tuple[GaussianEncoder, dict, int]:
+    """The encoder of a pretraining checkpoint, its run's config and its pretraining epoch."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("phase") != "initializing":
+        raise SystemExit(f"{path} is not a checkpoint taken while the run was pretraining")
+    config = read_config(state["config"])
+    guide = GaussianEncoder(**network_kwargs(config))
+    # The pretraining's guide wraps the encoder (MeanCodeGuide: "encoder.*") unless it
+    # pretrains as a VAE (the encoder itself).
+    saved = state["initialization"]["guide"]
+    guide.load_state_dict({k.removeprefix("encoder."): v for k, v in saved.items()})
+    guide.eval()
+    return guide, state["config"], int(state["initialization"]["epoch"])
+
+
+def scores_of(path: Path, data, seed: int) -> dict:
+    guide, config, epoch = encoder_of(path)
+    with torch.no_grad():
+        train = mean_codes(guide, data.train_x).double()
+        test = mean_codes(guide, data.test_x).double()
+    row: dict = {"checkpoint": str(path), "pretrain": config["pretrain"], "epoch": epoch}
+    for covariance in ("diag", "full"):
+        start = time.perf_counter()
+        mixture, _ = fit_mixture(
+            train, 10, covariance=covariance, n_init=10, seed=seed, progress=False
+        )
+        row[f"em_{covariance}"] = {
+            **clustering_scores(mixture.predict(test), data.test_y),
+            "seconds": time.perf_counter() - start,
+        }
+    result = kmeans(train, 10, n_init=10, generator=torch.Generator().manual_seed(seed))
+    nearest = torch.cdist(test, result.centres.to(test.dtype)).argmin(-1)
+    row["kmeans"] = clustering_scores(nearest, data.test_y)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--data-dir", help="folder with the MNIST idx files (not for digits)")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--seed", type=int, default=0, help="EM's and k-means' starts")
+    parser.add_argument("--json", help="write every number to this file")
+    args = parser.parse_args()
+    data = load_dataset(args.dataset, args.data_dir)
+    epoch = lambda p: int(m.group(1)) if (m := re.search(r"(\d+)", p.stem)) else 0  # noqa: E731
+    rows = []
+    print("| checkpoint | pretraining epoch | EM diag | EM full | k-means on codes |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for path in sorted(args.checkpoints, key=epoch):
+        row = scores_of(path, data, args.seed)
+        rows.append(row)
+        cells = [f"{100 * row[k]['accuracy']:.2f}%" for k in ("em_diag", "em_full", "kmeans")]
+        print(f"| {path.name} | {row['epoch']} | " + " | ".join(cells) + " |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
