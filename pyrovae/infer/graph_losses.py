@@ -13,8 +13,9 @@ named Pyro loss, from Pyro's own traces (:func:`~pyrovae.infer.pyro_internals.el
 - TraceEnum_ELBO's is :func:`~pyrovae.infer.enum_loss.traceenum_elbo_loss`.
 
 :func:`loss_function` picks the one for an ELBO. Tests compare each with Pyro's loss and its
-gradients (``tests/infer/test_captured.py``, ``tests/infer/test_captured_enum.py``); the
-captured graph is in any case used only after it matches Pyro's eager loss.
+gradients (``tests/infer/test_graph_losses.py``, and through the captured graph
+``tests/infer/test_captured.py`` and ``tests/infer/test_captured_enum.py``); the captured
+graph is in any case used only after it matches Pyro's eager loss.
 """
 
 from __future__ import annotations
