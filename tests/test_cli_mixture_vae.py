@@ -208,17 +208,24 @@ def test_a_run_interrupted_while_pretraining_resumes_there_to_the_same_numbers(
         assert x == pytest.approx(y, rel=1e-6)
 
 
-def test_k_means_on_the_rows_initialises_the_mixture_with_the_clusters_of_the_data(tmp_path):
-    """Well-separated clusters: k-means on x finds them, and each component, fitted to the
-    codes of one of them, classifies the test codes before any SVI epoch (epoch 0)."""
+@pytest.mark.parametrize(
+    "init, rows", [("data-kmeans", "training rows"), ("code-kmeans", "mean codes")]
+)
+def test_k_means_initialises_the_mixture_with_the_clusters_of_the_data(
+    tmp_path, capsys, init, rows
+):
+    """Well-separated clusters: k-means on x (or on the pretrained codes) finds them, and each
+    component, fitted to the codes of one of them, classifies the test codes before any SVI
+    epoch (epoch 0)."""
     out = tmp_path / "run"
     args = ["train", "mixture-vae", "--dataset", str(clustered_file(tmp_path)), "--out", str(out)]
     options = ["--components", "4", "--latent-dim", "2", "--hidden", "32", "--epochs", "1"]
-    options += ["--pretrain-epochs", "3", "--init", "data-kmeans", "--quiet", "--no-figures"]
+    options += ["--pretrain-epochs", "3", "--init", init, "--no-figures"]
     assert main([*args, *options, "--likelihood", "gaussian"]) == 0
+    assert f"initialised from k-means on 720 {rows}" in capsys.readouterr().out
     start = read(out / "metrics.json")["history"][0]
     assert start["epoch"] == 0 and start["test_accuracy"] > 0.98, start
-    assert read(out / "config.json")["init"] == "data-kmeans"
+    assert read(out / "config.json")["init"] == init
 
 
 def test_denoising_pretraining_masks_the_inputs_only_while_training():

@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes
 from pyrovae.guides import GaussianEncoder
+from pyrovae.kmeans import kmeans
 from pyrovae.models import MixturePriorVAE
 from pyrovae.procedures.mixture_vae import initialize_prior, pretrain
 
@@ -47,13 +48,33 @@ def test_the_mixture_is_set_from_the_codes_by_each_initialisation():
         initial = float(model.prior_log_prob(mean_codes(guide, x)).mean())
     assert initialize_prior(model, guide, x, init="random") == {"init": "random", "codes": 300}
     assert all(torch.equal(v, state(model.mixture)[k]) for k, v in before.items())
-    for init in ("data-kmeans", "em"):
+    for init in ("data-kmeans", "code-kmeans", "em"):
         report = initialize_prior(model, guide, x, init=init, restarts=2, seed=0)
         assert report["init"] == init and report["codes"] == 300
         assert sum(report["weights"]) == pytest.approx(1.0)
         assert len(report["weights"]) == 4 and min(report["weights"]) > 0
         # The codes are likelier under the mixture set from them than under the initial one.
         assert report["code_log_likelihood"] > initial + 1.0
+
+
+def test_k_means_on_the_codes_sets_each_component_to_its_clusters_codes():
+    """``code-kmeans`` (DEC's start): component k is the Gaussian of the codes in k-means
+    cluster k of the codes, weighted by the cluster's share; ``data-kmeans`` clusters the rows
+    x instead, so the two partitions (and mixtures) differ."""
+    model, guide = pair()
+    x = digits()
+    codes = mean_codes(guide, x).double()
+    report = initialize_prior(model, guide, x, init="code-kmeans", restarts=2, seed=0)
+    labels = kmeans(codes, 4, n_init=2, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64).labels  # fmt: skip
+    counts = torch.bincount(labels, minlength=4).double()
+    means = torch.stack([codes[labels == k].mean(0) for k in range(4)])
+    torch.testing.assert_close(model.mixture.loc.double(), means, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(report["weights"]).double(), counts / 300)
+    by_rows = MixturePriorVAE(64, num_components=4, latent_dim=3, hidden_dims=(32,))
+    by_rows.load_state_dict(model.state_dict())
+    initialize_prior(by_rows, guide, x, init="data-kmeans", restarts=2, seed=0)
+    assert not torch.allclose(by_rows.mixture.loc, model.mixture.loc)
 
 
 def test_unknown_settings_are_refused_by_name():

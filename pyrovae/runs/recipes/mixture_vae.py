@@ -14,7 +14,8 @@ A fresh run is initialised much as VaDE is (Jiang et al. 2017), each step option
 2. ``--init data-kmeans`` (the default): k-means (:func:`pyrovae.kmeans.kmeans`,
    ``--em-restarts`` k-means++ starts) on the training rows x themselves, component k the
    Gaussian of the mean codes of the rows in k-means cluster k
-   (:meth:`~pyrovae.models.MixturePriorVAE.initialize_prior_from_clusters`); ``--init em``
+   (:meth:`~pyrovae.models.MixturePriorVAE.initialize_prior_from_clusters`); ``--init
+   code-kmeans`` (DEC's start): the same with k-means on the encoder's mean codes; ``--init em``
    (VaDE's): the mixture over z set by EM (:func:`~pyrovae.models.fit_mixture`) on the
    encoder's mean codes of the training rows; ``--init random``: means drawn from N(0, I),
    unit variances, equal weights;
@@ -93,8 +94,8 @@ class MixtureVAEOptions(ObservedOptions):
         "data-kmeans",
         "em: the mixture over z set by EM on the (pretrained) encoder's mean codes; "
         "data-kmeans: k-means on the training rows x, each component the Gaussian of the "
-        "codes of one k-means cluster; random: means from N(0, I), unit variances, equal "
-        "weights",
+        "codes of one k-means cluster; code-kmeans: the same with k-means on the codes "
+        "(DEC's start); random: means from N(0, I), unit variances, equal weights",
         choices=INITIALISATIONS,
     )
     em_restarts: int = setting(
@@ -228,9 +229,10 @@ class MixtureVAERecipe(ObservedRecipe):
             restarts=config.em_restarts,
             seed=config.seed,
         )
-        if config.init == "data-kmeans":
+        if config.init in ("data-kmeans", "code-kmeans"):
+            rows = "training rows" if config.init == "data-kmeans" else "mean codes"
             log(
-                f"mixture over z initialised from k-means on {report['codes']} training rows "
+                f"mixture over z initialised from k-means on {report['codes']} {rows} "
                 f"({config.em_restarts} k-means++ starts): log p(z) "
                 f"{report['code_log_likelihood']:.2f} per code"
             )
