@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -84,15 +83,14 @@ def main() -> None:
     parser.add_argument("--json", help="write every number to this file")
     args = parser.parse_args()
     data = load_dataset(args.dataset, args.data_dir)
-    epoch = lambda p: int(m.group(1)) if (m := re.search(r"(\d+)", p.stem)) else 0  # noqa: E731
-    rows = []
+    # In the order of the pretraining epochs the checkpoints hold, whatever their names.
+    rows = sorted((scores_of(path, data, args.seed) for path in args.checkpoints),
+                  key=lambda row: row["epoch"])  # fmt: skip
     print("| checkpoint | pretraining epoch | EM diag | EM full | k-means on codes |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for path in sorted(args.checkpoints, key=epoch):
-        row = scores_of(path, data, args.seed)
-        rows.append(row)
+    for row in rows:
         cells = [f"{100 * row[k]['accuracy']:.2f}%" for k in ("em_diag", "em_full", "kmeans")]
-        print(f"| {path.name} | {row['epoch']} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {Path(row['checkpoint']).name} | {row['epoch']} | " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

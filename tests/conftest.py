@@ -56,3 +56,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     variants = getattr(metafunc.cls, "variants", ())
     if variants and "variant" in metafunc.fixturenames:
         metafunc.parametrize("variant", variants, ids=str)
+
+
+@pytest.fixture
+def interrupt_pretraining(monkeypatch):
+    """``interrupt_pretraining(epoch)``: the mixture VAE's pretraining stops with a
+    KeyboardInterrupt (as Ctrl-C stops it) at the first step after ``epoch`` pretraining
+    epochs; ``monkeypatch.undo()`` lets it run again."""
+    from pyrovae.infer import Trainer
+    from pyrovae.procedures.mixture_vae import MeanCodeGuide
+
+    real_step = Trainer.step
+
+    def interrupt(epoch: int) -> None:
+        def step(self, args):
+            if isinstance(self.guide, MeanCodeGuide) and self.epoch == epoch:
+                raise KeyboardInterrupt
+            return real_step(self, args)
+
+        monkeypatch.setattr(Trainer, "step", step)
+
+    return interrupt

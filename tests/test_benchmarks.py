@@ -252,22 +252,12 @@ def test_the_chorales_benchmark_runs_our_dmm_and_retries_pyros_failed_run(tmp_pa
 
 
 def test_the_pretraining_codes_diagnosis_clusters_a_pretraining_checkpoints_codes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, interrupt_pretraining
 ):
     """A digits run stopped in its second pretraining epoch leaves a checkpoint marked
     ``phase: initializing``; the script clusters its encoder's codes three ways. A trained
     run's checkpoint (past its pretraining) is refused."""
-    from pyrovae.infer import Trainer
-    from pyrovae.procedures.mixture_vae import MeanCodeGuide
-
-    real_step = Trainer.step
-
-    def step(self, args):
-        if isinstance(self.guide, MeanCodeGuide) and self.epoch == 1:
-            raise KeyboardInterrupt
-        return real_step(self, args)
-
-    monkeypatch.setattr(Trainer, "step", step)
+    interrupt_pretraining(1)
     run = tmp_path / "run"
     args = ["train", "mixture-vae", "--out", str(run), "--pretrain-epochs", "3", *SMALL]
     assert main([*args, "--epochs", "1"]) == 130
@@ -281,7 +271,7 @@ def test_the_pretraining_codes_diagnosis_clusters_a_pretraining_checkpoints_code
     for kind in ("em_diag", "em_full", "kmeans"):
         assert 0.1 < row[kind]["accuracy"] <= 1 and -1 <= row[kind]["adjusted_rand_index"] <= 1
     assert f"| pretrain-epoch1.pt | 1 | {100 * row['em_diag']['accuracy']:.2f}%" in out
-    monkeypatch.setattr(Trainer, "step", real_step)
+    monkeypatch.undo()
     assert main(["train", "mixture-vae", "--out", str(run), "--resume"]) == 0
     refused = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "mixture_vae_pretraining_codes.py"),

@@ -14,7 +14,6 @@ from pyrovae.cli import main
 from pyrovae.diagnostics.clustering import clustering_scores
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes, predict_clusters
 from pyrovae.guides import GaussianEncoder
-from pyrovae.infer import Trainer
 from pyrovae.procedures.mixture_vae import MeanCodeGuide
 from pyrovae.runs import load_run
 from pyrovae.runs.record import RunError
@@ -169,7 +168,7 @@ def test_every_option_against_collapse_trains_and_resume_continues_the_warm_up(t
 
 
 def test_a_run_interrupted_while_pretraining_resumes_there_to_the_same_numbers(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, interrupt_pretraining
 ):
     """Pretraining is checkpointed every epoch: a run stopped in its third of four pretraining
     epochs keeps the first two, refuses to be read as trained, and --resume continues from
@@ -177,14 +176,7 @@ def test_a_run_interrupted_while_pretraining_resumes_there_to_the_same_numbers(
     common = ["--pretrain-epochs", "4", "--epochs", "2", "--no-figures", *SMALL]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert main(["train", "mixture-vae", "--out", str(straight), *common]) == 0
-    real_step = Trainer.step
-
-    def step(self, args):
-        if isinstance(self.guide, MeanCodeGuide) and self.epoch == 2:
-            raise KeyboardInterrupt
-        return real_step(self, args)
-
-    monkeypatch.setattr(Trainer, "step", step)
+    interrupt_pretraining(2)
     loud = [arg for arg in common if arg != "--quiet"]
     assert main(["train", "mixture-vae", "--out", str(stopped), *loud]) == 130
     assert "interrupted while initialising" in capsys.readouterr().out
@@ -195,7 +187,7 @@ def test_a_run_interrupted_while_pretraining_resumes_there_to_the_same_numbers(
         load_run(stopped)
     assert main(["evaluate", str(stopped), "--quiet"]) != 0
     assert "being initialised" in capsys.readouterr().err
-    monkeypatch.setattr(Trainer, "step", real_step)
+    monkeypatch.undo()
     assert main(["train", "mixture-vae", "--out", str(stopped), "--resume"]) == 0
     assert "resuming from 2 of 4 pretraining epochs" in capsys.readouterr().out
     a = read(straight / "metrics.json")["history"]

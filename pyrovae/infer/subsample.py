@@ -80,9 +80,6 @@ def unscaled(program: Callable) -> Callable:
     return wrapped(program, Unscaled())
 
 
-__all__ = ["DataPlateScale", "Unscaled", "unscaled", "wrapped"]
-
-
 def training_rows(batches: Any, data: Data, global_latents: Sequence[str]) -> int:
     """N, the training rows of one pass over all ranks: the full data a minibatch of a
     program with ``global_latents`` is a subsample of (``batches.num_examples`` where the
@@ -96,3 +93,6 @@ def training_rows(batches: Any, data: Data, global_latents: Sequence[str]) -> in
             "a DataLoader over one"
         )
     return int(rows)
+
+
+__all__ = ["DataPlateScale", "Unscaled", "training_rows", "unscaled", "wrapped"]
