@@ -173,6 +173,9 @@ def test_the_mixture_vae_benchmark_trains_evaluates_tabulates_and_resumes(tmp_pa
     vae = results["vae"]
     assert vae["epochs"] == 2 and 0 < vae["accuracy"] <= 1  # EM on the VAE's codes, scored
     assert "then EM on its codes | | " + f"{100 * vae['accuracy']:.2f}" in out
+    nearest = vae["code_kmeans"]  # k-means on the same codes, test codes to the nearest centre
+    assert 0 < nearest["accuracy"] <= 1 and -1 <= nearest["adjusted_rand_index"] <= 1
+    assert "then k-means on its codes | | " + f"{100 * nearest['accuracy']:.2f}" in out
     assert set(results["baselines"]) == {"gmm_pixels", "gmm_pca50"}
     first = json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"]
     # The same command with more epochs continues seed 0 from its checkpoint (--resume).
