@@ -158,7 +158,8 @@ def _train_parser(sub: argparse._SubParsersAction, model: str | None) -> None:
         "--resume",
         action="store_true",
         help="continue the run in RUN_DIR from its last checkpoint, with its saved settings "
-        "(only --epochs, when given, and --device apply)",
+        "(only --epochs, when given, and --device apply; another value of any other setting "
+        "is refused)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN_DIR")
     _add_options(run, [fields["figures"]], defaults)

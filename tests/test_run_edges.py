@@ -476,3 +476,28 @@ def test_resume_without_epochs_keeps_the_runs_own_epochs(tmp_path):
     assert main(["train", "vae", "--out", str(out), "--resume", "--epochs", "3", "--quiet"]) == 0
     assert json.loads((out / "config.json").read_text()) == {**config, "epochs": 3}
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 3
+
+
+def test_resume_refuses_a_changed_setting_and_accepts_the_first_command_repeated(
+    tmp_path, capsys, monkeypatch
+):
+    """--resume continues with the run's own settings: a changed --lr or recipe option was
+    dropped without a word (the run went on at its own rate); now it is refused, naming
+    both values, and the checkpoint is untouched. The first command repeated with --resume
+    (a relative --data-dir included: the run saves it absolute) continues."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "run"
+    first = ["--dataset", "digits", "--data-dir", "data", "--lr", "1e-3", "--no-figures"]
+    assert train(out, *first) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    resume = ["train", "vae", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]
+    assert main([*resume, "--lr", "1e-4"]) == 2
+    err = one_line_error(capsys)
+    assert "--lr 0.0001 (the run's: 0.001)" in err and "drop it to continue" in err
+    assert main([*resume, "--hidden", "16,8", "--seed", "3"]) == 2
+    err = one_line_error(capsys)
+    assert "--seed 3 (the run's: 0); --hidden 16,8 (the run's: 16); drop them" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert main([*resume, *TINY[2:], *first]) == 0  # --epochs 2 and the first settings
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from . import comparison, evaluation, reopen, training
 from .config import common_fields
@@ -13,6 +14,7 @@ from .paths import check_out_dir, check_out_file
 from .processes import process_group, rank_device
 from .record import Run
 from .registry import config_for, recipe_for
+from .resume import check_given
 
 
 def train(args: argparse.Namespace) -> None:
@@ -25,9 +27,12 @@ def train(args: argparse.Namespace) -> None:
     values["device"] = rank_device(values.get("device", "cpu"))
     if args.resume and "epochs" not in getattr(args, "_given", ()):
         values["epochs"] = None  # the run's own
+    config = config_for(args.model, **values)
+    if args.resume:
+        check_given(config, Path(values["out"]), getattr(args, "_given", ()))
     with process_group(values["device"]):  # under torchrun: one rank of several
         training.train(
-            config_for(args.model, **values),
+            config,
             resume=args.resume,
             overwrite=args.overwrite,
             progress=not args.quiet,

@@ -4,13 +4,16 @@ was trained by another factory or by another number of torch.distributed ranks."
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..infer.distributed import world
-from .config import TrainConfig
-from .record import CHECKPOINT, RunError, load_checkpoint
+from .config import TrainConfig, common_fields, flag_of
+from .data import absolute_paths
+from .record import CHECKPOINT, CONFIG, RunError, load_checkpoint
 from .registry import RECIPES, recipe_for
-from .reopen import check_agreement, check_device, checked_config
+from .reopen import PER_CALL, check_agreement, check_device, checked_config
 
 
 def resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
@@ -40,6 +43,37 @@ def resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
             f"--epochs N with N > {state['epoch']}"
         )
     return saved, state
+
+
+def check_given(config: TrainConfig, out: Path, given: Iterable[str]) -> None:
+    """Refuse a resume that names a setting with a value other than the run's own.
+
+    ``--resume`` continues a run with its saved settings (only ``--epochs`` and ``--device``
+    apply), so ``--lr 1e-4 --resume`` would otherwise be dropped without a word and the run
+    continue at its own rate. ``given`` are the settings the command line named; naming the
+    run's own value (the first command repeated with ``--resume``) is accepted."""
+    if not (out / CONFIG).exists():
+        return  # resumed() names the missing run
+    # --data-dir and a data file as the run saved them: absolute (a relative path is the same)
+    saved, ours = checked_config(out).to_dict(), absolute_paths(config).to_dict()
+    fields = [*common_fields(), *dataclasses.fields(recipe_for(config.model).options)]
+    changed = [
+        f"{flag_of(f)} {_shown(ours[f.name])} (the run's: {_shown(saved[f.name])})"
+        for f in fields
+        if f.name in set(given) - set(PER_CALL)
+        and f.name in saved
+        and ours.get(f.name) != saved[f.name]
+    ]
+    if changed:
+        raise RunError(
+            f"--resume continues {out} with its own settings, and this command changes "
+            f"{'; '.join(changed)}; drop {'it' if len(changed) == 1 else 'them'} to continue "
+            "the run as it was, or train a new run under another --out"
+        )
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def check_ranks(out: Path, config: TrainConfig, state: dict) -> None:
