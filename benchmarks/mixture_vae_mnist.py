@@ -84,16 +84,16 @@ def trained_epochs(run: Path) -> int:
 def train_resumable(run: Path, args: list[str], epochs: int) -> float:
     """Train ``run`` to ``epochs`` epochs: fresh where it holds no checkpoint, continued
     with --resume where it does (in pretraining or in SVI), left as it is where it is done;
-    the seconds spent."""
+    the seconds spent. The resume repeats ``args``, so a run directory trained with other
+    settings (another ``--mixture``) is refused by name, not continued as it was."""
     done = trained_epochs(run)
     if done >= epochs:
         return 0.0
+    command = [*args, "--out", str(run), "--epochs", str(epochs)]
     if (run / "checkpoint.pt").exists():
         print(f"{run}: resuming after SVI epoch {done} of {epochs}", flush=True)
-        resume = ["--out", str(run), "--epochs", str(epochs), "--resume"]
-        quiet = ["--quiet"] if "--quiet" in args else []
-        return run_cli(["train", args[1], *resume, *quiet])
-    return run_cli([*args, "--out", str(run), "--epochs", str(epochs)])
+        return run_cli([*command, "--resume"])
+    return run_cli(command)
 
 
 def evaluated(run: Path, num_samples: str) -> dict:

@@ -187,6 +187,21 @@ def test_the_mixture_vae_benchmark_trains_evaluates_tabulates_and_resumes(tmp_pa
     assert (
         json.loads(numbers.read_text())["runs"][0]["final_accuracy"] == history[-1]["test_accuracy"]
     )
+    # The same folder asked for other mixture options is refused, not continued as it was.
+    other = ["--seeds", "0", "--epochs", "4", "--mixture", "--init code-kmeans --covariance full"]
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "mixture_vae_mnist.py"), *common, *other],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0
+    assert "--covariance full (the run's: diag); --init code-kmeans (the run's: em)" in (
+        refused.stderr
+    )
+    assert json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"] == (
+        history
+    )
 
 
 def test_the_digits_clustering_benchmark_prints_each_seeds_start_and_end_beside_kmeans(tmp_path):
