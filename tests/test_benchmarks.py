@@ -188,7 +188,7 @@ def test_the_mixture_vae_benchmark_trains_evaluates_tabulates_and_resumes(tmp_pa
         json.loads(numbers.read_text())["runs"][0]["final_accuracy"] == history[-1]["test_accuracy"]
     )
     # The same folder asked for other mixture options is refused, not continued as it was.
-    other = ["--seeds", "0", "--epochs", "4", "--mixture", "--init code-kmeans --covariance full"]
+    other = ["--seeds", "0", "--epochs", "4", "--mixture", "--init em --covariance diag"]
     refused = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "mixture_vae_mnist.py"), *common, *other],
         capture_output=True,
@@ -196,7 +196,7 @@ def test_the_mixture_vae_benchmark_trains_evaluates_tabulates_and_resumes(tmp_pa
         timeout=600,
     )
     assert refused.returncode != 0
-    assert "--covariance full (the run's: diag); --init code-kmeans (the run's: em)" in (
+    assert "--covariance diag (the run's: full); --init em (the run's: code-kmeans)" in (
         refused.stderr
     )
     assert json.loads((runs / "mixture-vae-seed0" / "metrics.json").read_text())["history"] == (
