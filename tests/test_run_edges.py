@@ -501,3 +501,15 @@ def test_resume_refuses_a_changed_setting_and_accepts_the_first_command_repeated
     assert (out / "checkpoint.pt").read_bytes() == before
     assert main([*resume, *TINY[2:], *first]) == 0  # --epochs 2 and the first settings
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_resume_under_another_built_in_model_is_refused(tmp_path, capsys):
+    """``pyrovae train hvae --out VAE_RUN --resume`` continued the VAE as if it were named."""
+    out = tmp_path / "run"
+    assert train(out, "--dataset", "digits", "--no-figures") == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main(["train", "hvae", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 2
+    assert f"{out} holds a vae run, not hvae; resume it with pyrovae train vae --out" in (
+        one_line_error(capsys)
+    )
+    assert (out / "checkpoint.pt").read_bytes() == before

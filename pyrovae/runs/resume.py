@@ -51,11 +51,18 @@ def check_given(config: TrainConfig, out: Path, given: Iterable[str]) -> None:
     ``--resume`` continues a run with its saved settings (only ``--epochs`` and ``--device``
     apply), so ``--lr 1e-4 --resume`` would otherwise be dropped without a word and the run
     continue at its own rate. ``given`` are the settings the command line named; naming the
-    run's own value (the first command repeated with ``--resume``) is accepted."""
+    run's own value (the first command repeated with ``--resume``) is accepted, and so is
+    another MODEL only where it is the factory :func:`resumed` asks the user to name."""
     if not (out / CONFIG).exists():
         return  # resumed() names the missing run
+    run = checked_config(out)
+    if run.model in RECIPES and run.model != config.model:
+        raise RunError(
+            f"{out} holds a {run.model} run, not {config.model}; resume it with pyrovae train "
+            f"{run.model} --out {out} --resume"
+        )
     # --data-dir and a data file as the run saved them: absolute (a relative path is the same)
-    saved, ours = checked_config(out).to_dict(), absolute_paths(config).to_dict()
+    saved, ours = run.to_dict(), absolute_paths(config).to_dict()
     fields = [*common_fields(), *dataclasses.fields(recipe_for(config.model).options)]
     changed = [
         f"{flag_of(f)} {_shown(ours[f.name])} (the run's: {_shown(saved[f.name])})"
