@@ -25,11 +25,12 @@ def train(args: argparse.Namespace) -> None:
         values["out"] = f"runs/{args.model.replace(':', '_').replace('.', '_')}"
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     values["device"] = rank_device(values.get("device", "cpu"))
-    if args.resume and "epochs" not in getattr(args, "_given", ()):
+    given = getattr(args, "_given", ())  # the settings the command line named
+    if args.resume and "epochs" not in given:
         values["epochs"] = None  # the run's own
     config = config_for(args.model, **values)
     if args.resume:
-        check_given(config, Path(values["out"]), getattr(args, "_given", ()))
+        check_given(config, Path(values["out"]), given)
     with process_group(values["device"]):  # under torchrun: one rank of several
         training.train(
             config,

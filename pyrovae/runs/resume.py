@@ -28,6 +28,11 @@ def resumed(config: TrainConfig, out: Path) -> tuple[TrainConfig, dict]:
             f"{out} was trained with the factory {saved.model}, not {config.model}; resume it "
             f"with pyrovae train {saved.model} --out {out} --resume if you trust that code"
         )
+    if saved.model != config.model:  # a built-in run under another MODEL
+        raise RunError(
+            f"{out} holds a {saved.model} run, not {config.model}; resume it with pyrovae train "
+            f"{saved.model} --out {out} --resume"
+        )
     epochs = saved.epochs if config.epochs is None else config.epochs
     saved = saved.replace(epochs=epochs, device=config.device, out=str(out))
     refusal = recipe_for(saved.model).refuse_resume(saved)
@@ -51,25 +56,21 @@ def check_given(config: TrainConfig, out: Path, given: Iterable[str]) -> None:
     ``--resume`` continues a run with its saved settings (only ``--epochs`` and ``--device``
     apply), so ``--lr 1e-4 --resume`` would otherwise be dropped without a word and the run
     continue at its own rate. ``given`` are the settings the command line named; naming the
-    run's own value (the first command repeated with ``--resume``) is accepted, and so is
-    another MODEL only where it is the factory :func:`resumed` asks the user to name."""
+    run's own value (the first command repeated with ``--resume``) is accepted. A missing
+    run, or one of another MODEL, is left to :func:`resumed` to name."""
     if not (out / CONFIG).exists():
-        return  # resumed() names the missing run
+        return
     run = checked_config(out)
-    if run.model in RECIPES and run.model != config.model:
-        raise RunError(
-            f"{out} holds a {run.model} run, not {config.model}; resume it with pyrovae train "
-            f"{run.model} --out {out} --resume"
-        )
+    if run.model != config.model:
+        return
     # --data-dir and a data file as the run saved them: absolute (a relative path is the same)
     saved, ours = run.to_dict(), absolute_paths(config).to_dict()
+    named = set(given) - set(PER_CALL)
     fields = [*common_fields(), *dataclasses.fields(recipe_for(config.model).options)]
     changed = [
         f"{flag_of(f)} {_shown(ours[f.name])} (the run's: {_shown(saved[f.name])})"
         for f in fields
-        if f.name in set(given) - set(PER_CALL)
-        and f.name in saved
-        and ours.get(f.name) != saved[f.name]
+        if f.name in named and f.name in saved and ours.get(f.name) != saved[f.name]
     ]
     if changed:
         raise RunError(
