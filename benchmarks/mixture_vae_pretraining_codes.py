@@ -17,12 +17,20 @@ own networks and data:
 
     python benchmarks/mixture_vae_pretraining_codes.py --data-dir ../shared/data/mnist \\
         pretrain-epoch49.pt pretrain-epoch100.pt --json codes.json
+
+``--restarts N`` also runs N single-start k-means on each checkpoint's training codes (the
+starts ``--init code-kmeans`` chooses among) and reports, per start, its inertia (mean
+squared distance to the nearest centre), the mean log p(z) of the training codes under the
+mixture ``--init code-kmeans`` would build from its clusters (component k the Gaussian of
+the codes of cluster k, weight its share of the rows) and its test accuracy: whether the
+start decides the end, and whether a label-free score of the start picks a better one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -32,7 +40,7 @@ from pyrovae.data import load_dataset
 from pyrovae.diagnostics.clustering import clustering_scores
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes
 from pyrovae.guides import GaussianEncoder
-from pyrovae.kmeans import kmeans
+from pyrovae.kmeans import kmeans, squared_distances
 from pyrovae.models import fit_mixture
 from pyrovae.runs.recipes.vae import network_kwargs
 from pyrovae.runs.registry import read_config
@@ -53,7 +61,7 @@ def encoder_of(path: Path) -> tuple[GaussianEncoder, dict, int]:
     return guide, state["config"], int(state["initialization"]["epoch"])
 
 
-def scores_of(path: Path, data, seed: int) -> dict:
+def scores_of(path: Path, data, seed: int, restarts: int = 0) -> dict:
     guide, config, epoch = encoder_of(path)
     with torch.no_grad():
         train = mean_codes(guide, data.train_x).double()
@@ -71,7 +79,60 @@ def scores_of(path: Path, data, seed: int) -> dict:
     result = kmeans(train, 10, n_init=10, generator=torch.Generator().manual_seed(seed))
     nearest = torch.cdist(test, result.centres.to(test.dtype)).argmin(-1)
     row["kmeans"] = clustering_scores(nearest, data.test_y)
+    if restarts:
+        row["kmeans_starts"] = [
+            start_scores(train, test, data.test_y, seed + s) for s in range(restarts)
+        ]
     return row
+
+
+def clusters_log_likelihood(codes: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Mean log p(z) of ``codes`` (N, L) under the mixture of the clusters' Gaussians: weight
+    N_k / N, mean and maximum-likelihood covariance (plus 1e-6 on the diagonal) of the codes
+    of cluster k. It must equal ``MixturePriorVAE.prior_log_prob(codes).mean()`` after
+    ``initialize_prior_from_clusters(codes, labels)`` with full covariances, the prior
+    ``--init code-kmeans --covariance full`` starts from (tests/test_benchmarks.py checks it)."""
+    eye = torch.eye(codes.shape[1], dtype=codes.dtype)
+    terms = []
+    for c in range(k):
+        z = codes[labels == c]
+        covariance = torch.cov(z.T, correction=0) + 1e-6 * eye
+        gaussian = torch.distributions.MultivariateNormal(z.mean(0), covariance)
+        terms.append(gaussian.log_prob(codes) + math.log(len(z) / len(codes)))
+    return float(torch.stack(terms).logsumexp(0).mean())
+
+
+def start_scores(train: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor, seed: int) -> dict:
+    """One single-start k-means on the training codes: its inertia, its clusters' mixture's
+    log p(z) of the training codes, and its test scores (test codes to the nearest centre)."""
+    result = kmeans(train, 10, n_init=1, generator=torch.Generator().manual_seed(seed))
+    nearest = squared_distances(test, result.centres.to(test.dtype)).argmin(0)
+    return {
+        "seed": seed,
+        "inertia": result.inertia / len(train),
+        "code_log_likelihood": clusters_log_likelihood(train, result.labels, 10),
+        **clustering_scores(nearest, test_y),
+    }
+
+
+def print_starts(row: dict) -> None:
+    """The spread of the single k-means starts, and what each label-free score picks."""
+    starts = row["kmeans_starts"]
+    accuracy = [s["accuracy"] for s in starts]
+    by_inertia = min(starts, key=lambda s: s["inertia"])
+    by_likelihood = max(starts, key=lambda s: s["code_log_likelihood"])
+    print(
+        f"{Path(row['checkpoint']).name}: {len(starts)} k-means starts, test accuracy "
+        f"{100 * min(accuracy):.2f}% to {100 * max(accuracy):.2f}%; the lowest inertia's "
+        f"{100 * by_inertia['accuracy']:.2f}%, the highest log p(z)'s "
+        f"{100 * by_likelihood['accuracy']:.2f}%; correlation with accuracy: inertia "
+        f"{correlation([s['inertia'] for s in starts], accuracy):+.2f}, log p(z) "
+        f"{correlation([s['code_log_likelihood'] for s in starts], accuracy):+.2f}"
+    )
+
+
+def correlation(a: list[float], b: list[float]) -> float:
+    return float(torch.corrcoef(torch.tensor([a, b], dtype=torch.float64))[0, 1])
 
 
 def main() -> None:
@@ -81,16 +142,22 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--seed", type=int, default=0, help="EM's and k-means' starts")
     parser.add_argument("--json", help="write every number to this file")
+    parser.add_argument(
+        "--restarts", type=int, default=0, help="also N single-start k-means on each checkpoint"
+    )
     args = parser.parse_args()
     data = load_dataset(args.dataset, args.data_dir)
     # In the order of the pretraining epochs the checkpoints hold, whatever their names.
-    rows = sorted((scores_of(path, data, args.seed) for path in args.checkpoints),
+    rows = sorted((scores_of(path, data, args.seed, args.restarts) for path in args.checkpoints),
                   key=lambda row: row["epoch"])  # fmt: skip
     print("| checkpoint | pretraining epoch | EM diag | EM full | k-means on codes |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         cells = [f"{100 * row[k]['accuracy']:.2f}%" for k in ("em_diag", "em_full", "kmeans")]
         print(f"| {Path(row['checkpoint']).name} | {row['epoch']} | " + " | ".join(cells) + " |")
+    for row in rows:
+        if "kmeans_starts" in row:
+            print_starts(row)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

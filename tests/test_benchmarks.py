@@ -283,12 +283,18 @@ def test_the_pretraining_codes_diagnosis_clusters_a_pretraining_checkpoints_code
     snapshot.write_bytes((run / "checkpoint.pt").read_bytes())
     numbers = tmp_path / "codes.json"
     out = script("mixture_vae_pretraining_codes.py", str(snapshot), "--dataset", "digits",
-                 "--json", str(numbers))  # fmt: skip
+                 "--json", str(numbers), "--restarts", "3")  # fmt: skip
     (row,) = json.loads(numbers.read_text())
     assert row["epoch"] == 1 and row["pretrain"] == "dae"
     for kind in ("em_diag", "em_full", "kmeans"):
         assert 0.1 < row[kind]["accuracy"] <= 1 and -1 <= row[kind]["adjusted_rand_index"] <= 1
     assert f"| pretrain-epoch1.pt | 1 | {100 * row['em_diag']['accuracy']:.2f}%" in out
+    starts = row["kmeans_starts"]  # --restarts 3: three single k-means starts, seeds 0, 1, 2
+    assert [s["seed"] for s in starts] == [0, 1, 2]
+    assert all(s["inertia"] > 0 and 0.1 < s["accuracy"] <= 1 for s in starts)
+    best = min(starts, key=lambda s: s["inertia"])
+    assert f"3 k-means starts, test accuracy {100 * min(s['accuracy'] for s in starts):.2f}%" in out
+    assert f"the lowest inertia's {100 * best['accuracy']:.2f}%" in out
     monkeypatch.undo()
     assert main(["train", "mixture-vae", "--out", str(run), "--resume"]) == 0
     refused = subprocess.run(
@@ -297,3 +303,33 @@ def test_the_pretraining_codes_diagnosis_clusters_a_pretraining_checkpoints_code
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert refused.returncode != 0 and "not a checkpoint taken while" in refused.stderr
+
+
+def test_the_pretraining_codes_log_likelihood_of_a_partition_is_the_code_kmeans_prior(
+    tmp_path,
+):
+    """The diagnosis scores a k-means start by the mean log p(z) of the codes under the
+    mixture of its clusters' Gaussians: it must equal what the model's own prior gives after
+    ``initialize_prior_from_clusters`` (``--init code-kmeans --covariance full``)."""
+    import torch
+
+    from pyrovae.runs import load_run
+
+    spec = importlib.util.spec_from_file_location(
+        "mixture_vae_pretraining_codes", ROOT / "benchmarks" / "mixture_vae_pretraining_codes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = tmp_path / "run"
+    args = ["train", "mixture-vae", "--out", str(run), "--pretrain-epochs", "1", "--epochs", "1"]
+    assert main([*args, "--covariance", "full", *SMALL]) == 0
+    loaded = load_run(run)
+    codes = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    codes[:100] += 4.0  # three clusters apart, and ten labels over them
+    labels = torch.arange(300) % 10
+    labels[:100] = torch.arange(100) % 3
+    ours = module.clusters_log_likelihood(codes, labels, 10)
+    loaded.model.initialize_prior_from_clusters(codes, labels)
+    with torch.no_grad():
+        theirs = loaded.model.prior_log_prob(codes.to(loaded.model.mixture.loc.dtype))
+    assert ours == pytest.approx(float(theirs.double().mean()), rel=1e-5)
