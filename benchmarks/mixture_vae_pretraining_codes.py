@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -41,12 +40,13 @@ from pyrovae.diagnostics.clustering import clustering_scores
 from pyrovae.diagnostics.mixture_vae_figures import mean_codes
 from pyrovae.guides import GaussianEncoder
 from pyrovae.kmeans import kmeans, squared_distances
-from pyrovae.models import fit_mixture
+from pyrovae.models import MixturePriorVAE, fit_mixture
+from pyrovae.runs import RECIPES, TrainConfig
 from pyrovae.runs.recipes.vae import network_kwargs
 from pyrovae.runs.registry import read_config
 
 
-def encoder_of(path: Path) -> tuple[GaussianEncoder, dict, int]:
+def encoder_of(path: Path) -> tuple[GaussianEncoder, TrainConfig, int]:
     """The encoder of a pretraining checkpoint, its run's config and its pretraining epoch."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("phase") != "initializing":
@@ -58,7 +58,15 @@ def encoder_of(path: Path) -> tuple[GaussianEncoder, dict, int]:
     saved = state["initialization"]["guide"]
     guide.load_state_dict({k.removeprefix("encoder."): v for k, v in saved.items()})
     guide.eval()
-    return guide, state["config"], int(state["initialization"]["epoch"])
+    return guide, config, int(state["initialization"]["epoch"])
+
+
+def code_kmeans_prior(config: TrainConfig) -> MixturePriorVAE:
+    """The run's mixture-prior VAE with full covariances, in float64: the model whose prior
+    ``initialize_prior_from_clusters`` sets as ``--init code-kmeans --covariance full`` does
+    (whatever covariance the checkpoint's own run was given)."""
+    model, _ = RECIPES["mixture-vae"].pair(config.with_options(covariance="full"))
+    return model.double()
 
 
 def scores_of(path: Path, data, seed: int, restarts: int = 0) -> dict:
@@ -66,7 +74,7 @@ def scores_of(path: Path, data, seed: int, restarts: int = 0) -> dict:
     with torch.no_grad():
         train = mean_codes(guide, data.train_x).double()
         test = mean_codes(guide, data.test_x).double()
-    row: dict = {"checkpoint": str(path), "pretrain": config["pretrain"], "epoch": epoch}
+    row: dict = {"checkpoint": str(path), "pretrain": config.pretrain, "epoch": epoch}
     for covariance in ("diag", "full"):
         start = time.perf_counter()
         mixture, _ = fit_mixture(
@@ -77,40 +85,33 @@ def scores_of(path: Path, data, seed: int, restarts: int = 0) -> dict:
             "seconds": time.perf_counter() - start,
         }
     result = kmeans(train, 10, n_init=10, generator=torch.Generator().manual_seed(seed))
-    nearest = torch.cdist(test, result.centres.to(test.dtype)).argmin(-1)
+    nearest = squared_distances(test, result.centres.to(test.dtype)).argmin(0)
     row["kmeans"] = clustering_scores(nearest, data.test_y)
     if restarts:
+        prior = code_kmeans_prior(config)
         row["kmeans_starts"] = [
-            start_scores(train, test, data.test_y, seed + s) for s in range(restarts)
+            start_scores(prior, train, test, data.test_y, seed + s) for s in range(restarts)
         ]
     return row
 
 
-def clusters_log_likelihood(codes: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Mean log p(z) of ``codes`` (N, L) under the mixture of the clusters' Gaussians: weight
-    N_k / N, mean and maximum-likelihood covariance (plus 1e-6 on the diagonal) of the codes
-    of cluster k. It must equal ``MixturePriorVAE.prior_log_prob(codes).mean()`` after
-    ``initialize_prior_from_clusters(codes, labels)`` with full covariances, the prior
-    ``--init code-kmeans --covariance full`` starts from (tests/test_benchmarks.py checks it)."""
-    eye = torch.eye(codes.shape[1], dtype=codes.dtype)
-    terms = []
-    for c in range(k):
-        z = codes[labels == c]
-        covariance = torch.cov(z.T, correction=0) + 1e-6 * eye
-        gaussian = torch.distributions.MultivariateNormal(z.mean(0), covariance)
-        terms.append(gaussian.log_prob(codes) + math.log(len(z) / len(codes)))
-    return float(torch.stack(terms).logsumexp(0).mean())
-
-
-def start_scores(train: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor, seed: int) -> dict:
-    """One single-start k-means on the training codes: its inertia, its clusters' mixture's
-    log p(z) of the training codes, and its test scores (test codes to the nearest centre)."""
+def start_scores(
+    prior: MixturePriorVAE, train: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor, seed: int
+) -> dict:
+    """One single-start k-means on the training codes (N, L): its inertia, the mean log p(z)
+    of the training codes under ``prior`` after ``initialize_prior_from_clusters`` on the
+    start's clusters (component k the Gaussian of the codes of cluster k, weight their share:
+    the start ``--init code-kmeans`` gives SVI), and its test scores (test codes to the
+    nearest centre)."""
     result = kmeans(train, 10, n_init=1, generator=torch.Generator().manual_seed(seed))
     nearest = squared_distances(test, result.centres.to(test.dtype)).argmin(0)
+    prior.initialize_prior_from_clusters(train, result.labels)
+    with torch.no_grad():
+        code_log_likelihood = float(prior.prior_log_prob(train).mean())
     return {
         "seed": seed,
         "inertia": result.inertia / len(train),
-        "code_log_likelihood": clusters_log_likelihood(train, result.labels, 10),
+        "code_log_likelihood": code_log_likelihood,
         **clustering_scores(nearest, test_y),
     }
 

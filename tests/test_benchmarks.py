@@ -305,14 +305,18 @@ def test_the_pretraining_codes_diagnosis_clusters_a_pretraining_checkpoints_code
     assert refused.returncode != 0 and "not a checkpoint taken while" in refused.stderr
 
 
-def test_the_pretraining_codes_log_likelihood_of_a_partition_is_the_code_kmeans_prior(
-    tmp_path,
-):
-    """The diagnosis scores a k-means start by the mean log p(z) of the codes under the
-    mixture of its clusters' Gaussians: it must equal what the model's own prior gives after
-    ``initialize_prior_from_clusters`` (``--init code-kmeans --covariance full``)."""
+def test_the_pretraining_codes_start_score_is_the_mixture_of_its_clusters_gaussians(tmp_path):
+    """The diagnosis scores a single k-means start by the mean log p(z) of the codes under the
+    prior the model's ``initialize_prior_from_clusters`` sets from its clusters (``--init
+    code-kmeans --covariance full``): the mixture whose component k is the maximum-likelihood
+    Gaussian of the codes of cluster k (plus 1e-6 on the diagonal), weighted by their share.
+    Checked against that mixture written out here with torch's MultivariateNormal, for a
+    run trained with diagonal covariances (the score is full whatever the run's own)."""
+    import math
+
     import torch
 
+    from pyrovae.kmeans import kmeans
     from pyrovae.runs import load_run
 
     spec = importlib.util.spec_from_file_location(
@@ -322,14 +326,23 @@ def test_the_pretraining_codes_log_likelihood_of_a_partition_is_the_code_kmeans_
     spec.loader.exec_module(module)
     run = tmp_path / "run"
     args = ["train", "mixture-vae", "--out", str(run), "--pretrain-epochs", "1", "--epochs", "1"]
-    assert main([*args, "--covariance", "full", *SMALL]) == 0
-    loaded = load_run(run)
-    codes = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    codes[:100] += 4.0  # three clusters apart, and ten labels over them
-    labels = torch.arange(300) % 10
-    labels[:100] = torch.arange(100) % 3
-    ours = module.clusters_log_likelihood(codes, labels, 10)
-    loaded.model.initialize_prior_from_clusters(codes, labels)
-    with torch.no_grad():
-        theirs = loaded.model.prior_log_prob(codes.to(loaded.model.mixture.loc.dtype))
-    assert ours == pytest.approx(float(theirs.double().mean()), rel=1e-5)
+    assert main([*args, "--covariance", "diag", *SMALL]) == 0
+    prior = module.code_kmeans_prior(load_run(run).config)
+    assert prior.covariance == "full" and prior.mixture.loc.dtype == torch.float64
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randn(400, 4, generator=generator, dtype=torch.float64)
+    codes[:200] += 4.0  # two groups apart, split by k-means into ten clusters
+    test = torch.randn(50, 4, generator=generator, dtype=torch.float64)
+    scores = module.start_scores(prior, codes, test, torch.arange(50) % 10, seed=3)
+
+    labels = kmeans(codes, 10, n_init=1, generator=torch.Generator().manual_seed(3)).labels
+    eye = torch.eye(4, dtype=torch.float64)
+    terms = []
+    for c in range(10):
+        z = codes[labels == c]
+        covariance = torch.cov(z.T, correction=0) + 1e-6 * eye
+        gaussian = torch.distributions.MultivariateNormal(z.mean(0), covariance)
+        terms.append(gaussian.log_prob(codes) + math.log(len(z) / len(codes)))
+    expected = float(torch.stack(terms).logsumexp(0).mean())
+    assert scores["code_log_likelihood"] == pytest.approx(expected, rel=1e-9)
+    assert scores["seed"] == 3 and scores["inertia"] > 0
