@@ -56,7 +56,9 @@ def fit_mixture(
     k-means++ seeds are drawn from all rows alike on every rank (the same seeds as one
     process), each rank streams its contiguous share of the rows through every E-step and
     the sufficient statistics are all-reduced, so every rank takes the same M-steps, reaches
-    the same fit as one process (to rounding) and returns it.
+    the same fit as one process (to rounding) and returns it. Where two restarts reach one
+    optimum with the components in different orders, their log-likelihoods tie to rounding,
+    and the ranks may keep the other order than one process: the same mixture, relabelled.
 
     Args:
         x: the data (N, D), finite.
